@@ -1,0 +1,1 @@
+"""The sync engine: one pass over a source is list -> plan (pure) -> download -> record."""

@@ -1,0 +1,1 @@
+"""One module per remote API, plus the shared HTTP and auth helpers; vendor JSON stops here."""

@@ -1,0 +1,1 @@
+"""The state database: SQLAlchemy tables, the store, and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Streaming downloads: resume, verification, durability, retries and pacing."""

@@ -57,21 +57,11 @@ _NO_FILE_PATH: Final = "Document has no file path"
 _ID_REQUIRED: Final = "Document ID is required"
 _IDENTITY_FIELDS: Final = ("date_of_birth", "email", "uid", "eid")
 
-_TYPE_BY_EXTENSION: Final = {
-    ".pdf": "PDF",
-    ".docx": "DOCX",
-    ".txt": "TXT",
-    ".png": "IMG",
-    ".jpg": "IMG",
-    ".jpeg": "IMG",
-    ".gif": "IMG",
-}
-_EXTENSION_BY_TYPE: Final = {
-    "PDF": ".pdf",
-    "DOCX": ".docx",
-    "TXT": ".txt",
-    "IMG": ".png",
-    "OTHER": ".bin",
+_TYPE_BY_EXTENSION: Final = {".pdf": "PDF", ".docx": "DOCX", ".txt": "TXT"} | dict.fromkeys(
+    (".png", ".jpg", ".jpeg", ".gif"), "IMG"
+)
+_EXTENSION_BY_TYPE: Final = {"PDF": ".pdf", "DOCX": ".docx", "TXT": ".txt", "IMG": ".png"} | {
+    "OTHER": ".bin"
 }
 _CONTENT_TYPES: Final = {
     ".pdf": "application/pdf",
@@ -764,16 +754,7 @@ def _file_response(request: web.Request, doc: _Document) -> web.Response:
     return web.Response(status=206, body=data[first : last + 1], headers=headers)
 
 
-_DEMO_ADJECTIVES: Final = (
-    "Quarterly",
-    "Annual",
-    "Clinical",
-    "Patient",
-    "Staff",
-    "Pharmacy",
-    "Infection",
-    "Discharge",
-)
+_DEMO_ADJECTIVES: Final = ("Quarterly", "Annual", "Clinical", "Patient", "Staff", "Pharmacy")
 _DEMO_NOUNS: Final = ("report", "guideline", "checklist", "protocol", "summary", "handbook")
 _DEMO_TAGS: Final = ["important", "reference", "draft", "audit", "training", "policy"]
 

@@ -1,0 +1,135 @@
+"""The agent's own data types: what every source produces and the engine consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class DocState(StrEnum):
+    """Where a document stands in the mirror."""
+
+    PENDING = "pending"  # known, not mirrored yet (or a newer version is waiting)
+    MIRRORED = "mirrored"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # nothing to download by design (URL-only, no permission, no content)
+    REMOVED = "removed"  # gone from the remote listing; the mirrored file is kept
+
+
+class JobState(StrEnum):
+    """Where a download job stands."""
+
+    QUEUED = "queued"
+    ACTIVE = "active"
+    RETRY = "retry"  # waiting for its next attempt
+    FAILED = "failed"  # permanent failure, retried only on a slow schedule
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDocument:
+    """One downloadable thing as a source lists it, already free of vendor field names.
+
+    `remote_id` is unique within the source; `version` changes whenever the content does.
+    `name` and `folder` are untrusted: the engine sanitises them into a mirror path.
+    `locator` tells the source where the content is (opaque to the engine); `attrs` are
+    request attributes a download job keeps for its whole life, resumes included.
+    """
+
+    remote_id: str
+    version: str
+    name: str
+    folder: tuple[str, ...] = ()
+    size: int | None = None
+    modified: datetime | None = None
+    locator: str | None = None
+    attrs: Mapping[str, str] = EMPTY
+    skip_reason: str | None = None
+    external_url: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadTarget:
+    """Where to GET a document's bytes.
+
+    `headers` go to the first hop only. A redirect never carries `Authorization`, and
+    carries none of these headers at all when it leaves the first hop's origin.
+    `paced` says the first hop is an API call that counts against the source's budget.
+    """
+
+    url: str
+    headers: Mapping[str, str] = EMPTY
+    paced: bool = True
+    json_errors: bool = False  # a JSON body on the first hop may be an error envelope
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """What a source may inspect of a download response before the body is kept."""
+
+    status: int
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None  # only for small JSON bodies when `json_errors` is set
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDocument:
+    """What the state database remembers of a document, as the planner needs it."""
+
+    remote_id: str
+    version: str
+    rel_path: str | None
+    state: DocState
+    size: int | None = None
+    sha256: str | None = None
+    metadata_hash: str | None = None
+    retry_due: bool = True  # a failed or waiting job may be tried again now
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A download job as the transfer layer sees it; persisted so it survives restarts."""
+
+    job_id: int
+    source: str
+    remote_id: str
+    version: str
+    rel_path: str
+    attrs: Mapping[str, str] = EMPTY
+    expected_size: int | None = None
+    validator: str | None = None
+    temp_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A verified, fsynced temporary file ready to be renamed into the mirror."""
+
+    temp_path: str
+    size: int
+    sha256: str
+    validator: str | None
+    content_type: str | None = None
+    filename: str | None = None  # from Content-Disposition, for sources that need it
+
+
+@dataclass(frozen=True, slots=True)
+class PassStats:
+    """What one pass over a source did."""
+
+    listed: int = 0
+    downloaded: int = 0
+    moved: int = 0
+    skipped: int = 0
+    removed: int = 0
+    failed: int = 0
+    unchanged: int = 0
+    bytes: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,602 @@
+"""Standard Metrics sandbox: OAuth client-credentials, paged listing, signed downloads, throttling.
+
+Faithful to the public Standard Metrics API documentation (seed 004, API-NOTES section 4):
+
+- `POST /o/token/` at the host root: HTTP Basic `client_id:client_secret` (the form fields
+  `client_id`/`client_secret` are accepted too, as django-oauth-toolkit does) and
+  `grant_type=client_credentials` -> `{"access_token","expires_in","token_type","scope"}`.
+- `GET /v1/documents/`: Django REST framework page-number paging with absolute `next` and
+  `previous` links, `page_size` clamped to 100, filters `company_id`, `parse_state`,
+  `source` and `from`/`to` (ISO 8601, inclusive, on `uploaded_at`).
+- `GET /v1/documents/{id}/download/`: 302 to a storage URL signed for one hour.
+- Every `/v1` call needs `Authorization: Bearer <token>`.
+- Optional throttling over a sliding window that counts every request, token calls included.
+
+Listing-only documents (the 100,000-document benchmark) hold no bytes in storage: the first
+download of one stores a tiny body generated from its id (see `content`) and redirects to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hashlib
+import hmac
+import math
+import mimetypes
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote_plus
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from yarl import URL
+
+from agent.sandbox.server import (
+    FaultPlan,
+    Handler,
+    RequestLog,
+    fault_middleware,
+    json_body,
+    recording_middleware,
+    serve,
+)
+from agent.sandbox.storage import StorageHost
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 100
+SIGNED_URL_TTL = 3600.0
+STORAGE_PREFIX = "standard-metrics"
+
+PARSE_STATES = ("parsed", "unparsed", "parsing", "failed")  # invented: the docs list none
+SOURCES = ("upload", "email", "integration", "api")  # invented: the docs list none
+
+_DEMO_EPOCH = datetime(2024, 1, 8, 9, 0, tzinfo=UTC)
+_BENCH_EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
+_NO_CREDENTIALS = {"detail": "Authentication credentials were not provided."}
+_INVALID_TOKEN = {"detail": "Invalid token."}
+_INVALID_PAGE = {"detail": "Invalid page."}
+_NOT_FOUND = {"detail": "Not found."}
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
+
+# Names a mirror must sanitise: spaces, unicode, traversal, separators, reserved and odd names.
+_AWKWARD_NAMES = (
+    "Q4 2023 Board Deck.pdf",
+    "Q4 2023 Board Deck.pdf",
+    "Résumé \u2013 Ünïcødé 季度报告.pdf",  # an en dash, accents and CJK
+    "../evil.pdf",
+    "reports/2024/summary.pdf",
+    "Financials: FY23 v2?.xlsx",
+    "CON.txt",
+    "trailing dot and space. ",
+    ".hidden",
+    "..",
+    "README",
+    "Investor update " + "very " * 50 + "long name.docx",
+)
+
+
+@dataclass(slots=True)
+class SandboxDocument:
+    """One document as the sandbox holds it; `storage_key` is None for listing-only ones."""
+
+    id: str
+    name: str
+    company_id: str
+    uploaded_at: datetime
+    parse_state: str = "parsed"
+    parsed_at: datetime | None = None
+    source: str = "upload"
+    submitted_date: str | None = None
+    link: str | None = None
+    storage_key: str | None = None
+    version: int = 1
+
+    def to_json(self) -> dict[str, object]:
+        """The document as the listing endpoint serialises it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "link": self.link,
+            "company_id": self.company_id,
+            "information_request_id": None,
+            "parse_state": self.parse_state,
+            "parsed_at": _iso(self.parsed_at) if self.parsed_at else None,
+            "uploaded_at": _iso(self.uploaded_at),
+            "source": self.source,
+            "submitted_date": self.submitted_date,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Filters:
+    company_id: str | None
+    parse_state: str | None
+    source: str | None
+    since: datetime | None
+    until: datetime | None
+
+    def empty(self) -> bool:
+        return self == _NO_FILTERS
+
+    def accept(self, doc: SandboxDocument) -> bool:
+        return (
+            (self.company_id is None or doc.company_id == self.company_id)
+            and (self.parse_state is None or doc.parse_state == self.parse_state)
+            and (self.source is None or doc.source == self.source)
+            and (self.since is None or doc.uploaded_at >= self.since)
+            and (self.until is None or doc.uploaded_at <= self.until)
+        )
+
+
+_NO_FILTERS = _Filters(None, None, None, None, None)
+
+
+class _BadFilter(Exception):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class StandardMetricsSandbox:
+    """An in-memory Standard Metrics API on loopback, with its downloads on a `StorageHost`."""
+
+    def __init__(
+        self,
+        storage: StorageHost,
+        *,
+        client_id: str = "demo-client",
+        client_secret: str = "demo-secret",  # noqa: S107 - a fake credential for a fake server
+        token_lifetime: int = 3600,
+        requests_per_minute: int | None = None,
+        retry_after: bool = True,
+        rate_window: float = 60.0,
+        redirect_to: Callable[[str, str], str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_lifetime = token_lifetime
+        self.requests_per_minute = requests_per_minute
+        self.retry_after = retry_after
+        self.rate_window = rate_window
+        self.redirect_to = redirect_to
+        self.clock = clock
+        self.log = RequestLog()
+        self.faults = FaultPlan()
+        self.base_url = ""
+        self.tokens_issued = 0
+        self.throttled = 0
+        self.request_times: list[float] = []  # by `clock`, every request, in arrival order
+        self._tokens: dict[str, float] = {}  # token -> expiry by `clock`
+        self._allowed: deque[float] = deque()  # times of requests let through the throttle
+        self._docs: dict[str, SandboxDocument] = {}
+        self._order: list[str] = []  # upload order; the listing order
+        self._sequence = 0
+        self._version = 0  # bumped on every change, to invalidate the filter cache
+        self._cache: tuple[_Filters, int, list[str]] | None = None
+        self._app: web.Application | None = None
+
+    # ---- serving -------------------------------------------------------------------------
+
+    @property
+    def app(self) -> web.Application:
+        if self._app is None:
+            middlewares: list[Middleware] = [
+                recording_middleware(self.log),
+                self._arrival_middleware(),
+                fault_middleware(self.faults),
+                self._throttle_middleware(),
+            ]
+            app = web.Application(middlewares=middlewares)
+            app.router.add_post("/o/token/", self._token)
+            app.router.add_get("/v1/documents/", self._list)
+            app.router.add_get("/v1/documents/{doc_id}/download/", self._download)
+            self._app = app
+        return self._app
+
+    @asynccontextmanager
+    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Serve on loopback; yields the host root (the API root is that plus `/v1`)."""
+        async with serve(self.app, host, port) as url:
+            self.base_url = url
+            try:
+                yield url
+            finally:
+                self.base_url = ""
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/o/token/"
+
+    # ---- tokens --------------------------------------------------------------------------
+
+    def issue_token(self) -> str:
+        """Mint a bearer token valid for `token_lifetime` seconds by the clock."""
+        token = secrets.token_urlsafe(24)
+        self._tokens[token] = self.clock() + self.token_lifetime
+        self.tokens_issued += 1
+        return token
+
+    def expire_all_tokens(self) -> None:
+        """Invalidate every token issued so far; the next /v1 call with one gets 401."""
+        self._tokens.clear()
+
+    def token_is_valid(self, token: str) -> bool:
+        expiry = self._tokens.get(token)
+        return expiry is not None and self.clock() < expiry
+
+    # ---- documents -----------------------------------------------------------------------
+
+    def add_document(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        company_id: str = "demo-co",
+        uploaded_at: datetime | None = None,
+        parse_state: str = "parsed",
+        source: str = "upload",
+        link: str | None = None,
+    ) -> str:
+        """Store a document with bytes and return its id; it goes last in the listing."""
+        when = _aware(uploaded_at) if uploaded_at else self._now()
+        doc = SandboxDocument(
+            id=self._next_id(),
+            name=name,
+            company_id=company_id,
+            uploaded_at=when,
+            parse_state=parse_state,
+            parsed_at=when + timedelta(minutes=3) if parse_state == "parsed" else None,
+            source=source,
+            submitted_date=when.date().isoformat(),
+            link=link,
+        )
+        self._store(doc, data)
+        self._insert(doc)
+        return doc.id
+
+    def update_document(self, doc_id: str, data: bytes) -> None:
+        """Replace a document's bytes: new storage key and ETag, a later `uploaded_at`."""
+        doc = self._docs[doc_id]
+        doc.version += 1
+        doc.uploaded_at = max(self._now(), doc.uploaded_at + timedelta(seconds=1))
+        if doc.parsed_at is not None:
+            doc.parsed_at = doc.uploaded_at + timedelta(minutes=3)
+        self._store(doc, data)
+        self._version += 1
+
+    def rename_document(self, doc_id: str, new_name: str) -> None:
+        """Change a document's name only; `uploaded_at` and the bytes stay as they were."""
+        self._docs[doc_id].name = new_name
+        self._version += 1
+
+    def remove_document(self, doc_id: str) -> None:
+        del self._docs[doc_id]
+        self._order.remove(doc_id)
+        self._version += 1
+
+    def add_listing_only(self, n: int, *, company_id: str = "bench-co") -> list[str]:
+        """Add `n` documents with no stored bytes, cheaply (100,000 in well under a second)."""
+        ids: list[str] = []
+        base = self._sequence
+        for i in range(n):
+            when = _BENCH_EPOCH + timedelta(seconds=base + i)
+            doc = SandboxDocument(
+                id=self._next_id(),
+                name=f"report-{base + i:06d}.pdf",
+                company_id=company_id,
+                uploaded_at=when,
+                parsed_at=when + timedelta(minutes=3),
+                submitted_date=when.date().isoformat(),
+            )
+            self._docs[doc.id] = doc
+            ids.append(doc.id)
+        self._order.extend(ids)
+        self._version += 1
+        return ids
+
+    def populate_demo(self, n: int = 36, seed: int = 0) -> list[str]:
+        """Add `n` deterministic documents of varied sizes, with awkward and duplicate names."""
+        rng = random.Random(seed)
+        companies = ("demo-co", "acme-ventures", "globex")
+        ids: list[str] = []
+        when = _DEMO_EPOCH
+        for i in range(n):
+            name = _AWKWARD_NAMES[i] if i < len(_AWKWARD_NAMES) else _plain_name(i, rng)
+            when += timedelta(hours=rng.randint(1, 30), seconds=rng.randint(0, 59))
+            doc_id = self.add_document(
+                name,
+                _demo_bytes(name, _demo_size(i, rng), rng),
+                company_id=companies[i % len(companies)],
+                uploaded_at=when,
+                parse_state=rng.choice(PARSE_STATES[:2]) if i % 5 else "parsed",
+                source=rng.choice(SOURCES),
+                link=f"https://docs.example.com/d/{i}" if i % 7 == 3 else None,
+            )
+            ids.append(doc_id)
+        return ids
+
+    def document(self, doc_id: str) -> SandboxDocument:
+        return self._docs[doc_id]
+
+    def document_ids(self) -> list[str]:
+        """Every document id, in listing order."""
+        return list(self._order)
+
+    def content(self, doc_id: str) -> bytes:
+        """The bytes a download of `doc_id` yields (generated for listing-only documents)."""
+        doc = self._docs[doc_id]
+        if doc.storage_key is None:
+            return _listing_only_body(doc)
+        return self.storage.blobs[doc.storage_key].data
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    # ---- request accounting --------------------------------------------------------------
+
+    def max_requests_in_window(self, seconds: float = 60.0) -> int:
+        """The most requests (throttled ones included) that arrived in any `seconds` window."""
+        times = sorted(self.request_times)
+        best = 0
+        for i, start in enumerate(times):
+            best = max(best, bisect.bisect_left(times, start + seconds, lo=i) - i)
+        return best
+
+    # ---- middlewares ---------------------------------------------------------------------
+
+    def _arrival_middleware(self) -> Middleware:
+        @web.middleware
+        async def arrivals(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.request_times.append(self.clock())
+            return await handler(request)
+
+        return arrivals
+
+    def _throttle_middleware(self) -> Middleware:
+        @web.middleware
+        async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
+            refusal = self._throttle()
+            return refusal if refusal is not None else await handler(request)
+
+        return throttle
+
+    def _throttle(self) -> web.Response | None:
+        limit = self.requests_per_minute
+        if limit is None:
+            return None
+        now = self.clock()
+        while self._allowed and self._allowed[0] <= now - self.rate_window:
+            self._allowed.popleft()
+        if len(self._allowed) < limit:
+            self._allowed.append(now)
+            return None
+        self.throttled += 1
+        if not self.retry_after:
+            return json_body({"detail": "Request was throttled."}, 429)
+        wait = max(1, math.ceil(self._allowed[0] + self.rate_window - now))
+        detail = f"Request was throttled. Expected available in {wait} second{'s' * (wait != 1)}."
+        return json_body({"detail": detail}, 429, {"Retry-After": str(wait)})
+
+    # ---- handlers ------------------------------------------------------------------------
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return json_body({"error": "unsupported_grant_type"}, 400, _NO_STORE)
+        client_id, client_secret = _client_credentials(request, form)
+        if not (
+            hmac.compare_digest(client_id.encode(), self.client_id.encode())
+            and hmac.compare_digest(client_secret.encode(), self.client_secret.encode())
+        ):
+            return json_body({"error": "invalid_client"}, 401, _NO_STORE)
+        body = {
+            "access_token": self.issue_token(),
+            "expires_in": self.token_lifetime,
+            "token_type": "Bearer",
+            "scope": "read write",
+        }
+        return json_body(body, 200, _NO_STORE)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        denied = self._authenticate(request)
+        if denied is not None:
+            return denied
+        try:
+            selection = self._select(_parse_filters(request.query))
+        except _BadFilter as exc:
+            return json_body(exc.errors, 400)
+        size = _page_size(request.query.get("page_size"))
+        number = _page_number(request.query.get("page", "1"), len(selection), size)
+        if number is None:
+            return json_body(_INVALID_PAGE, 404)
+        start = (number - 1) * size
+        more = start + size < len(selection)
+        return json_body(
+            {
+                "count": len(selection),
+                "next": _page_link(request.url, number + 1) if more else None,
+                "previous": _page_link(request.url, number - 1) if number > 1 else None,
+                "results": [self._docs[i].to_json() for i in selection[start : start + size]],
+            }
+        )
+
+    async def _download(self, request: web.Request) -> web.Response:
+        denied = self._authenticate(request)
+        if denied is not None:
+            return denied
+        doc = self._docs.get(request.match_info["doc_id"])
+        if doc is None:
+            return json_body(_NOT_FOUND, 404)
+        if self.redirect_to is not None:
+            location = self.redirect_to(doc.id, doc.name)
+        else:
+            if doc.storage_key is None:
+                self._store(doc, _listing_only_body(doc))
+            assert doc.storage_key is not None
+            location = self.storage.sign(doc.storage_key, ttl=SIGNED_URL_TTL)
+        return web.Response(
+            status=302, headers={"Location": location}, content_type="text/html", charset="utf-8"
+        )
+
+    def _authenticate(self, request: web.Request) -> web.Response | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return json_body(_NO_CREDENTIALS, 401, _BEARER_CHALLENGE)
+        if not self.token_is_valid(token.strip()):
+            return json_body(_INVALID_TOKEN, 401, _BEARER_CHALLENGE)
+        return None
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _select(self, filters: _Filters) -> Sequence[str]:
+        if filters.empty():
+            return self._order
+        if self._cache is not None and self._cache[:2] == (filters, self._version):
+            return self._cache[2]
+        chosen = [i for i in self._order if filters.accept(self._docs[i])]
+        self._cache = (filters, self._version, chosen)
+        return chosen
+
+    def _store(self, doc: SandboxDocument, data: bytes) -> None:
+        key = f"{STORAGE_PREFIX}/{doc.id}/v{doc.version}"
+        content_type = mimetypes.guess_type(doc.name)[0] or "application/octet-stream"
+        self.storage.put(key, data, content_type=content_type, filename=_header_filename(doc.name))
+        doc.storage_key = key
+
+    def _insert(self, doc: SandboxDocument) -> None:
+        self._docs[doc.id] = doc
+        self._order.append(doc.id)
+        self._version += 1
+
+    def _next_id(self) -> str:
+        while True:
+            self._sequence += 1
+            digest = hashlib.blake2b(f"sm-doc:{self._sequence}".encode(), digest_size=10).digest()
+            doc_id = base64.b32encode(digest).decode().lower()
+            if doc_id not in self._docs:
+                return doc_id
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _client_credentials(request: web.Request, form: Mapping[str, object]) -> tuple[str, str]:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return "", ""
+        client_id, _, client_secret = decoded.partition(":")
+        return unquote_plus(client_id), unquote_plus(client_secret)  # RFC 6749 section 2.3.1
+    form_id, form_secret = form.get("client_id"), form.get("client_secret")
+    if isinstance(form_id, str) and isinstance(form_secret, str):
+        return form_id, form_secret
+    return "", ""
+
+
+def _parse_filters(query: Mapping[str, str]) -> _Filters:
+    errors: dict[str, list[str]] = {}
+    bounds: dict[str, datetime | None] = {"from": None, "to": None}
+    for key in bounds:
+        raw = query.get(key)
+        if raw:
+            try:
+                bounds[key] = _aware(datetime.fromisoformat(raw.strip()))
+            except ValueError:
+                errors[key] = ["Enter a valid date/time."]
+    if errors:
+        raise _BadFilter(errors)
+    return _Filters(
+        company_id=query.get("company_id") or None,
+        parse_state=query.get("parse_state") or None,
+        source=query.get("source") or None,
+        since=bounds["from"],
+        until=bounds["to"],
+    )
+
+
+def _page_size(raw: str | None) -> int:
+    """DRF semantics: a positive integer, clamped to the maximum; anything else -> default."""
+    try:
+        size = int(raw) if raw is not None else DEFAULT_PAGE_SIZE
+    except ValueError:
+        return DEFAULT_PAGE_SIZE
+    return min(size, MAX_PAGE_SIZE) if size > 0 else DEFAULT_PAGE_SIZE
+
+
+def _page_number(raw: str, count: int, size: int) -> int | None:
+    """Django paginator semantics: 1-based, page 1 always exists, `last` allowed."""
+    pages = max(1, math.ceil(count / size))
+    if raw == "last":
+        return pages
+    try:
+        number = int(raw)
+    except ValueError:
+        return None
+    return number if 1 <= number <= pages else None
+
+
+def _page_link(url: URL, number: int) -> str:
+    """DRF's links: the request URL with `page` replaced, or removed for page 1."""
+    if number == 1:
+        return str(url.without_query_params("page"))
+    return str(url.update_query(page=str(number)))
+
+
+def _iso(value: datetime) -> str:
+    """DRF's datetime rendering: ISO 8601, UTC written as `Z`."""
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _header_filename(name: str) -> str | None:
+    """The name for the storage host's Content-Disposition, when it fits a quoted string."""
+    if name.isascii() and name.isprintable() and '"' not in name and "\\" not in name:
+        return name
+    return None
+
+
+def _listing_only_body(doc: SandboxDocument) -> bytes:
+    return f"listing-only document {doc.id} v{doc.version}\n".encode()
+
+
+def _plain_name(i: int, rng: random.Random) -> str:
+    kind = rng.choice(("Portfolio update", "Quarterly report", "Cap table", "Board minutes"))
+    extension = rng.choice((".pdf", ".pdf", ".xlsx", ".docx", ".csv"))
+    return f"{kind} {i:02d}{extension}"
+
+
+def _demo_size(i: int, rng: random.Random) -> int:
+    """Log-uniform from a few bytes to ~300 KiB, with both extremes always present."""
+    if i == 0:
+        return 300 * 1024
+    if i == 1:
+        return 5
+    return int(math.exp(rng.uniform(math.log(5), math.log(300 * 1024))))
+
+
+def _demo_bytes(name: str, size: int, rng: random.Random) -> bytes:
+    header = b"%PDF-1.7\n" if name.lower().endswith(".pdf") else name.encode()[:16] + b"\n"
+    return (header + rng.randbytes(size))[:size]

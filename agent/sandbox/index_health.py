@@ -60,8 +60,12 @@ _IDENTITY_FIELDS: Final = ("date_of_birth", "email", "uid", "eid")
 _TYPE_BY_EXTENSION: Final = {".pdf": "PDF", ".docx": "DOCX", ".txt": "TXT"} | dict.fromkeys(
     (".png", ".jpg", ".jpeg", ".gif"), "IMG"
 )
-_EXTENSION_BY_TYPE: Final = {"PDF": ".pdf", "DOCX": ".docx", "TXT": ".txt", "IMG": ".png"} | {
-    "OTHER": ".bin"
+_EXTENSION_BY_TYPE: Final = {
+    "PDF": ".pdf",
+    "DOCX": ".docx",
+    "TXT": ".txt",
+    "IMG": ".png",
+    "OTHER": ".bin",
 }
 _CONTENT_TYPES: Final = {
     ".pdf": "application/pdf",
@@ -185,7 +189,7 @@ class _Document:
     tags: tuple[str, ...]
     created_at: float
     updated_at: float
-    avg_progress: float = 0.0
+    avg_progress: float = 0
     etag: str | None = None
 
     @property
@@ -456,7 +460,7 @@ class IndexHealthSandbox:
         """Add two collections and ``n`` deterministic documents; return their ids.
 
         About one in seven is URL-based, one in five has a name without extension, and
-        timestamps are spread over the past month. Content is small (under 4 KiB each).
+        timestamps lie in the past month. Content is small (under 4 KiB each).
         """
         rng = random.Random(seed)
         collections = [
@@ -464,10 +468,14 @@ class IndexHealthSandbox:
             self.add_collection("Operations"),
         ]
         base = self._clock() - 30 * 86400.0
-        return [self._demo_document(rng, index, collections[index % 2], base) for index in range(n)]
+        step = min(3600.0, 15 * 86400.0 / max(n, 1))  # all created in the first half-month
+        return [
+            self._demo_document(rng, index, collections[index % 2], base + index * step)
+            for index in range(n)
+        ]
 
     def _demo_document(
-        self, rng: random.Random, index: int, collection_id: str, base: float
+        self, rng: random.Random, index: int, collection_id: str, created_at: float
     ) -> str:
         kind = DOCUMENT_TYPES[index % 4]
         topic = f"{rng.choice(_DEMO_ADJECTIVES)} {rng.choice(_DEMO_NOUNS)} {index:03d}"
@@ -496,9 +504,9 @@ class IndexHealthSandbox:
                 tags=tags,
             )
         doc = self._documents[doc_id]
-        doc.created_at = base + index * 3600.0
-        doc.updated_at = doc.created_at + rng.randint(0, 20) * 86400.0
-        doc.avg_progress = float(rng.randint(0, 100))
+        doc.created_at = created_at
+        doc.updated_at = created_at + rng.randint(0, 14) * 86400.0
+        doc.avg_progress = rng.randint(0, 100)
         return doc_id
 
     # ----------------------------------------------------------------- internals

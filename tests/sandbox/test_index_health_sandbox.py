@@ -250,7 +250,7 @@ async def test_get_documents_returns_the_whole_collection_with_documented_fields
             "document_tags": ["audit"],
             "created_at": "2023-11-14T22:13:20.000Z",
             "updated_at": "2023-11-14T22:13:20.000Z",
-            "avg_progress": 0.0,
+            "avg_progress": 0,
         }
 
 
@@ -453,7 +453,7 @@ async def test_removed_document_disappears_and_its_signed_url_stops_working() ->
 
 
 def test_populate_demo_is_deterministic_and_varied() -> None:
-    """Same seed, same documents; two collections; some URL-based, some names lack extensions."""
+    """Same seed, same past-dated documents; two collections; URL-based and extensionless ones."""
 
     def build(seed: int) -> list[dict[str, Any]]:
         sandbox = IndexHealthSandbox(StorageHost(clock=FakeClock()), clock=FakeClock())
@@ -468,6 +468,7 @@ def test_populate_demo_is_deterministic_and_varied() -> None:
     assert url_based
     assert all("document_url" in d for d in url_based)
     assert any("." not in d["document_name"] and "document_file_path" in d for d in docs)
+    assert all(d["created_at"] <= d["updated_at"] <= iso_timestamp(START) for d in docs)
 
 
 # --------------------------------------------------------------------------- pure helpers

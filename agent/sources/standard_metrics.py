@@ -23,7 +23,8 @@ class ClientCredentialsAuth(TokenAuth):
     def __init__(self, ctx: SourceContext, token_url: str) -> None:
         super().__init__(ctx.state)
         secret = ctx.config.client_secret
-        assert secret is not None and ctx.config.client_id is not None  # enforced by config
+        assert secret is not None  # enforced by config
+        assert ctx.config.client_id is not None
         pair = f"{ctx.config.client_id}:{secret.reveal()}".encode()
         self._basic = "Basic " + base64.b64encode(pair).decode()
         self.client: ApiClient = ctx.client

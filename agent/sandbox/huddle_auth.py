@@ -130,4 +130,6 @@ def auth_refusal(
     if issuer.access_token_valid(token.strip()):
         return None
     headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if expired_status == 401 else {}
-    return json_body({"message": "The access token is invalid or has expired"}, expired_status, headers)
+    return json_body(
+        {"message": "The access token is invalid or has expired"}, expired_status, headers
+    )

@@ -306,7 +306,7 @@ def populate_demo(tree: HuddleTree, n: int, seed: int) -> str:
     rng = random.Random(seed)
     ws_id = tree.add_workspace("Demo workspace", at=DEMO_EPOCH)
     root = tree.workspaces[ws_id].root_folder_id
-    by_title = {None: root}
+    by_title: dict[str | None, str] = {None: root}
     for index, (title, parent) in enumerate(_DEMO_FOLDERS):
         at = DEMO_EPOCH + 60 * (index + 1)
         by_title[title] = tree.add_folder(by_title[parent], title, at=at)

@@ -93,8 +93,7 @@ class StorageHost:
             app = web.Application(
                 middlewares=[recording_middleware(self.log), fault_middleware(self.plan)]
             )
-            app.router.add_get("/b/{key:.+}", self._get)
-            app.router.add_head("/b/{key:.+}", self._get, allow_head=False)
+            app.router.add_get("/b/{key:.+}", self._get)  # also answers HEAD
             self._app = app
         return self._app
 

@@ -95,6 +95,7 @@ class OpenCdeSandbox:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
+        self.client_id = client_id
         self.token_status = token_status
         self.expires_in_as_string = expires_in_as_string
         self.redirect_status = redirect_status
@@ -149,8 +150,9 @@ class OpenCdeSandbox:
         """Every refresh token issued so far now answers invalid_grant."""
         self.oauth.revoke_refresh_tokens()
 
-    def issue_tokens(self, client_id: str = "demo-client") -> TokenGrant:
+    def issue_tokens(self, client_id: str | None = None) -> TokenGrant:
         """Mint a token pair without the browser flow (for tests that skip sign-in)."""
+        client_id = client_id or self.client_id
         return self.oauth.redeem_code(client_id, self.oauth.issue_code(client_id, ""), None)
 
     # ---- serving ------------------------------------------------------------------------

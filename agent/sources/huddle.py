@@ -1,0 +1,303 @@
+"""Huddle: folder trees walked through paged views, unchanged subtrees replayed from cache.
+
+Listing. Each configured root (a workspace's root folder, or a folder URL) is walked depth
+first: GET the folder, then its paged `collection` view (`size=250`, following `next`
+links as given). Each folder's listing is kept in a state cursor (`FolderCache`) with the
+folder's `Last-Modified`; on the next pass the folder is asked with `If-Modified-Since`,
+and a 304 replays the cached documents of the WHOLE subtree without another request
+(Huddle's folder time covers changes anywhere below it). A cache is saved only after its
+whole subtree was listed, so an interrupted pass never hides a change. 410 Gone (or 404
+below a root) means the folder was deleted: its documents are not listed and its caches
+are dropped. 423 Locked replays the cache when there is one.
+
+Mirror paths. `folder` is the root's label, then the titles of the folders below it. The
+label is the workspace title for a workspace (the root folder itself is always called
+"Documents") and the folder's own title for a folder URL; two roots with the same label
+get the second's id appended. The label is always present, so adding a second root later
+moves nothing.
+
+Documents are named by the id in their `self` link; the change key is the version number
+plus `updated` in one canonical date form (ISO-8601 and RFC 1123 compare equal). Without a
+`content` link (no download permission) a document is listed with a skip reason. With
+`formats` set, each downloadable document also lists one rendition per format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from agent.config import HuddleSettings
+from agent.errors import AuthenticationError, FatalSourceError, SkipDocument, safe_url
+from agent.log import get_logger
+from agent.models import DownloadTarget, RemoteDocument, ResponseHead
+from agent.sources.base import BaseSource, SourceContext
+from agent.sources.http import ApiResponse
+from agent.sources.huddle_auth import HuddleAuth
+from agent.sources.huddle_content import POLL_BUDGET, Converter, Sleep, check_content
+from agent.sources.huddle_items import (
+    NO_PERMISSION,
+    DocEntry,
+    FolderCache,
+    cache_key,
+    folder_page,
+    href,
+    id_from_href,
+    inline_page,
+    remote_documents,
+    unique_label,
+)
+
+API_JSON = "application/vnd.huddle.data+json"
+PAGE_SIZE = 250  # the documented maximum
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """A configured starting point: a workspace's root folder or a folder URL."""
+
+    url: str
+    root_id: str
+    workspace: bool
+
+
+@dataclass
+class _Pass:
+    """Bookkeeping of one listing pass."""
+
+    labels: set[str] = field(default_factory=set)
+    visited: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    folders: tuple[str, ...]
+    documents: tuple[DocEntry, ...]
+
+
+class HuddleSource(BaseSource):
+    """Mirrors Huddle workspaces and folders; see the module docstring for the listing."""
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        conversion_budget: float = POLL_BUDGET,
+    ) -> None:
+        super().__init__(ctx)
+        settings = ctx.config.settings
+        assert isinstance(settings, HuddleSettings)
+        self.settings = settings
+        self.base_url = ctx.config.base_url.rstrip("/")
+        self.auth = HuddleAuth(ctx, settings, clock=clock)
+        self.converter = Converter(ctx.client, self.auth, sleep=sleep, budget=conversion_budget)
+        self.log = get_logger(source=self.name)
+
+    def roots(self) -> list[Root]:
+        workspaces = [
+            Root(f"{self.base_url}/files/workspaces/{ws}/folders/root", ws, workspace=True)
+            for ws in self.settings.workspaces
+        ]
+        folders = [Root(url, id_from_href(url), workspace=False) for url in self.settings.folders]
+        return workspaces + folders
+
+    # -- listing ----------------------------------------------------------------------------
+
+    async def list_documents(self) -> AsyncIterator[RemoteDocument]:
+        run = _Pass()
+        for root in self.roots():
+            async for doc in self._walk(root.url, (), run, root):
+                yield doc
+
+    async def _walk(
+        self, url: str, parent: tuple[str, ...], run: _Pass, root: Root | None = None
+    ) -> AsyncIterator[RemoteDocument]:
+        """List one folder and its subtree, from the API or, when unchanged, from cache."""
+        run.visited.add(url)
+        cached = await self._load(url)
+        response = await self._get(url, since=cached.last_modified if cached else None)
+        if cached is not None and response.status in (304, 423):
+            if response.status == 423:
+                self.log.warning("huddle.folder_locked", url=safe_url(url))
+            async for doc in self._replay(cached, parent, run, root):
+                yield doc
+            return
+        if self._gone(response, root):
+            await self._forget(url, run)
+            return
+        body = self._json(response, url)
+        title = await self._title(body, root)
+        path = self._path(parent, title, root, run)
+        listing = await self._list(body)
+        if listing is None:  # deleted while we were reading it
+            await self._forget(url, run)
+            return
+        for entry in listing.documents:
+            for doc in self._documents(entry, path):
+                yield doc
+        for child in listing.folders:
+            async for doc in self._walk(child, path, run):
+                yield doc
+        await self._forget_dropped(cached, listing.folders, run)
+        last_modified = response.header("Last-Modified")
+        fresh = FolderCache(last_modified, title, listing.folders, listing.documents)
+        await self.ctx.state.save_cursor(cache_key(url), fresh.encode())
+
+    async def _replay(
+        self, cache: FolderCache, parent: tuple[str, ...], run: _Pass, root: Root | None
+    ) -> AsyncIterator[RemoteDocument]:
+        """Yield an unchanged subtree from cache; a child missing from it is listed live."""
+        path = self._path(parent, cache.title, root, run)
+        for entry in cache.documents:
+            for doc in self._documents(entry, path):
+                yield doc
+        for child in cache.folders:
+            child_cache = await self._load(child)
+            if child_cache is None:
+                async for doc in self._walk(child, path, run):
+                    yield doc
+                continue
+            run.visited.add(child)
+            async for doc in self._replay(child_cache, path, run, None):
+                yield doc
+
+    async def _list(self, body: Mapping[str, Any]) -> _Listing | None:
+        """Every child of a folder through its paged view (None: the folder went away)."""
+        collection = href(body, "collection")
+        if collection is None:
+            page = inline_page(body)
+            return _Listing(page.folders, page.documents)
+        folders: dict[str, None] = {}
+        documents: dict[str, DocEntry] = {}
+        url: str | None = with_page_size(collection, PAGE_SIZE)
+        seen: set[str] = set()
+        while url is not None and url not in seen:
+            seen.add(url)
+            response = await self._get(url)
+            if response.status in (404, 410):
+                return None
+            page = folder_page(self._json(response, url))
+            folders.update(dict.fromkeys(page.folders))
+            documents.update((d.doc_id, d) for d in page.documents)
+            url = page.next_url
+        return _Listing(tuple(folders), tuple(documents.values()))
+
+    def _documents(self, entry: DocEntry, path: tuple[str, ...]) -> list[RemoteDocument]:
+        reason = self.settings.download_reason
+        return list(remote_documents(entry, path, reason, self.settings.formats))
+
+    def _path(
+        self, parent: tuple[str, ...], title: str, root: Root | None, run: _Pass
+    ) -> tuple[str, ...]:
+        if root is None:
+            return (*parent, title)
+        return (unique_label(title, root.root_id, run.labels),)
+
+    async def _title(self, body: Mapping[str, Any], root: Root | None) -> str:
+        """A folder's path component; for a workspace root, the workspace's title."""
+        title = str(body.get("title") or "")
+        if root is None or not root.workspace:
+            return title
+        workspace = href(body, "workspace")
+        if workspace is not None:
+            response = await self._get(workspace)
+            if response.status == 200:
+                data = response.json()
+                if isinstance(data, dict) and data.get("title"):
+                    return str(data["title"])
+        return root.root_id
+
+    # -- folder caches ----------------------------------------------------------------------
+
+    async def _load(self, url: str) -> FolderCache | None:
+        return FolderCache.decode(await self.ctx.state.load_cursor(cache_key(url)))
+
+    async def _forget(self, url: str, run: _Pass) -> None:
+        """Drop the caches of a folder and its cached subtree (not those listed this pass)."""
+        cached = await self._load(url)
+        await self.ctx.state.save_cursor(cache_key(url), None)
+        for child in cached.folders if cached else ():
+            if child not in run.visited:
+                await self._forget(child, run)
+
+    async def _forget_dropped(
+        self, cached: FolderCache | None, folders: tuple[str, ...], run: _Pass
+    ) -> None:
+        if cached is None:
+            return
+        for child in set(cached.folders) - set(folders):
+            if child not in run.visited:
+                await self._forget(child, run)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _get(self, url: str, *, since: str | None = None) -> ApiResponse:
+        headers = {"Accept": API_JSON}
+        if since:
+            headers["If-Modified-Since"] = since
+        return await self.client.request("GET", url, auth=self.auth, headers=headers)
+
+    def _gone(self, response: ApiResponse, root: Root | None) -> bool:
+        """410 (or 404 below a root): the folder was deleted. A missing root is an error."""
+        if response.status == 410 or (response.status == 404 and root is None):
+            self.log.info("huddle.folder_gone", url=safe_url(response.url))
+            return True
+        if response.status == 404:
+            raise FatalSourceError(self.name, f"folder not found: {safe_url(response.url)}")
+        return False
+
+    def _json(self, response: ApiResponse, url: str) -> Mapping[str, Any]:
+        status = response.status
+        if status == 401:
+            raise AuthenticationError(self.name, "the API refused a freshly renewed token")
+        if status != 200:
+            raise FatalSourceError(self.name, f"listing {safe_url(url)} failed: HTTP {status}")
+        body = response.json()
+        if not isinstance(body, dict):
+            raise FatalSourceError(self.name, f"{safe_url(url)} did not answer a JSON object")
+        return body
+
+    # -- downloads --------------------------------------------------------------------------
+
+    async def download_target(
+        self, doc: RemoteDocument, attrs: Mapping[str, str]
+    ) -> DownloadTarget:
+        """The content link; for a rendition, only once its conversion exists.
+
+        The download reason is the job's own (a resumed job keeps the reason it began with).
+        """
+        if doc.locator is None:
+            raise SkipDocument(NO_PERMISSION)
+        reason = (
+            attrs.get("x-download-reason")
+            or doc.attrs.get("x-download-reason")
+            or self.settings.download_reason
+        )
+        headers = {"x-download-reason": reason}
+        url = doc.locator
+        accept = attrs.get("accept") or doc.attrs.get("accept")
+        if accept:
+            url = await self.converter.prepare(doc.locator, accept, reason)
+            headers["Accept"] = accept
+        headers["Authorization"] = await self.auth.authorization()
+        return DownloadTarget(url, headers)
+
+    def check_response(self, head: ResponseHead) -> None:
+        check_content(head)
+
+    async def on_unauthorized(self, rejected: str) -> None:
+        await self.auth.refresh(rejected)
+
+
+def with_page_size(url: str, size: int) -> str:
+    """`url` asking for `size` items a page (any `size` it had is replaced, nothing else)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "size"]
+    query.append(("size", str(size)))
+    return urlunsplit(parts._replace(query=urlencode(query)))

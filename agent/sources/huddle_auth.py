@@ -1,0 +1,129 @@
+"""Huddle's refresh-token grant: single-use refresh tokens, persisted before they are spent.
+
+Every token response carries a NEW refresh token and the old one dies, so the new one is
+written to the state database before its access token is used. The saved value is tagged
+with a fingerprint of the configured seed token: when the user puts a fresh refresh token
+in the configuration (after a revocation, say) the saved chain from the old seed is dropped.
+Renewal runs under `TokenAuth`'s lock, so concurrent tasks never spend one token twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.config import HuddleSettings
+from agent.errors import AuthenticationError, TransientError
+from agent.sources.auth import Token, TokenAuth, parse_expires_in
+from agent.sources.base import SourceContext
+from agent.sources.http import ApiClient
+
+REFRESH_KIND = "refresh"
+TOKEN_LIFETIME = 1200.0  # Huddle's documented 20 minutes, when `expires_in` is missing
+EARLY_REFRESH = 120.0  # renew this long before expiry
+
+
+def seed_fingerprint(seed: str) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()[:16]
+
+
+def pick_refresh_token(seed: str, saved: str | None) -> str:
+    """The refresh token to spend: the saved rotation when it grew from this seed, else the seed."""
+    if saved:
+        fingerprint, _, token = saved.partition(":")
+        if fingerprint == seed_fingerprint(seed) and token:
+            return token
+    return seed
+
+
+class HuddleAuth(TokenAuth):
+    """`Authorization: Bearer <t>` (or `OAuth2 <t>`), renewed with the refresh-token grant.
+
+    An expired token is refused with 401 (newer docs) or 403 (older docs): both renew once.
+    """
+
+    retry_statuses = frozenset({401, 403})
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        settings: HuddleSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(ctx.state, scheme=settings.auth_scheme, early=EARLY_REFRESH, clock=clock)
+        if settings.refresh_token is None or ctx.config.client_id is None:
+            raise AuthenticationError(ctx.config.name, "refresh_token and client_id are required")
+        self._seed = settings.refresh_token.reveal()
+        self._client_id = ctx.config.client_id
+        secret = ctx.config.client_secret
+        self._client_secret = secret.reveal() if secret is not None else None
+        self.client: ApiClient = ctx.client
+        self.token_url = settings.token_url
+        self.source = ctx.config.name
+        self._refresh: str | None = None
+
+    async def obtain(self) -> Token:
+        spent = await self._current_refresh_token()
+        response = await self.client.request(
+            "POST",
+            self.token_url,
+            headers={"Accept": "application/json", "Cache-Control": "no-cache"},
+            data=self._form(spent),
+        )
+        if response.status in (400, 401, 403):
+            raise AuthenticationError(self.source, _refusal(response.status, response.body))
+        if response.status != 200:
+            raise TransientError("token request failed", url=self.token_url, status=response.status)
+        body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            raise TransientError("token response without access_token", url=self.token_url)
+        await self._keep_refresh_token(body.get("refresh_token"), spent)
+        lifetime = parse_expires_in(body.get("expires_in"), TOKEN_LIFETIME)
+        return Token(body["access_token"], self.clock() + lifetime)
+
+    def _form(self, refresh_token: str) -> dict[str, str]:
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": self._client_id,
+        }
+        if self._client_secret is not None:
+            form["client_secret"] = self._client_secret
+        return form
+
+    async def _current_refresh_token(self) -> str:
+        if self._refresh is None:
+            saved = await self.state.load_token(REFRESH_KIND)
+            self._refresh = pick_refresh_token(self._seed, saved.value if saved else None)
+        return self._refresh
+
+    async def _keep_refresh_token(self, new: object, spent: str) -> None:
+        """Persist a rotated refresh token before anything uses the new access token."""
+        if not isinstance(new, str) or not new or new == spent:
+            return  # not rotated: the old one stays valid
+        await self.state.save_token(REFRESH_KIND, f"{seed_fingerprint(self._seed)}:{new}")
+        self._refresh = new
+
+
+def _refusal(status: int, body: bytes) -> str:
+    code = _error_code(body)
+    if code == "invalid_client":
+        return f"the token endpoint refused client_id/client_secret (HTTP {status})"
+    detail = f"{code}, " if code else ""
+    return (
+        f"the token endpoint refused the refresh token ({detail}HTTP {status}): "
+        "it was revoked or already used; put a new refresh_token in the config"
+    )
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return None
+    code = data.get("error") if isinstance(data, dict) else None
+    return code if isinstance(code, str) and code.isprintable() and len(code) < 64 else None

@@ -1,0 +1,306 @@
+"""Huddle JSON at the edge: links, dates, folder pages and the per-folder listing cache.
+
+Everything here is pure and synchronous. Vendor field names (`links`, `rel`, `href`,
+`updated`, ...) are read here and nowhere past this package: a paged-folder item becomes a
+`DocEntry` or a child-folder URL, a folder's listing becomes a `FolderCache` (kept as
+compact JSON in a state cursor), and a `DocEntry` becomes the agent's `RemoteDocument`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.models import RemoteDocument
+
+NO_PERMISSION = "no download permission"
+CACHE_FORMAT = 1
+
+
+# -- links and dates --------------------------------------------------------------------------
+
+
+def link(body: Mapping[str, Any], rel: str) -> Mapping[str, Any] | None:
+    """The first link with relation `rel` in a Huddle resource, or None."""
+    links = body.get("links")
+    if not isinstance(links, list):
+        return None
+    for item in links:
+        if isinstance(item, dict) and item.get("rel") == rel and isinstance(item.get("href"), str):
+            return item
+    return None
+
+
+def href(body: Mapping[str, Any], rel: str) -> str | None:
+    found = link(body, rel)
+    return str(found["href"]) if found is not None else None
+
+
+def id_from_href(url: str) -> str:
+    """A resource's id: the last path segment of its `self` link."""
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    return segments[-1] if segments else url
+
+
+def parse_date(value: object) -> datetime | None:
+    """An ISO-8601 or RFC 1123 date as an aware UTC datetime, or None if it is neither."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    parsed: datetime | None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def canonical_date(value: object) -> str:
+    """One spelling per instant, whole seconds, so a switch of date format is not a change."""
+    parsed = parse_date(value)
+    if parsed is None:
+        return str(value) if value is not None else ""
+    return parsed.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def change_key(version: object, updated: object) -> str:
+    """The version the engine compares: Huddle's version number plus the canonical `updated`."""
+    number = str(version) if isinstance(version, int | str) and str(version) else "?"
+    return f"{number}@{canonical_date(updated)}"
+
+
+# -- documents --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DocEntry:
+    """One document as a folder listing shows it, free of vendor field names."""
+
+    doc_id: str
+    name: str
+    version: str
+    updated: str
+    size: int | None = None
+    content_url: str | None = None  # None: no download permission
+    mime: str | None = None
+    created: str = ""
+    description: str = ""
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.doc_id,
+            self.name,
+            self.version,
+            self.updated,
+            self.size,
+            self.content_url,
+            self.mime,
+            self.created,
+            self.description,
+        ]
+
+    @classmethod
+    def from_json(cls, row: Sequence[Any]) -> DocEntry:
+        doc_id, name, version, updated, size, content, mime, created, description = row
+        return cls(
+            str(doc_id),
+            str(name),
+            str(version),
+            str(updated),
+            size if isinstance(size, int) else None,
+            content if isinstance(content, str) else None,
+            mime if isinstance(mime, str) else None,
+            str(created or ""),
+            str(description or ""),
+        )
+
+
+def doc_entry(item: Mapping[str, Any]) -> DocEntry | None:
+    """A paged-folder document item as a DocEntry (None without a `self` link)."""
+    self_url = href(item, "self")
+    if self_url is None:
+        return None
+    content = link(item, "content")
+    title = str(item.get("title") or "")
+    name = str(content.get("title") or "") if content is not None else ""
+    name = name or _with_extension(title, item.get("extension")) or id_from_href(self_url)
+    mime = (content.get("type") if content is not None else None) or item.get("mimeType")
+    size = item.get("size")
+    return DocEntry(
+        doc_id=id_from_href(self_url),
+        name=name,
+        version=change_key(item.get("version"), item.get("updated")),
+        updated=canonical_date(item.get("updated")),
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        content_url=str(content["href"]) if content is not None else None,
+        mime=str(mime) if isinstance(mime, str) and mime else None,
+        created=canonical_date(item.get("created")),
+        description=str(item.get("description") or ""),
+    )
+
+
+def _with_extension(title: str, extension: object) -> str:
+    if not title or not isinstance(extension, str) or not extension:
+        return title
+    suffix = "." + extension.lstrip(".")
+    return title if title.lower().endswith(suffix.lower()) else title + suffix
+
+
+def rendition_name(name: str, mime: str) -> str:
+    """The file name of a conversion: `report.docx` -> `report.pdf` for application/pdf."""
+    extension = mimetypes.guess_extension(mime, strict=False)
+    if extension is None:
+        extension = "." + mime.rpartition("/")[2].split("+")[0].split(".")[-1]
+    stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
+    return f"{stem}{extension}"
+
+
+def remote_documents(
+    entry: DocEntry, folder: tuple[str, ...], reason: str, formats: Sequence[str]
+) -> Iterator[RemoteDocument]:
+    """The original document and, when it can be downloaded, one rendition per format."""
+    modified = parse_date(entry.updated)
+    metadata = {
+        "title": entry.name,
+        "description": entry.description,
+        "mime_type": entry.mime,
+        "created": entry.created,
+        "updated": entry.updated,
+        "size": entry.size,
+    }
+    attrs = {"x-download-reason": reason}
+    yield RemoteDocument(
+        remote_id=entry.doc_id,
+        version=entry.version,
+        name=entry.name,
+        folder=folder,
+        size=entry.size,
+        modified=modified,
+        locator=entry.content_url,
+        attrs=attrs,
+        skip_reason=None if entry.content_url else NO_PERMISSION,
+        metadata=metadata,
+    )
+    if entry.content_url is None:
+        return
+    for mime in formats:
+        if entry.mime is not None and mime.lower() == entry.mime.lower():
+            continue  # asking for the original type returns the original
+        yield RemoteDocument(
+            remote_id=f"{entry.doc_id}#{mime}",
+            version=entry.version,
+            name=rendition_name(entry.name, mime),
+            folder=folder,
+            modified=modified,
+            locator=entry.content_url,
+            attrs={"accept": mime, **attrs},
+            metadata={**metadata, "mime_type": mime, "converted_from": entry.mime},
+        )
+
+
+# -- folders ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FolderPage:
+    """One page of a paged folder: child folder URLs, documents and the `next` link."""
+
+    folders: tuple[str, ...]
+    documents: tuple[DocEntry, ...]
+    next_url: str | None
+
+
+def folder_page(body: Mapping[str, Any]) -> FolderPage:
+    folders: list[str] = []
+    documents: list[DocEntry] = []
+    items = body.get("items")
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "folder":
+            child = href(item, "self")
+            if child is not None:
+                folders.append(child)
+        elif item.get("type") == "document":
+            entry = doc_entry(item)
+            if entry is not None:
+                documents.append(entry)
+    return FolderPage(tuple(folders), tuple(documents), href(body, "next"))
+
+
+def inline_page(body: Mapping[str, Any]) -> FolderPage:
+    """A folder's inline child lists, for a folder that links no paged `collection` view."""
+    items: list[dict[str, Any]] = []
+    for key, kind in (("folders", "folder"), ("documents", "document")):
+        children = body.get(key)
+        if isinstance(children, list):
+            items.extend({**c, "type": kind} for c in children if isinstance(c, dict))
+    return folder_page({"items": items})
+
+
+@dataclass(frozen=True, slots=True)
+class FolderCache:
+    """What one folder held when last listed, replayed when it answers 304 Not Modified.
+
+    `title` is the folder's path component (a workspace root's is the workspace title).
+    """
+
+    last_modified: str | None
+    title: str
+    folders: tuple[str, ...] = ()
+    documents: tuple[DocEntry, ...] = field(default_factory=tuple)
+
+    def encode(self) -> str:
+        data = {
+            "v": CACHE_FORMAT,
+            "lm": self.last_modified,
+            "t": self.title,
+            "f": list(self.folders),
+            "d": [d.to_json() for d in self.documents],
+        }
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def decode(cls, text: str | None) -> FolderCache | None:
+        """The cache in `text`, or None when absent, unreadable or of another format."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            if data.get("v") != CACHE_FORMAT:
+                return None
+            return cls(
+                data["lm"] if isinstance(data["lm"], str) else None,
+                str(data["t"]),
+                tuple(str(f) for f in data["f"]),
+                tuple(DocEntry.from_json(row) for row in data["d"]),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+def cache_key(folder_url: str) -> str:
+    """The state-cursor key of a folder's cache (bounded length, whatever the URL)."""
+    return "folder:" + hashlib.sha256(folder_url.encode()).hexdigest()[:32]
+
+
+def unique_label(label: str, root_id: str, used: set[str]) -> str:
+    """A root's first path component, made distinct from the roots already placed."""
+    label = label.strip() or root_id
+    if label.casefold() in used:
+        label = f"{label} ({root_id})"
+    used.add(label.casefold())
+    return label

@@ -48,7 +48,7 @@ class RemoteDocument:
     size: int | None = None
     modified: datetime | None = None
     locator: str | None = None
-    attrs: Mapping[str, str] = EMPTY
+    attrs: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     skip_reason: str | None = None
     external_url: str | None = None
     metadata: Mapping[str, Any] | None = None
@@ -64,7 +64,7 @@ class DownloadTarget:
     """
 
     url: str
-    headers: Mapping[str, str] = EMPTY
+    headers: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     paced: bool = True
     json_errors: bool = False  # a JSON body on the first hop may be an error envelope
 
@@ -90,7 +90,7 @@ class KnownDocument:
     size: int | None = None
     sha256: str | None = None
     metadata_hash: str | None = None
-    retry_due: bool = True  # a failed or waiting job may be tried again now
+    waiting_version: str | None = None  # a failed job for this version waits for its retry time
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,7 @@ class JobSpec:
     remote_id: str
     version: str
     rel_path: str
-    attrs: Mapping[str, str] = EMPTY
+    attrs: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     expected_size: int | None = None
     validator: str | None = None
     temp_name: str = ""

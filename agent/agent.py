@@ -1,0 +1,148 @@
+"""The assembled agent: state store, downloader and source runtimes in one exit stack."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from agent.config import Config, SourceConfig
+from agent.engine.sync import Engine, Progress, SourceRuntime
+from agent.errors import AgentError, AlreadyRunningError, FatalSourceError
+from agent.log import get_logger
+from agent.models import PassStats
+from agent.sources.base import SourceContext
+from agent.sources.http import ApiClient, open_session
+from agent.sources.registry import build_source
+from agent.state.store import Store
+from agent.transfer.download import Downloader
+from agent.transfer.files import remove_stale_temps, staging_dir
+from agent.transfer.pacing import BandwidthLimiter, RateLimiter
+
+PassOutcome = PassStats | BaseException
+
+
+def acquire_lock(state_dir: Path) -> IO[str]:
+    """Hold the state folder's lock for the life of the process (one instance per folder)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = (state_dir / "agent.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise AlreadyRunningError(
+            f"another sync-agent is already running with the state folder {state_dir}"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+@dataclass
+class _Slot:
+    runtime: SourceRuntime
+    stack: AsyncExitStack
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Agent:
+    """Owns every resource; passes over sources run through it."""
+
+    def __init__(self, config: Config, store: Store, engine: Engine, stack: AsyncExitStack) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.stack = stack
+        self.slots: dict[str, _Slot] = {}
+        self.log = get_logger()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, config: Config, *, progress: Progress | None = None
+    ) -> AsyncIterator[Agent]:
+        agent_cfg = config.agent
+        async with AsyncExitStack() as stack:
+            lock = acquire_lock(agent_cfg.state_dir)
+            stack.callback(lock.close)
+            store = await stack.enter_async_context(
+                Store.open(agent_cfg.state_url, agent_cfg.state_dir)
+            )
+            session = await stack.enter_async_context(
+                open_session(
+                    limit=agent_cfg.max_concurrent_downloads * 2,
+                    limit_per_host=agent_cfg.max_connections_per_host,
+                    total_timeout=None,
+                )
+            )
+            downloader = Downloader(
+                session,
+                staging_dir(agent_cfg.mirror_dir),
+                bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
+                min_free_space=agent_cfg.min_free_space,
+            )
+            agent = cls(
+                config, store, Engine(agent_cfg, store, downloader, progress=progress), stack
+            )
+            await agent.reconcile()
+            for source in config.sources:
+                if source.enabled:
+                    await agent.add_source(source)
+            try:
+                yield agent
+            finally:
+                for name in list(agent.slots):
+                    await agent.remove_source(name)
+
+    async def reconcile(self) -> None:
+        """At start-up: forget temp files no job owns (partials of live jobs are kept)."""
+        staging = staging_dir(self.config.agent.mirror_dir)
+        await self.store.interrupted_jobs()
+        removed = await asyncio.to_thread(
+            remove_stale_temps, staging, await self.store.active_temp_names()
+        )
+        if removed:
+            self.log.info("reconcile.removed_stale_temps", count=len(removed))
+
+    async def add_source(self, cfg: SourceConfig) -> None:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        session = await stack.enter_async_context(open_session(limit=8, limit_per_host=8))
+        limiter = RateLimiter(cfg.requests_per_minute)
+        client = ApiClient(session, limiter, source=cfg.name)
+        ctx = SourceContext(cfg, self.config.agent, client, self.store.for_source(cfg.name))
+        self.slots[cfg.name] = _Slot(SourceRuntime(cfg, build_source(ctx), limiter), stack)
+
+    async def remove_source(self, name: str) -> None:
+        slot = self.slots.pop(name)
+        async with slot.lock:
+            await slot.stack.aclose()
+
+    async def run_pass(self, name: str) -> PassStats:
+        """One pass over a source; never two at once for the same source."""
+        slot = self.slots[name]
+        async with slot.lock:
+            return await self.engine.run_pass(slot.runtime)
+
+    async def sync_once(self, names: Sequence[str] | None = None) -> dict[str, PassOutcome]:
+        """A pass over each named (default: every enabled) source, concurrently."""
+        chosen = list(names) if names else list(self.slots)
+        results = await asyncio.gather(*(self._guarded(n) for n in chosen), return_exceptions=True)
+        return dict(zip(chosen, results, strict=True))
+
+    async def _guarded(self, name: str) -> PassStats:
+        try:
+            return await self.run_pass(name)
+        except FatalSourceError as exc:
+            self.log.error("pass.fatal", source=name, error=str(exc))
+            raise
+        except AgentError as exc:
+            self.log.error("pass.failed", source=name, error=str(exc))
+            raise

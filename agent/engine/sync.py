@@ -1,0 +1,275 @@
+"""One pass over a source: list -> plan (pure) -> download concurrently -> record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from agent.config import AgentConfig, SourceConfig
+from agent.engine.plan import Download, Move, Plan, Sidecar, plan_pass
+from agent.errors import DocumentError, PermanentError, SkipDocument
+from agent.log import get_logger
+from agent.models import DocState, Fetched, PassStats, RemoteDocument
+from agent.sources.base import Source
+from agent.state.store import Mirrored, Store, metadata_digest
+from agent.transfer.download import Downloader, Endpoint, describe_error
+from agent.transfer.files import (
+    keep_local_copy,
+    locally_edited,
+    place_file,
+    staging_dir,
+    write_atomic,
+)
+from agent.transfer.pacing import RateLimiter
+from agent.transfer.retry import next_retry_seconds
+
+COMMIT_BATCH = 64
+SIDECAR_SUFFIX = ".meta.json"
+Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
+
+
+@dataclass
+class SourceRuntime:
+    """A configured source, ready to run passes: its implementation and shared budget."""
+
+    config: SourceConfig
+    source: Source
+    limiter: RateLimiter
+
+
+@dataclass
+class _Tally:
+    downloaded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Runs passes; shared by every source so the concurrency limit is global."""
+
+    def __init__(
+        self,
+        agent: AgentConfig,
+        store: Store,
+        downloader: Downloader,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        self.agent = agent
+        self.store = store
+        self.downloader = downloader
+        self.slots = asyncio.Semaphore(agent.max_concurrent_downloads)
+        self.progress = progress
+        self.staging = staging_dir(agent.mirror_dir)
+        self.queue_depth = 0
+
+    async def run_pass(self, rt: SourceRuntime) -> PassStats:
+        name = rt.config.name
+        log = get_logger(source=name)
+        await self.store.pass_started(name, rt.config.type)
+        try:
+            stats = await self._pass(rt)
+        except Exception as exc:
+            await self.store.pass_finished(name, False, str(exc))
+            raise
+        ok = stats.failed == 0
+        await self.store.pass_finished(name, ok, None if ok else "; ".join(stats.errors[:3]))
+        summary = {k: v for k, v in dataclasses.asdict(stats).items() if k != "errors"}
+        log.info("pass.done", **summary)
+        return stats
+
+    async def _pass(self, rt: SourceRuntime) -> PassStats:
+        name = rt.config.name
+        listing = _unique([doc async for doc in rt.source.list_documents()])
+        known = await self.store.known_documents(name, time.time())
+        plan = plan_pass(name, listing, known)
+        await self._record_simple(rt, plan)
+        tally = await self._download_all(rt, plan.downloads)
+        return PassStats(
+            listed=len(listing),
+            downloaded=tally.downloaded,
+            moved=len(plan.moves),
+            skipped=len(plan.skips) + tally.skipped,
+            removed=len(plan.removed),
+            failed=tally.failed,
+            unchanged=plan.unchanged + plan.waiting,
+            bytes=tally.bytes,
+            errors=tuple(tally.errors),
+        )
+
+    async def _record_simple(self, rt: SourceRuntime, plan: Plan) -> None:
+        name = rt.config.name
+        await self.store.record_states(
+            name, [(d, DocState.SKIPPED, d.skip_reason or "skipped", None) for d in plan.skips]
+        )
+        await self.store.record_removed(name, plan.removed)
+        if plan.moves:
+            await self.store.record_moves(name, [await self._move(m, rt) for m in plan.moves])
+        for sidecar in plan.sidecars:
+            await self._write_sidecar(rt, sidecar.doc, sidecar.doc.metadata, sidecar.rel_path)
+        new = [(d.doc, DocState.PENDING, None, d.rel_path) for d in plan.downloads]
+        await self.store.record_states(name, [n for n in new if n[0].remote_id])
+
+    async def _move(self, move: Move, rt: SourceRuntime) -> tuple[str, str, str]:
+        old = self.agent.mirror_dir / move.old_path
+        new = self.agent.mirror_dir / move.new_path
+        await asyncio.to_thread(_rename, old, new, rt.config.write_metadata)
+        get_logger(source=rt.config.name).info(
+            "document.moved", old=move.old_path, new=move.new_path
+        )
+        return move.doc.remote_id, move.doc.name, move.new_path
+
+    async def _download_all(self, rt: SourceRuntime, downloads: Sequence[Download]) -> _Tally:
+        tally = _Tally()
+        done: list[Mirrored] = []
+        self.queue_depth += len(downloads)
+        try:
+            await asyncio.gather(*(self._one(rt, d, tally, done) for d in downloads))
+        finally:
+            self.queue_depth -= len(downloads)
+            await self.store.commit_mirrored(rt.config.name, done)
+        return tally
+
+    async def _one(
+        self, rt: SourceRuntime, item: Download, tally: _Tally, done: list[Mirrored]
+    ) -> None:
+        async with self.slots:
+            try:
+                mirrored = await self._fetch_and_place(rt, item)
+            except SkipDocument as exc:
+                tally.skipped += 1
+                doc = replace(item.doc, external_url=exc.external_url or item.doc.external_url)
+                await self.store.record_states(
+                    rt.config.name, [(doc, DocState.SKIPPED, exc.message, None)]
+                )
+                return
+            except DocumentError as exc:
+                tally.failed += 1
+                tally.errors.append(f"{item.rel_path}: {describe_error(exc)}")
+                await self._failed(rt, item, exc)
+                return
+        tally.downloaded += 1
+        tally.bytes += mirrored.size
+        done.append(mirrored)
+        if len(done) >= COMMIT_BATCH:
+            batch = done[:]
+            done.clear()
+            await self.store.commit_mirrored(rt.config.name, batch)
+
+    async def _fetch_and_place(self, rt: SourceRuntime, item: Download) -> Mirrored:
+        name = rt.config.name
+        job = await self.store.open_job(name, item.doc, item.rel_path, item.doc.attrs)
+        metadata = await rt.source.describe(item.doc)
+        endpoint = Endpoint(rt.source, item.doc, job.attrs, rt.limiter)
+        self._notify("start", item.rel_path, 0, item.doc.size)
+        fetched = await self.downloader.fetch(job, endpoint, self.store.checkpoint)
+        mtime_ns = await self._place(name, item, fetched)
+        meta_json, meta_hash = await self._write_sidecar(rt, item.doc, metadata, item.rel_path)
+        self._notify("done", item.rel_path, fetched.size, fetched.size)
+        get_logger(source=name).info(
+            "download.done", remote_id=item.doc.remote_id, path=item.rel_path, bytes=fetched.size
+        )
+        return Mirrored(
+            job.job_id,
+            item.doc,
+            item.rel_path,
+            fetched.size,
+            fetched.sha256,
+            mtime_ns,
+            meta_json,
+            meta_hash,
+        )
+
+    async def _place(self, source: str, item: Download, fetched: Fetched) -> int:
+        dest = self.agent.mirror_dir / item.rel_path
+        row = await self.store.document_row(source, item.doc.remote_id)
+        recorded = (
+            (row.size, row.mtime_ns, row.sha256) if row and row.rel_path == item.rel_path else None
+        )
+        if dest.exists() and (
+            recorded is None or await asyncio.to_thread(locally_edited, dest, *recorded)
+        ):
+            aside = await asyncio.to_thread(keep_local_copy, dest)
+            get_logger(source=source).warning(
+                "document.local_edit_kept", path=item.rel_path, kept_as=aside.name
+            )
+        return await asyncio.to_thread(place_file, Path(fetched.temp_path), dest)
+
+    async def _write_sidecar(
+        self, rt: SourceRuntime, doc: RemoteDocument, metadata: object, rel_path: str
+    ) -> tuple[str | None, str | None]:
+        if not isinstance(metadata, dict) and metadata is not None:
+            metadata = dict(metadata)  # type: ignore[call-overload]
+        text, digest = metadata_digest(metadata)  # type: ignore[arg-type]
+        if text is not None and rt.config.write_metadata:
+            dest = self.agent.mirror_dir / (rel_path + SIDECAR_SUFFIX)
+            await asyncio.to_thread(write_atomic, dest, text.encode() + b"\n", self.staging)
+        return text, digest
+
+    async def _failed(self, rt: SourceRuntime, item: Download, exc: DocumentError) -> None:
+        name = rt.config.name
+        permanent = isinstance(exc, PermanentError)
+        job = await self.store.open_job(name, item.doc, item.rel_path, item.doc.attrs)
+        attempts = await self.store.job_attempts(job.job_id) + 1
+        size = _size(self.staging / job.temp_name)
+        await self.store.job_failed(
+            job.job_id,
+            kind=exc.kind,
+            error=describe_error(exc),
+            permanent=permanent,
+            retry_in=next_retry_seconds(attempts, permanent=permanent),
+            bytes_done=size,
+        )
+        await self.store.record_states(
+            name, [(item.doc, DocState.FAILED, describe_error(exc), item.rel_path)]
+        )
+        self._notify("failed", item.rel_path, size, item.doc.size)
+        get_logger(source=name).warning(
+            "download.failed",
+            remote_id=item.doc.remote_id,
+            path=item.rel_path,
+            kind=exc.kind,
+            error=str(exc),
+        )
+
+    def _notify(self, event: str, rel_path: str, done: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress(event, rel_path, done, total)
+
+
+def _unique(listing: list[RemoteDocument]) -> list[RemoteDocument]:
+    seen: dict[str, RemoteDocument] = {}
+    for doc in listing:
+        seen.setdefault(doc.remote_id, doc)
+    return list(seen.values())
+
+
+def _rename(old: Path, new: Path, sidecar: bool) -> None:
+    if not old.exists():
+        return
+    new.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(old, new)
+    if sidecar:
+        old_meta = old.with_name(old.name + SIDECAR_SUFFIX)
+        if old_meta.exists():
+            os.replace(old_meta, new.with_name(new.name + SIDECAR_SUFFIX))
+    with contextlib.suppress(OSError):
+        old.parent.rmdir()  # only succeeds when the folder became empty
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+__all__ = ["Engine", "Plan", "Sidecar", "SourceRuntime"]

@@ -1,0 +1,109 @@
+"""What a person sees on a terminal: live transfer progress and the status table (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from agent.engine.sync import Progress as ProgressCallback
+
+
+class _Live:
+    """Adapts engine progress events to a rich progress display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.overall = progress.add_task("all files", total=0)
+        self.files: dict[str, TaskID] = {}
+
+    def __call__(self, event: str, rel_path: str, done: int, total: int | None) -> None:
+        if event == "start":
+            self.files[rel_path] = self.progress.add_task(rel_path[-48:], total=total)
+            self.progress.update(
+                self.overall, total=(self.progress.tasks[0].total or 0) + (total or 0)
+            )
+            return
+        task = self.files.pop(rel_path, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        if event == "done":
+            self.progress.advance(self.overall, done)
+
+
+@contextmanager
+def terminal_progress(stream: TextIO) -> Iterator[ProgressCallback | None]:
+    """Live progress on a terminal (overall and per file, with rates and ETA); None elsewhere."""
+    if not stream.isatty():
+        yield None
+        return
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=stream),
+        transient=True,
+    )
+    with progress:
+        yield _Live(progress)
+
+
+def print_status(sources: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:
+    """The readable form of `sync-agent status`."""
+    console = console or Console()
+    table = Table(title="sync-agent status")
+    for column in (
+        "source",
+        "type",
+        "known",
+        "mirrored",
+        "failed",
+        "skipped",
+        "removed",
+        "last pass",
+        "last error",
+    ):
+        table.add_column(column)
+    for s in sources:
+        table.add_row(
+            s["name"],
+            s["type"],
+            str(s["documents"]),
+            str(s["mirrored"]),
+            str(s["failed"]),
+            str(s["skipped"]),
+            str(s["removed"]),
+            _last_pass(s),
+            s.get("last_error") or "",
+        )
+    console.print(table)
+    for s in sources:
+        for job in s["jobs"]:
+            console.print(
+                f"  {s['name']}: {job['state']} {job['path']} ({job['bytes_done']} bytes"
+                f"{', ' + str(job['last_error']) if job['last_error'] else ''}"
+                f"{', next try ' + job['next_retry_at'] if job['next_retry_at'] else ''})"
+            )
+        for doc in s["skipped_documents"]:
+            url = f" {doc['url']}" if doc.get("url") else ""
+            console.print(f"  {s['name']}: skipped {doc['name']}: {doc['reason']}{url}")
+
+
+def _last_pass(s: Mapping[str, Any]) -> str:
+    if not s.get("last_pass_finished"):
+        return "never"
+    return f"{s['last_pass_finished']} ({'ok' if s.get('last_pass_ok') else 'failed'})"

@@ -1,0 +1,102 @@
+"""The state database's tables (portable SQL: SQLite by default, PostgreSQL works too).
+
+Times are stored as epoch seconds (floats) so every backend compares them the same way.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SourceRow(Base):
+    """One configured source and how its last pass went."""
+
+    __tablename__ = "sources"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    last_pass_started: Mapped[float | None] = mapped_column(Float)
+    last_pass_finished: Mapped[float | None] = mapped_column(Float)
+    last_pass_ok: Mapped[bool | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DocumentRow(Base):
+    """A remote document and where it stands in the mirror."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("source", "remote_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), index=True)
+    remote_id: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(Text)
+    rel_path: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    external_url: Mapped[str | None] = mapped_column(Text)
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    metadata_hash: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class JobRow(Base):
+    """A download in progress or waiting to be retried; survives restarts."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("source", "remote_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), index=True)
+    remote_id: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(512))
+    rel_path: Mapped[str] = mapped_column(Text)
+    attrs_json: Mapped[str] = mapped_column(Text, default="{}")
+    state: Mapped[str] = mapped_column(String(16))
+    expected_size: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    validator: Mapped[str | None] = mapped_column(Text)
+    temp_name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_retry_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class TokenRow(Base):
+    """Tokens the agent obtained (encrypted at rest); rotated refresh tokens keep history."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (Index("ix_tokens_source_kind", "source", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class CursorRow(Base):
+    """Listing cursors and other small facts a source keeps between passes."""
+
+    __tablename__ = "cursors"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,235 @@
+"""`sync-agent run`: the long-running service around the agent.
+
+It schedules one APScheduler job per source, serves the HTTP endpoint, speaks the systemd
+notify protocol, reloads its configuration on SIGHUP and stops cleanly on SIGTERM/SIGINT.
+Every resource sits in one AsyncExitStack, so shutdown is the reverse of start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from contextlib import AsyncExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent.agent import Agent
+from agent.config import Config, SourceConfig, load_config
+from agent.errors import AgentError, ConfigError
+from agent.log import get_logger
+from agent.metrics import Metrics
+from agent.models import PassStats
+from agent.notify import Notifier, watchdog_interval, watchdog_loop
+from agent.web import serve_web
+
+
+class Daemon:
+    """The service: owns the agent, the schedule, the web endpoint and the notify socket."""
+
+    def __init__(self, config: Config, path: Path) -> None:
+        self.config = config
+        self.path = path
+        self.metrics_registry = Metrics()
+        self.log = get_logger()
+        self.stop_requested = asyncio.Event()
+        self.signals = 0
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.scheduler: AsyncIOScheduler | None = None
+        self.agent: Agent | None = None
+        self.notifier = Notifier()
+        self._reloading: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ Controller (web.py)
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.metrics_registry
+
+    def ready(self) -> bool:
+        return self.agent is not None and self.scheduler is not None and self.scheduler.running
+
+    async def status(self) -> dict[str, Any]:
+        assert self.agent is not None
+        return {"sources": await self.agent.store.status()}
+
+    def trigger(self, source: str | None) -> list[str]:
+        assert self.agent is not None
+        names = [source] if source is not None else list(self.agent.slots)
+        for name in names:
+            if name not in self.agent.slots:
+                raise KeyError(name)
+        for name in names:
+            self.start_pass(name)
+        return names
+
+    # ------------------------------------------------------------ life cycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.notifier)
+            self.agent = await stack.enter_async_context(Agent.open(self.config))
+            self.scheduler = AsyncIOScheduler()
+            self.scheduler.start()
+            stack.callback(self.scheduler.shutdown, wait=False)
+            for cfg in self.agent.slots.values():
+                self.schedule(cfg.runtime.config)
+            url = await stack.enter_async_context(
+                serve_web(self, self.config.agent.listen, self.config.agent.api_token)
+            )
+            self._install_signals(loop)
+            stack.callback(self._remove_signals, loop)
+            watchdog = self._start_watchdog()
+            await self.notifier.ready(f"watching {len(self.agent.slots)} source(s)")
+            self.log.info("daemon.ready", listen=url, sources=sorted(self.agent.slots))
+            await self.stop_requested.wait()
+            await self.notifier.stopping()
+            self.log.info("daemon.stopping")
+            if watchdog is not None:
+                watchdog.cancel()
+            self.scheduler.remove_all_jobs()
+            await self._drain()
+        self.log.info("daemon.stopped")
+        return 0
+
+    def schedule(self, cfg: SourceConfig) -> None:
+        assert self.scheduler is not None
+        self.scheduler.add_job(
+            self.start_pass,
+            IntervalTrigger(seconds=cfg.poll_interval),
+            args=[cfg.name],
+            id=cfg.name,
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now().astimezone(),
+        )
+
+    def start_pass(self, name: str) -> None:
+        """Start a pass unless one of this source is already running."""
+        task = self.running.get(name)
+        if task is not None and not task.done():
+            return
+        self.running[name] = asyncio.create_task(self._pass(name), name=f"pass:{name}")
+
+    async def _pass(self, name: str) -> None:
+        assert self.agent is not None
+        slot = self.agent.slots.get(name)
+        if slot is None or self.stop_requested.is_set():
+            return
+        started = time.monotonic()
+        waited_before = slot.runtime.limiter.waited
+        ok = False
+        try:
+            stats = await self.agent.run_pass(name)
+            ok = stats.failed == 0
+            self._record(name, stats)
+        except AgentError as exc:
+            self.metrics.add_failure(name, type(exc).__name__)
+            self.log.error("pass.failed", source=name, error=str(exc))
+        finally:
+            self.metrics.observe_pass(name, time.monotonic() - started, ok)
+            self.metrics.add_rate_wait(name, slot.runtime.limiter.waited - waited_before)
+        await self._publish_status()
+
+    def _record(self, name: str, stats: PassStats) -> None:
+        if stats.downloaded:
+            self.metrics.add_download(name, stats.bytes, files=stats.downloaded)
+        for _ in range(stats.failed):
+            self.metrics.add_failure(name, "document")
+
+    async def _publish_status(self) -> None:
+        assert self.agent is not None
+        sources = await self.agent.store.status()
+        for s in sources:
+            counts = {k: s[k] for k in ("mirrored", "pending", "failed", "skipped", "removed")}
+            self.metrics.set_documents(s["name"], counts)
+        self.metrics.set_queue_depth(self.agent.engine.queue_depth)
+        mirrored = sum(s["mirrored"] for s in sources)
+        failed = sum(s["failed"] for s in sources)
+        await self.notifier.status(f"{mirrored} documents mirrored, {failed} failed")
+
+    async def _drain(self) -> None:
+        """Let running passes finish or checkpoint within shutdown_timeout, then cancel them."""
+        tasks = [t for t in self.running.values() if not t.done()]
+        if not tasks:
+            return
+        timeout = self.config.agent.shutdown_timeout if self.signals < 2 else 0.0
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # ------------------------------------------------------------ signals and reload
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self) -> None:
+        self.signals += 1
+        self.stop_requested.set()
+        if self.signals >= 2:  # a second signal: stop at once (jobs stay resumable)
+            for task in self.running.values():
+                task.cancel()
+
+    def _on_reload_signal(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.create_task(self.reload())
+
+    async def reload(self) -> None:
+        """Apply a new configuration file; an invalid one is refused and the old one kept."""
+        await self.notifier.reloading()
+        try:
+            new = load_config(self.path)
+        except ConfigError as exc:
+            self.log.error("reload.refused", error=str(exc))
+            await self.notifier.ready("reload refused: configuration error")
+            return
+        await self._apply(new)
+        await self.notifier.ready(f"reloaded: {len(new.sources)} source(s)")
+
+    async def _apply(self, new: Config) -> None:
+        assert self.agent is not None
+        assert self.scheduler is not None
+        if new.agent != self.config.agent:
+            self.log.warning("reload.agent_settings_need_restart")
+        old = {s.name: s for s in self.config.sources if s.enabled}
+        wanted = {s.name: s for s in new.sources if s.enabled}
+        for name, cfg in old.items():
+            if wanted.get(name) != cfg:
+                if self.scheduler.get_job(name):
+                    self.scheduler.remove_job(name)
+                await self.agent.remove_source(name)
+                self.metrics.remove_source(name)
+        for name, cfg in wanted.items():
+            if old.get(name) != cfg:
+                await self.agent.add_source(cfg)
+                self.schedule(cfg)
+        self.agent.config = self.config = Config(
+            self.config.agent, new.sources, new.path, new.raw_sources
+        )
+        self.log.info("reload.applied", sources=sorted(wanted))
+
+    def _start_watchdog(self) -> asyncio.Task[None] | None:
+        interval = watchdog_interval(os.environ)
+        if interval is None:
+            return None
+        return asyncio.create_task(
+            watchdog_loop(self.notifier, interval, self.ready, on_lag=self.metrics.set_loop_lag)
+        )
+
+
+async def run_daemon(config: Config, path: Path) -> int:
+    return await Daemon(config, path).run()

@@ -23,8 +23,9 @@ Choices made here (the documentation leaves them open):
   JSON error envelope like any other call; for 403 UNAUTHORIZED (a synchronous hook cannot
   renew the token) it remembers which Authorization header was refused and raises
   `TransientError`; the next `download_target` renews the token once (single-flight, so
-  concurrent rejections renew only once) before handing out a new target. The transfer
-  layer's `on_unauthorized` hook renews directly.
+  concurrent rejections renew only once) before handing out a new target. An HTTP 401/403
+  never reaches `check_response`: `auth.retry_statuses` holds 403, so the transfer layer
+  calls `on_unauthorized`, which renews directly.
 - Presigned downloads: a 401/403 from the storage host (another origin) is an expired or
   refused signature -> `ExpiredUrlError`, so the transfer layer asks `download_target`
   again, which asks the API for a fresh URL.

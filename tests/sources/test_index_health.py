@@ -27,7 +27,7 @@ from agent.errors import (
     SkipDocument,
     TransientError,
 )
-from agent.models import DownloadTarget, RemoteDocument, ResponseHead
+from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
 from agent.sandbox.index_health import IndexHealthSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import MemorySourceState, SourceContext
@@ -40,6 +40,7 @@ from agent.sources.index_health import (
     file_name,
     read_envelope,
 )
+from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 
 START = 1_700_000_000.0
@@ -527,6 +528,44 @@ async def test_on_unauthorized_renews_the_refused_token_once() -> None:
         head, body = await env.fetch(await source.download_target(doc_ref(pdf), {}))
         source.check_response(head)
         assert body == PDF
+
+
+async def _downloaded(env: Env, source: IndexHealthSource, doc: str, staging: Path) -> bytes:
+    """The bytes the shared Downloader fetches for `doc` through this source."""
+    job = JobSpec(1, "ih", doc, "v1", "x", temp_name=f"{doc}.part")
+    endpoint = Endpoint(source, doc_ref(doc), {}, RateLimiter(None))
+
+    async def checkpoint(_job: int, _offset: int, _validator: str | None) -> None:
+        return None
+
+    fetched = await Downloader(env.session, staging, sleep=no_sleep).fetch(
+        job, endpoint, checkpoint
+    )
+    return Path(fetched.temp_path).read_bytes()
+
+
+@pytest.mark.parametrize("as_http", [True, False], ids=["http-status", "http-200-body"])
+async def test_downloader_renews_a_refused_token_on_direct_downloads(
+    as_http: bool, tmp_path: Path
+) -> None:
+    """Through the real transfer layer a refused direct GET renews the token and succeeds."""
+    async with running(errors_as_http_status=as_http) as env:
+        pdf, _, _ = add_reports(env.sandbox)
+        source = env.source(download_method="direct")
+        await listing(source)
+        env.sandbox.expire_all_tokens()
+        assert await _downloaded(env, source, pdf, tmp_path) == PDF
+        assert env.sandbox.tokens_issued == 2
+
+
+async def test_downloader_asks_again_when_the_presigned_url_expires(tmp_path: Path) -> None:
+    """Through the real transfer layer an expired signed URL leads to a fresh POST /download."""
+    async with running() as env:
+        pdf, _, _ = add_reports(env.sandbox)
+        env.storage.faults.expire_times = 1
+        assert await _downloaded(env, env.source(), pdf, tmp_path) == PDF
+        assert env.sandbox.download_calls[pdf] == 2
+        assert env.storage.authorization_seen == []
 
 
 # --------------------------------------------------------------------------- metadata

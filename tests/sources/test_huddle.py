@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.config import AgentConfig, HuddleSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, PermanentError, SkipDocument, TransientError
-from agent.models import DownloadTarget, RemoteDocument, ResponseHead
+from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
 from agent.sandbox.huddle import HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import MemorySourceState, SourceContext
@@ -25,6 +25,7 @@ from agent.sources.huddle import HuddleSource, with_page_size
 from agent.sources.huddle_auth import pick_refresh_token, seed_fingerprint
 from agent.sources.huddle_content import check_content, poll_delays
 from agent.sources.huddle_items import canonical_date, change_key, rendition_name
+from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 
 PDF = "application/pdf"
@@ -558,6 +559,56 @@ async def test_moving_document_is_a_transient_failure(
     with pytest.raises(TransientError, match="moved") as caught:
         await source.download_target(pdf, pdf.attrs)
     assert caught.value.status == 409
+
+
+async def download(
+    session: aiohttp.ClientSession, source: HuddleSource, doc: RemoteDocument, staging: Path
+) -> bytes:
+    """The bytes the shared Downloader fetches for `doc` through this source."""
+    job = JobSpec(1, "huddle", doc.remote_id, doc.version, doc.name, dict(doc.attrs), temp_name="p")
+    endpoint = Endpoint(source, doc, doc.attrs, RateLimiter(None))
+
+    async def checkpoint(_job: int, _offset: int, _validator: str | None) -> None:
+        return None
+
+    fetched = await Downloader(session, staging, sleep=Sleeps()).fetch(job, endpoint, checkpoint)
+    return Path(fetched.temp_path).read_bytes()
+
+
+async def test_the_downloader_fetches_original_and_polled_rendition_through_an_expired_token(
+    storage: StorageHost,
+    clock: FakeClock,
+    make_source: SourceFactory,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    old_docs = HuddleSandbox(storage, clock=clock, expired_status=403)
+    async with old_docs.running():
+        ws = old_docs.add_workspace("W")
+        doc_id = old_docs.add_document(old_docs.root_folder_id(ws), "r.docx", b"w", mime=DOCX)
+        source = make_source(workspaces=(ws,), formats=(PDF,), sb=old_docs)
+        original, pdf = await listing(source)
+        old_docs.expire_all_tokens()  # the content request is refused with 403 first
+        assert await download(session, source, original, tmp_path / "a") == b"w"
+        assert len(old_docs.log.matching("POST", "/token")) == 2  # renewed once on the 403
+        assert await download(session, source, pdf, tmp_path / "b") == b"%PDF-sandbox w"
+        assert old_docs.reused_refresh_tokens == []
+        reasons = {reason for doc, reason in old_docs.download_reasons if doc == doc_id}
+        assert reasons == {"offline-file"}
+
+
+async def test_the_downloader_records_a_document_without_content_as_skipped(
+    sandbox: HuddleSandbox,
+    make_source: SourceFactory,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    ws = sandbox.add_workspace("W")
+    sandbox.add_document(sandbox.root_folder_id(ws), "empty.txt", b"", has_content=False)
+    source = make_source(workspaces=(ws,))
+    (doc,) = await listing(source)
+    with pytest.raises(SkipDocument, match="no content"):
+        await download(session, source, doc, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -120,8 +120,11 @@ class CallbackListener:
         if expected.future.done():
             return _html(410, ("Already done", "This request was already answered."))
         query = dict(request.query.items())
+        response = _html(200, expected.page(query))
+        await response.prepare(request)
+        await response.write_eof()  # the page is on its way before the listener may close
         expected.future.set_result(query)
-        return _html(200, expected.page(query))
+        return response
 
 
 def loopback_address(listen: str | None) -> tuple[str, int]:

@@ -1,0 +1,52 @@
+"""The name sanitiser: no remote name can escape the mirror or break a file system."""
+
+from __future__ import annotations
+
+import posixpath
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.engine.paths import disambiguate, mirror_path, sanitize_component
+
+
+@given(st.text(max_size=400), st.lists(st.text(max_size=80), max_size=4))
+def test_no_generated_name_escapes_the_source_folder(name: str, folder: list[str]) -> None:
+    path = mirror_path("src", folder, name)
+    normalised = posixpath.normpath(posixpath.join("/mirror", path))
+    assert normalised.startswith("/mirror/src/")
+    assert len(path.split("/")) == len(folder) + 2
+
+
+@given(st.text(max_size=600))
+def test_a_component_is_short_safe_and_never_special(name: str) -> None:
+    part = sanitize_component(name)
+    assert part not in ("", ".", "..")
+    assert "/" not in part
+    assert "\\" not in part
+    assert "\x00" not in part
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in part)
+    assert len(part.encode()) <= 255
+
+
+def test_traversal_and_separators_are_neutralised() -> None:
+    assert mirror_path("s", ["..", "a/b"], "../evil.pdf") == "s/_/a_b/.._evil.pdf"
+    assert sanitize_component("/etc/passwd") == "_etc_passwd"
+
+
+def test_reserved_and_trailing_names_are_handled() -> None:
+    assert sanitize_component("CON.txt") == "_CON.txt"
+    assert sanitize_component("report. ") == "report"
+    assert sanitize_component("a\tb") == "a_b"
+
+
+def test_long_names_keep_their_extension() -> None:
+    part = sanitize_component("x" * 500 + ".pdf")
+    assert part.endswith(".pdf")
+    assert len(part.encode()) <= 200
+
+
+def test_disambiguation_is_stable_and_distinct() -> None:
+    assert disambiguate("a.pdf", "id-1") == disambiguate("a.pdf", "id-1")
+    assert disambiguate("a.pdf", "id-1") != disambiguate("a.pdf", "id-2")
+    assert disambiguate("a.pdf", "id-1").endswith(".pdf")

@@ -540,7 +540,7 @@ class OpenCdeSource(BaseSource):
             if version is None:
                 continue  # deleted in the CDE or no longer visible to us
             yield to_remote(version)
-            for older in await self._previous(version, history) if history else ():
+            for older in await self._previous(version, history) if history is not None else ():
                 yield to_remote(older, older=True)
         if history is not None:
             history.prune(latest)
@@ -566,8 +566,9 @@ class OpenCdeSource(BaseSource):
         if response.status == 304 and cache is not None:
             self.log.debug("opencde.unchanged", documents=len(cache.latest))
             return cache.latest
-        if response.status == 404:
-            await self.ctx.state.save_cursor(DISCOVERY, None)  # look the API up again next pass
+        if response.status == 404:  # the API moved? look it up again next pass
+            await self.ctx.state.save_cursor(DISCOVERY, None)
+            self._endpoints = self._auth = None
         if response.status != 200:
             check_api_status(self.name, response, "polling document-versions")
         body = response.json()

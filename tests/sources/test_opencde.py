@@ -28,6 +28,7 @@ from agent.sandbox.storage import StorageHost
 from agent.sources.base import MemorySourceState, SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.opencde import (
+    DISCOVERY,
     REFRESH_SEED,
     VERSIONS,
     OpenCdeSource,
@@ -409,6 +410,19 @@ async def test_a_running_source_follows_selection_changes_and_new_versions(env: 
     assert [d.version for d in await listing(source)] == ["1", str(newer)]
     env.sandbox.remove_document(a)
     assert [d.remote_id for d in await listing(source)] == [b]
+
+
+async def test_a_404_from_the_api_makes_the_next_pass_discover_it_again(env: Env) -> None:
+    await env.sign_in_directly()
+    doc_id = env.sandbox.add_document("Plan", "plan.pdf", b"%PDF")
+    await save_selection(env.state, Selection((SelectedDocument(doc_id),)))
+    source = env.source()
+    env.sandbox.faults.add(f"{API}/document-versions", 404, body={"message": "moved"})
+    with pytest.raises(FatalSourceError, match="HTTP 404"):
+        await listing(source)
+    assert DISCOVERY not in env.state.cursors
+    assert [d.remote_id for d in await listing(source)] == [doc_id]
+    assert env.requests("GET", "/foundation/versions") == 2
 
 
 async def test_polling_with_nothing_selected_yields_nothing_and_asks_nothing(env: Env) -> None:

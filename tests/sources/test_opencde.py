@@ -22,7 +22,7 @@ from yarl import URL
 
 from agent.config import AgentConfig, OpenCdeSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, FatalSourceError
-from agent.models import RemoteDocument
+from agent.models import JobSpec, RemoteDocument
 from agent.sandbox.opencde import OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import MemorySourceState, SourceContext
@@ -51,6 +51,7 @@ from agent.sources.opencde_flows import (
     remove_selection,
     select,
 )
+from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 
 API = "/documents/1.0"
@@ -375,6 +376,37 @@ async def test_polling_keeps_the_highest_version_index_and_downloads_it_without_
     async with env.session.get(location) as r:
         assert await r.read() == IFC
     assert env.storage.authorization_seen == []
+
+
+@pytest.mark.parametrize(
+    "sandbox_options",
+    [{"redirect_status": 302}, {"redirect_status": 303}, {"direct_download": True}],
+)
+async def test_the_downloader_fetches_the_latest_through_a_rejected_token_and_any_redirect(
+    env: Env,
+) -> None:
+    await env.sign_in_directly()
+    doc_id = env.sandbox.add_document("Model", "model.ifc", b"old")
+    env.sandbox.publish_version(doc_id, IFC)
+    await save_selection(env.state, Selection((SelectedDocument(doc_id),)))
+    source = env.source()
+    (doc,) = await listing(source)
+    env.sandbox.expire_all_tokens()  # the download's first hop answers 401 once
+    renewals = env.requests("POST", "/oauth/token")
+    job = JobSpec(
+        1, "cde", doc.remote_id, doc.version, doc.name, dict(doc.attrs), doc.size, temp_name="p"
+    )
+    endpoint = Endpoint(source, doc, doc.attrs, RateLimiter(None))
+
+    async def checkpoint(_job: int, _offset: int, _validator: str | None) -> None:
+        return None
+
+    downloader = Downloader(env.session, env.tmp / "staging", sleep=no_sleep)
+    fetched = await downloader.fetch(job, endpoint, checkpoint)
+    assert Path(fetched.temp_path).read_bytes() == IFC
+    assert env.requests("POST", "/oauth/token") == renewals + 1  # one renewal after the 401
+    assert env.storage.authorization_seen == []
+    assert env.sandbox.reused_refresh_tokens == []
 
 
 async def test_second_poll_sends_if_none_match_and_reuses_the_cached_result_on_304(

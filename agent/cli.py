@@ -145,11 +145,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return await run_daemon(config, path)
 
 
-async def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo  # noqa: PLC0415 - the sandbox is only needed here
 
     configure_logging("warning", "auto")
-    return await run_demo(Path(args.folder).absolute(), documents=args.documents)
+    return asyncio.run(run_demo(Path(args.folder).absolute(), documents=args.documents))
 
 
 async def cmd_login(args: argparse.Namespace) -> int:
@@ -194,7 +194,6 @@ COMMANDS = {
     "sync": cmd_sync,
     "status": cmd_status,
     "run": cmd_run,
-    "demo": cmd_demo,
     "login": cmd_login,
     "select": cmd_select,
 }
@@ -214,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return cmd_check_config(args)
+        if args.command == "demo":
+            return cmd_demo(args)
         return asyncio.run(COMMANDS[args.command](args))
     except AgentError as exc:
         for kind, prefix, code in ERROR_EXITS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from agent.transfer.files import remove_stale_temps, staging_dir
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
 PassOutcome = PassStats | BaseException
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def acquire_lock(state_dir: Path) -> IO[str]:
@@ -55,19 +56,36 @@ class _Slot:
 class Agent:
     """Owns every resource; passes over sources run through it."""
 
-    def __init__(self, config: Config, store: Store, engine: Engine, stack: AsyncExitStack) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        engine: Engine,
+        stack: AsyncExitStack,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rate_window: float = 60.0,
+    ) -> None:
         self.config = config
         self.store = store
         self.engine = engine
         self.stack = stack
+        self.sleep = sleep  # retry back-off waits (tests inject a fast one)
+        self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
         self.log = get_logger()
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, config: Config, *, progress: Progress | None = None
+        cls,
+        config: Config,
+        *,
+        progress: Progress | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rate_window: float = 60.0,
     ) -> AsyncIterator[Agent]:
+        """Open every resource; `sleep` and `rate_window` are test hooks, not user settings."""
         agent_cfg = config.agent
         async with AsyncExitStack() as stack:
             lock = acquire_lock(agent_cfg.state_dir)
@@ -87,10 +105,10 @@ class Agent:
                 staging_dir(agent_cfg.mirror_dir),
                 bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
                 min_free_space=agent_cfg.min_free_space,
+                sleep=sleep,
             )
-            agent = cls(
-                config, store, Engine(agent_cfg, store, downloader, progress=progress), stack
-            )
+            engine = Engine(agent_cfg, store, downloader, progress=progress)
+            agent = cls(config, store, engine, stack, sleep=sleep, rate_window=rate_window)
             await agent.reconcile()
             for source in config.sources:
                 if source.enabled:
@@ -115,8 +133,8 @@ class Agent:
         stack = AsyncExitStack()
         await stack.__aenter__()
         session = await stack.enter_async_context(open_session(limit=8, limit_per_host=8))
-        limiter = RateLimiter(cfg.requests_per_minute)
-        client = ApiClient(session, limiter, source=cfg.name)
+        limiter = RateLimiter(cfg.requests_per_minute, window=self.rate_window)
+        client = ApiClient(session, limiter, source=cfg.name, sleep=self.sleep)
         ctx = SourceContext(cfg, self.config.agent, client, self.store.for_source(cfg.name))
         self.slots[cfg.name] = _Slot(SourceRuntime(cfg, build_source(ctx), limiter), stack)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent.config import AgentConfig, SourceConfig
 from agent.engine.plan import Download, Move, Plan, Sidecar, plan_pass
-from agent.errors import DocumentError, PermanentError, SkipDocument
+from agent.errors import DiskSpaceError, DocumentError, PermanentError, SkipDocument
 from agent.log import get_logger
 from agent.models import DocState, Fetched, PassStats, RemoteDocument
 from agent.sources.base import Source
@@ -220,12 +220,15 @@ class Engine:
         job = await self.store.open_job(name, item.doc, item.rel_path, item.doc.attrs)
         attempts = await self.store.job_attempts(job.job_id) + 1
         size = _size(self.staging / job.temp_name)
+        retry_in = next_retry_seconds(attempts, permanent=permanent)
+        if isinstance(exc, DiskSpaceError):
+            retry_in = 0.0  # a local condition: the next pass resumes once space is freed
         await self.store.job_failed(
             job.job_id,
             kind=exc.kind,
             error=describe_error(exc),
             permanent=permanent,
-            retry_in=next_retry_seconds(attempts, permanent=permanent),
+            retry_in=retry_in,
             bytes_done=size,
         )
         await self.store.record_states(

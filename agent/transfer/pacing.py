@@ -17,7 +17,8 @@ class RateLimiter:
     One limiter is shared by every task of a source (token, listing and download calls), so
     the budget holds whatever the concurrency. A 429 pauses the whole source (`pause`).
     `margin` widens the window a little so that requests that travel at different speeds
-    still never land closer together at the server than the budget allows.
+    still never land closer together at the server than the budget allows; by default it is
+    half a second, or a tenth of the window for windows under five seconds (tests).
     """
 
     def __init__(
@@ -25,12 +26,12 @@ class RateLimiter:
         per_minute: float | None,
         *,
         window: float = 60.0,
-        margin: float = 0.5,
+        margin: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.capacity = None if per_minute is None else max(1, int(per_minute * window / 60.0))
-        self.window = window + margin
+        self.window = window + (min(0.5, window / 10) if margin is None else margin)
         self.clock = clock
         self.sleep = sleep
         self.sent: deque[float] = deque()

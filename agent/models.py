@@ -52,6 +52,7 @@ class RemoteDocument:
     skip_reason: str | None = None
     external_url: str | None = None
     metadata: Mapping[str, Any] | None = None
+    prune_when_removed: bool = False  # delete the mirrored file once the listing drops it
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class KnownDocument:
     sha256: str | None = None
     metadata_hash: str | None = None
     waiting_version: str | None = None  # a failed job for this version waits for its retry time
+    prune: bool = False  # the source asked for the file to go when the document does
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ class Plan:
     skips: list[RemoteDocument] = field(default_factory=list)
     sidecars: list[Sidecar] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    prunes: list[str] = field(default_factory=list)  # relative paths to delete
     waiting: int = 0
     unchanged: int = 0
 
@@ -82,9 +83,11 @@ def plan_pass(
     for doc in listing:
         listed.add(doc.remote_id)
         _decide(plan, doc, known.get(doc.remote_id), paths.get(doc.remote_id))
-    plan.removed.extend(
-        rid for rid, k in known.items() if rid not in listed and k.state != DocState.REMOVED
-    )
+    for rid, k in known.items():
+        if rid not in listed and k.state != DocState.REMOVED:
+            plan.removed.append(rid)
+            if k.prune and k.rel_path and k.state == DocState.MIRRORED:
+                plan.prunes.append(k.rel_path)
     return plan
 
 

@@ -111,6 +111,9 @@ class Engine:
             name, [(d, DocState.SKIPPED, d.skip_reason or "skipped", None) for d in plan.skips]
         )
         await self.store.record_removed(name, plan.removed)
+        for rel_path in plan.prunes:
+            await asyncio.to_thread(_prune, self.agent.mirror_dir / rel_path)
+            get_logger(source=name).info("document.pruned", path=rel_path)
         if plan.moves:
             await self.store.record_moves(name, [await self._move(m, rt) for m in plan.moves])
         for sidecar in plan.sidecars:
@@ -266,6 +269,12 @@ def _rename(old: Path, new: Path, sidecar: bool) -> None:
             os.replace(old_meta, new.with_name(new.name + SIDECAR_SUFFIX))
     with contextlib.suppress(OSError):
         old.parent.rmdir()  # only succeeds when the folder became empty
+
+
+def _prune(path: Path) -> None:
+    for victim in (path, path.with_name(path.name + SIDECAR_SUFFIX)):
+        with contextlib.suppress(FileNotFoundError):
+            victim.unlink()
 
 
 def _size(path: Path) -> int:

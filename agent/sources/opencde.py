@@ -641,4 +641,5 @@ def to_remote(version: VersionInfo, *, older: bool = False) -> RemoteDocument:
         attrs={"download_url": version.download} if version.download else {},
         skip_reason=None if version.download else "no download link",
         metadata=metadata,
+        prune_when_removed=older,  # versions beyond keep_versions leave the mirror
     )

@@ -152,6 +152,7 @@ class Store:
                         DocumentRow.size,
                         DocumentRow.sha256,
                         DocumentRow.metadata_hash,
+                        DocumentRow.prune,
                     ).where(DocumentRow.source == source)
                 )
             ).all()
@@ -165,8 +166,10 @@ class Store:
                 ).all()
             )
         return {
-            rid: KnownDocument(rid, ver, path, DocState(state), size, sha, mhash, waits.get(rid))
-            for rid, ver, path, state, size, sha, mhash in docs
+            rid: KnownDocument(
+                rid, ver, path, DocState(state), size, sha, mhash, waits.get(rid), bool(prune)
+            )
+            for rid, ver, path, state, size, sha, mhash, prune in docs
         }
 
     async def document_row(self, source: str, remote_id: str) -> DocumentRow | None:
@@ -190,6 +193,7 @@ class Store:
                 row.size, row.sha256, row.mtime_ns = item.size, item.sha256, item.mtime_ns
                 row.state, row.reason, row.external_url = DocState.MIRRORED, None, None
                 row.metadata_json, row.metadata_hash = item.metadata_json, item.metadata_hash
+                row.prune = item.doc.prune_when_removed
                 row.updated_at = now
                 s.add(row)
             await s.execute(delete(JobRow).where(JobRow.id.in_([m.job_id for m in items])))

@@ -51,6 +51,7 @@ class DocumentRow(Base):
     external_url: Mapped[str | None] = mapped_column(Text)
     metadata_json: Mapped[str | None] = mapped_column(Text)
     metadata_hash: Mapped[str | None] = mapped_column(String(64))
+    prune: Mapped[bool] = mapped_column(default=False, server_default="0")
     updated_at: Mapped[float] = mapped_column(Float)
 
 

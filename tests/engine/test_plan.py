@@ -66,3 +66,11 @@ def test_same_names_get_distinct_stable_paths_and_the_holder_keeps_its_name() ->
     assert again == first
     holder = {"b": mirrored("b", path="s/x.pdf")}
     assert assign_paths("s", listing, holder)["b"] == "s/x.pdf"
+
+
+def test_documents_that_ask_for_it_are_pruned_when_dropped() -> None:
+    old = KnownDocument("d@1", "1", "s/a (v1).pdf", DocState.MIRRORED, 1, "x", prune=True)
+    kept = mirrored("b")
+    plan = plan_pass("s", [], {"d@1": old, "b": kept})
+    assert sorted(plan.removed) == ["b", "d@1"]
+    assert plan.prunes == ["s/a (v1).pdf"]

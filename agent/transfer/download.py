@@ -41,7 +41,9 @@ from agent.transfer.retry import retry_wait
 READ_CHUNK = 64 * 1024  # network read size
 # Bytes gathered before one write+hash off the event loop. Small on purpose: whatever was
 # received but not yet written when the process is killed is fetched again on resume, so
-# this bounds the waste of a crash (4 MiB blocks were measured to be no faster than these).
+# this bounds the waste of a crash. Measured against the storage sandbox on loopback
+# (256 MiB, 2 CPUs): 64 KiB reads with 256 KiB writes up to 1 MiB/4 MiB blocks all ran at
+# 250-480 MiB/s, the differences within run-to-run noise.
 WRITE_BLOCK = 256 * 1024
 CHECKPOINT_BYTES = 16 * 1024 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})

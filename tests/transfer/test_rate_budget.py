@@ -1,0 +1,35 @@
+"""The source's request budget holds over a whole pass, whatever the download concurrency."""
+
+from __future__ import annotations
+
+import time
+
+from transfer_kit import World, payload
+
+from agent.models import PassStats
+
+WINDOW = 1.0  # seconds: the per-minute budget scaled down so the test takes seconds
+PER_WINDOW = 8
+DOCUMENTS = 22
+
+
+async def test_no_window_ever_sees_more_requests_than_the_budget(world: World) -> None:
+    world.sandbox.rate_window = WINDOW
+    world.sandbox.requests_per_minute = PER_WINDOW  # the sandbox counts per `rate_window`
+    world.source_options["requests_per_minute"] = PER_WINDOW * 60 / WINDOW
+    world.agent_options["max_concurrent_downloads"] = 8
+    for i in range(DOCUMENTS):
+        world.add(f"doc-{i:02d}.pdf", payload(2000 + i, seed=i))
+    started = time.monotonic()
+
+    outcome = await world.sync(rate_window=WINDOW)
+
+    assert isinstance(outcome, PassStats)
+    assert outcome.downloaded == DOCUMENTS
+    await world.assert_exact()
+    requests = len(world.sandbox.request_times)
+    assert requests == DOCUMENTS + 2  # token, one listing page, one call per download
+    assert world.sandbox.throttled == 0
+    assert world.sandbox.max_requests_in_window(WINDOW) <= PER_WINDOW
+    # the limiter, not luck, kept the pace: the requests needed several windows
+    assert time.monotonic() - started >= (requests // PER_WINDOW) * WINDOW

@@ -76,8 +76,8 @@ def config_path(args: argparse.Namespace) -> Path:
     return Path(value)
 
 
-def load(args: argparse.Namespace) -> Config:
-    config = load_config(config_path(args))
+def load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    config = load_config(config_path(args), secrets=secrets)
     configure_logging(config.agent.log_level, config.agent.log_format)
     return config
 
@@ -118,7 +118,7 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load(args, secrets=False)  # status reads the state only: no secret needed
     async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
         status = await store.status()
     if args.json:
@@ -172,10 +172,9 @@ async def cmd_select(args: argparse.Namespace) -> int:
             print(f"{args.name}: {'removed' if removed else 'not selected:'} {args.remove}")
             return EXIT_OK if removed else EXIT_FAILURES
         if not args.list:
-            added = await flows.select(
+            await flows.select(
                 ctx, listen=config.agent.listen, open_url=webbrowser.open, timeout=args.timeout
             )
-            print(f"{args.name}: {len(added)} document(s) added to the selection")
         for item in await flows.list_selection(ctx):
             print(f"{item.document_id}\t{item.title}")
     return EXIT_OK

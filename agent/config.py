@@ -215,10 +215,13 @@ def validate_listen(value: str, key: str) -> str:
 class Table:
     """Typed reads from one TOML table that remember which keys were used."""
 
-    def __init__(self, data: Mapping[str, Any], prefix: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], prefix: str, env: Mapping[str, str], *, secrets: bool = True
+    ) -> None:
         self.data = data
         self.prefix = prefix
         self.env = env
+        self.secrets = secrets  # False: leave unreadable secrets unset (status needs none)
         self.used: set[str] = set()
 
     def key(self, name: str) -> str:
@@ -268,10 +271,15 @@ class Table:
         if len(given) > 1:
             raise ConfigError(self.key(given[1]), f"give only one of {', '.join(given)}")
         if not given:
-            if required:
+            if required and self.secrets:
                 raise ConfigError(self.key(name), f"is required (or {name}_file / {name}_env)")
             return None
-        return Secret(self._read_secret(given[0], name))
+        try:
+            return Secret(self._read_secret(given[0], name))
+        except ConfigError:
+            if self.secrets:
+                raise
+            return None
 
     def _read_secret(self, key: str, name: str) -> str:
         value = self.data[key]
@@ -314,7 +322,9 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
 # ---------------------------------------------------------------- loading
 
 
-def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path | str, env: Mapping[str, str] | None = None, *, secrets: bool = True
+) -> Config:
     """Read and validate the configuration file; raise ConfigError naming the key."""
     env = os.environ if env is None else env
     path = Path(path)
@@ -326,23 +336,28 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("toml", f"{path}: {exc}") from exc
-    return parse_config(data, env, path)
+    return parse_config(data, env, path, secrets=secrets)
 
 
 def parse_config(
-    data: Mapping[str, Any], env: Mapping[str, str], path: Path | None = None
+    data: Mapping[str, Any],
+    env: Mapping[str, str],
+    path: Path | None = None,
+    *,
+    secrets: bool = True,
 ) -> Config:
+    """Validate parsed TOML; with `secrets=False` secrets that cannot be read stay unset."""
     for key in data:
         if key not in ("agent", "sources"):
             raise ConfigError(key, "unknown key (expected [agent] and [[sources]])")
     agent_data = data.get("agent")
     if not isinstance(agent_data, dict):
         raise ConfigError("agent", "the [agent] table is required")
-    agent = _parse_agent(Table(agent_data, "agent", env))
+    agent = _parse_agent(Table(agent_data, "agent", env, secrets=secrets))
     sources_data = data.get("sources", [])
     if not isinstance(sources_data, list) or not all(isinstance(s, dict) for s in sources_data):
         raise ConfigError("sources", "expected [[sources]] tables")
-    sources = tuple(_parse_source(s, i, env) for i, s in enumerate(sources_data))
+    sources = tuple(_parse_source(s, i, env, secrets) for i, s in enumerate(sources_data))
     _check_unique(sources)
     raw = {s.name: sources_data[i] for i, s in enumerate(sources)}
     return Config(agent, sources, path, raw)
@@ -396,8 +411,10 @@ def _parse_agent(t: Table) -> AgentConfig:
     return config
 
 
-def _parse_source(data: Mapping[str, Any], index: int, env: Mapping[str, str]) -> SourceConfig:
-    t = Table(data, f"sources[{index}]", env)
+def _parse_source(
+    data: Mapping[str, Any], index: int, env: Mapping[str, str], secrets: bool
+) -> SourceConfig:
+    t = Table(data, f"sources[{index}]", env, secrets=secrets)
     name = t.require("name", str)
     if not NAME_RE.match(name):
         raise ConfigError(t.key("name"), "use 1-64 letters, digits, '-' or '_'")
@@ -502,7 +519,7 @@ def _index_health_user(parent: Table) -> IndexHealthUser:
     data = parent.get("user", dict)
     if data is None:
         raise ConfigError(parent.key("user"), "the [sources.user] table is required")
-    t = Table(data, parent.key("user"), parent.env)
+    t = Table(data, parent.key("user"), parent.env, secrets=parent.secrets)
     optional = {
         k: t.get(k, str) for k in ("email", "date_of_birth", "uid", "eid", "phone", "group_name")
     }

@@ -9,6 +9,7 @@
      |    |    +-- ExpiredUrlError    the signed URL expired: ask the API for a new one
      |    |    +-- IntegrityError     the bytes did not match what was promised
      |    |    +-- DiskSpaceError     the disk is (nearly) full; the partial is kept
+     |    |    +-- RetryLaterError    not within this pass (a conversion failed or is slow)
      |    +-- PermanentError      retry only on a slow schedule (not found, forbidden, gone)
      |    +-- SkipDocument        nothing to download by design (URL-only, no permission)
      +-- StateError               the state database is unusable
@@ -126,6 +127,12 @@ class DiskSpaceError(TransientError):
     """Not enough free space; what was written so far is kept for a later resume."""
 
     kind = "disk-space"
+
+
+class RetryLaterError(TransientError):
+    """Worth another try on a later pass, not within this one."""
+
+    kind = "retry-later"
 
 
 class PermanentError(DocumentError):

@@ -4,7 +4,7 @@ A rendition is fetched by the transfer layer like any document, with `Accept: <m
 the content link. Before that, `Converter.prepare` asks with a HEAD probe whether the
 conversion exists: 200 -> fetch it; 202 -> poll the progress resource in `Location` with
 growing pauses (bounded, about two minutes) until `Complete`, then fetch; a 500 from the
-progress resource -> TransientError("conversion failed"), tried again on a later pass;
+progress resource -> RetryLaterError("conversion failed"), tried again on a later pass;
 406 -> SkipDocument("format not supported", with the document's `Supported-Accept`).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from agent.errors import SkipDocument, TransientError
+from agent.errors import RetryLaterError, SkipDocument, TransientError
 from agent.models import ResponseHead
 from agent.sources.base import check_download_status
 from agent.sources.http import ApiClient, ApiResponse, Authenticator
@@ -126,11 +126,11 @@ class Converter:
             body = _progress_body(response)
             status = progress_status(body)
             if response.status == 500 or status == PROGRESS_FAILED:
-                raise TransientError(_failure(body), url=progress_url, status=response.status)
+                raise RetryLaterError(_failure(body), url=progress_url, status=response.status)
             if status == PROGRESS_DONE:
                 ready = href(body, "content")
                 return ready if ready and same_origin(ready, content_url) else content_url
-        raise TransientError("conversion still running", url=progress_url, retry_after=60.0)
+        raise RetryLaterError("conversion still running", url=progress_url, retry_after=60.0)
 
 
 def _progress_body(response: ApiResponse) -> Mapping[str, Any]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
+import sys
 import time
 from typing import Any
 
@@ -220,3 +223,55 @@ async def test_disk_full_keeps_the_partial_and_the_next_run_completes(
 
     await world.assert_exact()
     assert _ranges(world) == [f"bytes={2 * download.WRITE_BLOCK}-"]
+
+
+async def _status_json(world: World) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "--config",
+        str(world.write_config()),
+        "status",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def test_status_shows_in_progress_waiting_and_permanently_failed_jobs(
+    world: World,
+) -> None:
+    gone = world.add("gone.pdf", payload(1000, seed=30))
+    flaky = world.add("flaky.pdf", payload(1000, seed=31))
+    slow = world.add("slow.bin", payload(3 * MIB, seed=32))
+    world.sandbox.faults.add(
+        f"/v1/documents/{gone}/download/", 404, times=100, body={"detail": "Not found."}
+    )
+    world.storage.plan.add(f"/b/standard-metrics/{flaky}/", 503, times=100)
+    world.storage.faults.bytes_per_second = 1.5 * MIB  # about two seconds for slow.bin
+
+    sync = asyncio.create_task(world.sync())
+    while not (world.staging.is_dir() and any(world.staging.glob("*.part"))):
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # the two failures are recorded long before this
+    (source,) = (await _status_json(world))["sources"]
+    outcome = await sync
+
+    jobs = {job["remote_id"]: job for job in source["jobs"]}
+    assert jobs[slow]["state"] == "in-progress"
+    assert jobs[flaky]["state"] == "waiting-to-retry"
+    assert jobs[flaky]["error_kind"] == "transient"
+    assert "HTTP 503" in jobs[flaky]["last_error"]
+    assert jobs[flaky]["next_retry_at"] is not None
+    assert jobs[gone]["state"] == "permanently-failed"
+    assert jobs[gone]["error_kind"] == "permanent"
+    assert "not found" in jobs[gone]["last_error"]
+    assert isinstance(outcome, PassStats)
+    assert (outcome.downloaded, outcome.failed) == (1, 2)
+    after = {job["remote_id"] for job in (await _status_json(world))["sources"][0]["jobs"]}
+    assert after == {gone, flaky}  # the finished download's job is gone

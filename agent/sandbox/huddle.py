@@ -23,8 +23,7 @@ All JSON is `application/vnd.huddle.data+json` with absolute link hrefs.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -38,9 +37,9 @@ from agent.sandbox.server import (
     FaultPlan,
     Handler,
     RequestLog,
+    Served,
     fault_middleware,
     recording_middleware,
-    serve,
 )
 from agent.sandbox.storage import StorageHost
 
@@ -50,7 +49,7 @@ USER_ID = "10001"
 USER_NAME = "Sandbox User"
 
 
-class HuddleSandbox:
+class HuddleSandbox(Served):
     """A local Huddle API: data methods for tests, an aiohttp app, a request log, faults."""
 
     def __init__(
@@ -90,18 +89,9 @@ class HuddleSandbox:
         self._content = ContentService(
             self.tree, storage, self.options, self.conversions, self.download_reasons
         )
-        self.app = self._build_app()
+        self._app = self._build_app()
 
     # -- serving ----------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        async with serve(self.app, host, port) as url:
-            self.base_url = url
-            try:
-                yield url
-            finally:
-                self.base_url = ""
 
     def url(self, path: str) -> str:
         """An absolute URL on the running sandbox."""
@@ -225,6 +215,10 @@ class HuddleSandbox:
         return populate_bulk(self.tree, folder_id, count, prefix=prefix)
 
     # -- app --------------------------------------------------------------------------------
+
+    @property
+    def app(self) -> web.Application:
+        return self._app
 
     def _build_app(self) -> web.Application:
         app = web.Application(

@@ -25,8 +25,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -37,10 +36,10 @@ from aiohttp import web
 from agent.sandbox.server import (
     FaultPlan,
     RequestLog,
+    Served,
     fault_middleware,
     json_body,
     recording_middleware,
-    serve,
 )
 from agent.sandbox.storage import StorageHost
 
@@ -239,7 +238,7 @@ class _Tokens:
 # --------------------------------------------------------------------------- sandbox
 
 
-class IndexHealthSandbox:
+class IndexHealthSandbox(Served):
     """In-memory Index Health server: data-manipulation methods plus an aiohttp ``app``."""
 
     def __init__(
@@ -281,9 +280,13 @@ class IndexHealthSandbox:
         self.log = RequestLog()
         self.faults = FaultPlan()
         self.base_url: str | None = None
-        self.app = self._build_app()
+        self._app = self._build_app()
 
     # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def app(self) -> web.Application:
+        return self._app
 
     def _build_app(self) -> web.Application:
         app = web.Application(
@@ -296,16 +299,6 @@ class IndexHealthSandbox:
         app.router.add_post("/download", self._guard(self._handle_download_url))
         app.router.add_get("/download/{document_id}", self._guard(self._handle_download_bytes))
         return app
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[str]:
-        """Serve the API on an ephemeral loopback port; yields the base URL."""
-        async with serve(self.app) as base_url:
-            self.base_url = base_url
-            try:
-                yield base_url
-            finally:
-                self.base_url = None
 
     # ----------------------------------------------------------------- tokens
 

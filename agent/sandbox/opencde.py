@@ -21,8 +21,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,10 +49,10 @@ from agent.sandbox.server import (
     FaultPlan,
     Handler,
     RequestLog,
+    Served,
     fault_middleware,
     json_body,
     recording_middleware,
-    serve,
 )
 from agent.sandbox.storage import StorageHost
 
@@ -77,7 +76,7 @@ class _Selection:
     server_context: str
 
 
-class OpenCdeSandbox:
+class OpenCdeSandbox(Served):
     """An in-memory OpenCDE CDE on loopback; see the module docstring for its routes."""
 
     def __init__(
@@ -162,15 +161,6 @@ class OpenCdeSandbox:
         if self._app is None:
             self._app = self._build_app()
         return self._app
-
-    @asynccontextmanager
-    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        async with serve(self.app, host, port) as url:
-            self.base_url = url
-            try:
-                yield url
-            finally:
-                self.base_url = ""
 
     def _build_app(self) -> web.Application:
         app = web.Application(

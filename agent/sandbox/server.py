@@ -161,3 +161,26 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) ->
         yield f"http://{shown}:{bound}"
     finally:
         await runner.cleanup()
+
+
+class Served:
+    """Mixin for a sandbox server: `running()` serves its `app` on loopback.
+
+    While it runs, `base_url` holds the bound URL (absolute links in bodies are built from
+    it); afterwards it is empty again.
+    """
+
+    base_url: str | None
+
+    @property
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        async with serve(self.app, host, port) as url:
+            self.base_url = url
+            try:
+                yield url
+            finally:
+                self.base_url = ""

@@ -29,8 +29,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote_plus
@@ -43,10 +42,10 @@ from agent.sandbox.server import (
     FaultPlan,
     Handler,
     RequestLog,
+    Served,
     fault_middleware,
     json_body,
     recording_middleware,
-    serve,
 )
 from agent.sandbox.storage import StorageHost
 
@@ -145,7 +144,7 @@ class _BadFilter(Exception):
         self.errors = errors
 
 
-class StandardMetricsSandbox:
+class StandardMetricsSandbox(Served):
     """An in-memory Standard Metrics API on loopback, with its downloads on a `StorageHost`."""
 
     def __init__(
@@ -202,16 +201,6 @@ class StandardMetricsSandbox:
             app.router.add_get("/v1/documents/{doc_id}/download/", self._download)
             self._app = app
         return self._app
-
-    @asynccontextmanager
-    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        """Serve on loopback; yields the host root (the API root is that plus `/v1`)."""
-        async with serve(self.app, host, port) as url:
-            self.base_url = url
-            try:
-                yield url
-            finally:
-                self.base_url = ""
 
     @property
     def api_url(self) -> str:

@@ -12,8 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote
@@ -23,9 +22,9 @@ from aiohttp import web
 from agent.sandbox.server import (
     FaultPlan,
     RequestLog,
+    Served,
     fault_middleware,
     recording_middleware,
-    serve,
 )
 
 CHUNK = 64 * 1024
@@ -72,7 +71,7 @@ class _Range:
 
 
 @dataclass
-class StorageHost:
+class StorageHost(Served):
     """An object store on loopback serving blobs through signed URLs."""
 
     clock: Callable[[], float] = time.time
@@ -121,15 +120,6 @@ class StorageHost:
 
     def _sig(self, key: str, expires: int) -> str:
         return hmac.new(self._key, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
-
-    @asynccontextmanager
-    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        async with serve(self.app, host, port) as url:
-            self.base_url = url
-            try:
-                yield url
-            finally:
-                self.base_url = ""
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         refusal = self._refusal(request)

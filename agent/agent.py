@@ -15,13 +15,13 @@ from agent.config import Config, SourceConfig
 from agent.engine.sync import Engine, Progress, SourceRuntime
 from agent.errors import AgentError, AlreadyRunningError, FatalSourceError
 from agent.log import get_logger
-from agent.models import PassStats
+from agent.models import JobSpec, PassStats
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.registry import build_source
 from agent.state.store import Store
 from agent.transfer.download import Downloader
-from agent.transfer.files import remove_stale_temps, staging_dir
+from agent.transfer.files import hash_file, remove_stale_temps, staging_dir
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
 PassOutcome = PassStats | BaseException
@@ -44,6 +44,17 @@ def acquire_lock(state_dir: Path) -> IO[str]:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def _placed(dest: Path, size: int) -> tuple[str, int] | None:
+    """(sha256, mtime_ns) of `dest` when it is a file of exactly `size` bytes."""
+    try:
+        stat = dest.stat()
+    except FileNotFoundError:
+        return None
+    if not dest.is_file() or stat.st_size != size:
+        return None
+    return hash_file(dest)[0].hexdigest(), stat.st_mtime_ns
 
 
 @dataclass
@@ -120,7 +131,8 @@ class Agent:
                     await agent.remove_source(name)
 
     async def reconcile(self) -> None:
-        """At start-up: forget temp files no job owns (partials of live jobs are kept)."""
+        """At start-up: forget temp files no job owns (partials of live jobs are kept), and
+        adopt files a crash left renamed into place before their rows were committed."""
         staging = staging_dir(self.config.agent.mirror_dir)
         await self.store.interrupted_jobs()
         removed = await asyncio.to_thread(
@@ -128,6 +140,22 @@ class Agent:
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
+        for job, bytes_done in await self.store.unfinished_jobs():
+            await self._adopt(staging, job, bytes_done)
+
+    async def _adopt(self, staging: Path, job: JobSpec, bytes_done: int) -> None:
+        """A job whose temp file is gone and whose final file is there, of the size the job
+        expected (or last checkpointed: the full size, just before the rename), is done."""
+        dest = self.config.agent.mirror_dir / job.rel_path
+        want = job.expected_size if job.expected_size is not None else bytes_done
+        if not want or (staging / job.temp_name).exists():
+            return
+        found = await asyncio.to_thread(_placed, dest, want)
+        if found is None:
+            return
+        sha256, mtime_ns = found
+        if await self.store.adopt_placed(job, want, sha256, mtime_ns):
+            self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=want)
 
     async def add_source(self, cfg: SourceConfig) -> None:
         stack = AsyncExitStack()

@@ -366,6 +366,40 @@ class Store:
                 row.state = JobState.QUEUED
             return [_job_spec(r) for r in rows]
 
+    async def unfinished_jobs(self) -> list[tuple[JobSpec, int]]:
+        """Every job not given up on, with the bytes it last checkpointed."""
+        async with self.session() as s:
+            rows = await s.scalars(select(JobRow).where(JobRow.state != JobState.FAILED))
+            return [(_job_spec(r), r.bytes_done) for r in rows]
+
+    async def adopt_placed(self, job: JobSpec, size: int, sha256: str, mtime_ns: int) -> bool:
+        """Record a file the job had renamed into place before its row was committed.
+
+        Refuses (returns False) when the file is the document's previous version: the row
+        already holds its sha256 for another version.
+        """
+        async with self.session.begin() as s:
+            row = await s.scalar(
+                select(DocumentRow).where(
+                    DocumentRow.source == job.source, DocumentRow.remote_id == job.remote_id
+                )
+            )
+            if row is not None and row.sha256 == sha256 and row.version != job.version:
+                return False
+            if row is None:
+                row = DocumentRow(
+                    source=job.source,
+                    remote_id=job.remote_id,
+                    name=Path(job.rel_path).name,
+                    state=DocState.PENDING,
+                )
+                s.add(row)
+            row.version, row.rel_path = job.version, job.rel_path
+            row.state, row.reason, row.updated_at = DocState.MIRRORED, None, time.time()
+            row.size, row.sha256, row.mtime_ns = size, sha256, mtime_ns
+            await s.execute(delete(JobRow).where(JobRow.id == job.job_id))
+            return True
+
     # ------------------------------------------------------------ status
 
     async def status(self) -> list[dict[str, Any]]:

@@ -217,6 +217,10 @@ async def test_killed_download_resumes_and_keeps_offline_reason(
     reasons = [r for d, r in world.api.download_reasons if d == doc]
     assert len(reasons) >= 2
     assert set(reasons) == {"offline-file"}
+    ranges = [r.headers.get("range") for r in world.storage.log.records]
+    assert ranges[0] is None
+    assert ranges[-1] is not None
+    assert ranges[-1] != "bytes=0-"  # the second run went on from the partial
     assert world.storage.authorization_seen == []
 
 

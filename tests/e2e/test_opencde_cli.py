@@ -99,8 +99,10 @@ async def test_cancelled_selection_exits_non_zero_with_a_clear_message(world: Wo
     assert login.code == 0, login.stderr
     world.api.auto_cancel = True
     select = await world.cli("select", "cde", "--timeout", "20")
-    assert select.code != 0
-    assert "cancel" in (select.stderr + select.stdout).lower()
+    assert select.code == 1
+    assert "selection cancelled in the browser" in select.stderr
+    listed = await world.cli("select", "cde", "--list")
+    assert listed.stdout.count("\t") == 0  # nothing was added
     assert "Traceback" not in select.stderr
 
 

@@ -35,6 +35,7 @@ def machine(settings: Settings) -> dict[str, Any]:
         "load_before": loadavg(),
         "mode": "quick" if settings.quick else "full",
         "rounds": settings.rounds,
+        "small_rounds": settings.small_rounds,
         "concurrency": settings.concurrency,
     }
 
@@ -65,8 +66,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# sync-agent benchmark results",
         "",
-        f"Run {m['date']} in {m['mode']} mode ({m['elapsed_s']} s), {m['rounds']} round(s), "
-        f"concurrency {m['concurrency']}.",
+        f"Run {m['date']} in {m['mode']} mode ({m['elapsed_s']} s), {m['rounds']} bulk round(s), "
+        f"{m['small_rounds']} small round(s), concurrency {m['concurrency']}.",
         f"Machine: {m['cpus']} x {m['cpu']}, {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
         f"Python {m['python']}.",
         f"Load average (1/5/15 min) before {m['load_before']}, after {m['load_after']} "
@@ -113,10 +114,17 @@ def _repoll(r: dict[str, Any]) -> list[str]:
         "",
         "| pass | wall s | peak RSS MiB |",
         "|---|---:|---:|",
-        f"| first (mirrors everything) | {r['first_pass_s']} | {r['first_pass_peak_rss_mib']} |",
-        f"| second (nothing changed) | {r['second_pass_s']} | {r['second_pass_peak_rss_mib']} |",
+        f"| first, real: {r['first_pass_documents']} documents mirrored "
+        f"({r['first_pass_docs_per_s']}/s) | {r['first_pass_s']} | "
+        f"{r['first_pass_peak_rss_mib']} |",
+        f"| second, nothing changed: {r['documents']} documents | {r['second_pass_s']} | "
+        f"{r['second_pass_peak_rss_mib']} |",
         "",
-        f"Rows changed by the second pass (row-set diff of the SQLite state): "
+        f"{r['seeded_documents']} of the documents were seeded into the state database and the "
+        "mirror by cloning the first pass's row and file (a real first pass over all of them "
+        "would take most of the time budget). Agent's summary of the second pass: "
+        f"`{r['second_pass_summary']}`.",
+        f"Rows changed by the second pass (row-set diff of the SQLite state, per table): "
         f"{r['rows_changed']}; rows with `updated_at` after it started: "
         f"{r['rows_updated_at_after_start']}.",
         "",

@@ -20,7 +20,8 @@ from bench.measure import Measured, run, tree_size
 from bench.tools import Nginx, which
 
 SOURCE = "bench"
-TOOLS = ("sync-agent", "rclone", "aria2c", "cp")
+CP_FSYNC = 'cp -r "$1" "$2" && find "$2" -type f -exec sync {} +'
+TOOLS = ("sync-agent", "rclone", "aria2c", "cp", "cp+fsync")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Settings:
 
     quick: bool
     rounds: int
+    small_rounds: int
     concurrency: int
     data_dir: Path
     work_dir: Path
@@ -126,6 +128,15 @@ def transfer_commands(
         "rclone": lambda d: [*rclone, str(d), "--transfers", n, "--config", "/dev/null", "-q"],
         "aria2c": lambda d: [*aria, "-d", str(d)],
         "cp": lambda d: ["cp", "-r", str(s.data_dir / spec.name), str(d)],
+        # the durable floor: the same copy, then fsync every file, as the agent does
+        "cp+fsync": lambda d: [
+            "sh",
+            "-c",
+            CP_FSYNC,
+            "cp+fsync",
+            str(s.data_dir / spec.name),
+            str(d),
+        ],
     }
 
 
@@ -135,7 +146,7 @@ def bench_transfer(s: Settings, key: str, nginx: Nginx) -> dict[str, Any]:
     runs: dict[str, list[Measured]] = {tool: [] for tool in TOOLS}
     with sandbox(len(spec.sizes), f"{nginx.base_url}/{spec.name}", s.log) as api:
         commands = transfer_commands(s, spec, nginx, api)
-        for round_no in range(s.rounds):
+        for round_no in range(s.small_rounds if key == "small" else s.rounds):
             order = TOOLS[round_no % len(TOOLS) :] + TOOLS[: round_no % len(TOOLS)]
             for tool in order:
                 dest = s.work_dir / f"{key}-{tool}"
@@ -191,33 +202,89 @@ def summarise(spec: data.Spec, runs: dict[str, list[Measured]]) -> dict[str, Any
 
 
 def bench_repoll(s: Settings, nginx: Nginx) -> dict[str, Any]:
-    """Mirror the listing once, then time a second pass with nothing changed."""
+    """Mirror the listing (partly for real, the rest seeded), then time an unchanged pass.
+
+    The agent mirrors ~120 tiny documents a second, so a real first pass over 100,000 would
+    take the whole budget: it mirrors the first `real` documents through the full flow and
+    the rest are cloned from those rows and files (same columns, the sandbox's ids and
+    versions, real files with their own mtimes). The second pass then sees all of them.
+    """
     root = s.work_dir / "repoll"
-    with sandbox(s.listing, f"{nginx.base_url}/tiny", s.log) as api:
+    real = min(s.listing, 100 if s.quick else 2000)
+    with sandbox(real, f"{nginx.base_url}/tiny", s.log) as api:
         config = agent_config(api, root, s.concurrency)
         argv = [*agent_binary(), "--config", str(config), "sync"]
         first = run(argv, log=s.log)
-        if first.returncode != 0:
-            raise SystemExit(f"first re-poll pass failed with exit {first.returncode}")
-        db = root / "state" / "state.db"
-        before = snapshot(db)
+    if first.returncode != 0:
+        raise SystemExit(f"first re-poll pass failed with exit {first.returncode}")
+    db = root / "state" / "state.db"
+    seeded = seed_documents(db, root / "mirror", real, s.listing)
+    before = snapshot(db)
+    with sandbox(s.listing, f"{nginx.base_url}/tiny", s.log) as api:
+        agent_config_rewrite(config, api)
         started = time.time()
         second = run(argv, log=s.log)
-        after = snapshot(db)
+    after = snapshot(db)
     if second.returncode != 0:
         raise SystemExit(f"second re-poll pass failed with exit {second.returncode}")
     result = {
         "documents": s.listing,
+        "first_pass_documents": real,
+        "seeded_documents": seeded,
         "first_pass_s": round(first.seconds, 3),
+        "first_pass_docs_per_s": round(real / first.seconds, 1),
         "first_pass_peak_rss_mib": round(first.peak_rss_mib, 1),
         "second_pass_s": round(second.seconds, 3),
         "second_pass_peak_rss_mib": round(second.peak_rss_mib, 1),
+        "second_pass_summary": _summary_line(s.log),
         "rows_changed": rows_changed(before, after),
         "rows_updated_at_after_start": updated_since(db, started),
         "command": second.command,
     }
     shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def agent_config_rewrite(config: Path, api: str) -> None:
+    """Point an existing config at a new sandbox URL (each sandbox gets a fresh port)."""
+    lines = config.read_text().splitlines()
+    fixed = [f'base_url = "{api}"' if ln.startswith("base_url = ") else ln for ln in lines]
+    config.write_text("\n".join(fixed) + "\n")
+
+
+def _summary_line(log: Path) -> str:
+    """The agent's last `<source>: N listed, ...` line, as printed to the log."""
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith(f"{SOURCE}: ")]
+    return lines[-1] if lines else ""
+
+
+def seed_documents(db: Path, mirror: Path, real: int, total: int) -> int:
+    """Clone the first mirrored row into rows `real..total` with files beside it."""
+    if total <= real:
+        return 0
+    from agent.sandbox.standard_metrics import StandardMetricsSandbox  # noqa: PLC0415
+    from agent.sandbox.storage import StorageHost  # noqa: PLC0415
+
+    listing = StandardMetricsSandbox(StorageHost())
+    ids = listing.add_listing_only(total)
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        template = dict(conn.execute("SELECT * FROM documents ORDER BY id LIMIT 1").fetchone())
+        body = (mirror / template["rel_path"]).read_bytes()
+        rows = []
+        for doc_id in ids[real:]:
+            item = listing.document(doc_id).to_json()
+            rel = template["rel_path"].replace(template["name"], str(item["name"]))
+            path = mirror / rel
+            path.write_bytes(body)
+            row = {**template, "remote_id": doc_id, "version": item["uploaded_at"]}
+            row |= {"name": item["name"], "rel_path": rel, "mtime_ns": path.stat().st_mtime_ns}
+            del row["id"]
+            rows.append(row)
+        columns = ", ".join(rows[0])
+        marks = ", ".join(f":{c}" for c in rows[0])
+        conn.executemany(f"INSERT INTO documents ({columns}) VALUES ({marks})", rows)
+    return len(rows)
 
 
 def snapshot(db: Path) -> dict[str, set[tuple[Any, ...]]]:

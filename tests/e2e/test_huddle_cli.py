@@ -171,8 +171,17 @@ async def test_conversions_ready_polled_and_refused(world: World) -> None:
     assert refusal.startswith("format not supported"), skipped
 
 
-@pytest.mark.slow  # a failed conversion is retried with backoff inside the pass (~45 s)
-async def test_failed_conversion_is_reported_failed_and_original_kept(world: World) -> None:
+@pytest.fixture
+async def quick_conversions(tmp_path: Path) -> AsyncIterator[World]:
+    async for w in open_world(tmp_path, conversion_polls=0):
+        yield w
+
+
+@pytest.mark.slow  # a failed conversion is retried with jittered backoff in the pass (~5-30 s)
+async def test_failed_conversion_is_reported_failed_and_original_kept(
+    quick_conversions: World,
+) -> None:
+    world = quick_conversions
     root = world.api.root_folder_id(world.ws)
     broken = world.api.add_document(root, "broken.docx", b"broken doc")
     world.api.fail_conversion(broken, PDF)

@@ -28,6 +28,7 @@ from agent.errors import (
     ExpiredUrlError,
     IntegrityError,
     PermanentError,
+    RetryLaterError,
     TransientError,
     safe_url,
 )
@@ -156,7 +157,7 @@ class Downloader:
     async def _retry_or_raise(
         self, attempt: int, exc: TransientError, endpoint: Endpoint, log: Any
     ) -> None:
-        if attempt >= self.max_attempts or isinstance(exc, DiskSpaceError):
+        if attempt >= self.max_attempts or isinstance(exc, (DiskSpaceError, RetryLaterError)):
             raise exc
         delay = retry_wait(attempt, exc.retry_after, cap=120.0)
         if exc.status == 429:

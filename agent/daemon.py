@@ -101,7 +101,7 @@ class Daemon:
     def schedule(self, cfg: SourceConfig) -> None:
         assert self.scheduler is not None
         self.scheduler.add_job(
-            self.start_pass,
+            self._scheduled,
             IntervalTrigger(seconds=cfg.poll_interval),
             args=[cfg.name],
             id=cfg.name,
@@ -110,6 +110,10 @@ class Daemon:
             coalesce=True,
             next_run_time=datetime.now().astimezone(),
         )
+
+    async def _scheduled(self, name: str) -> None:
+        """The job APScheduler runs: a coroutine, so it runs on the loop, not in a thread."""
+        self.start_pass(name)
 
     def start_pass(self, name: str) -> None:
         """Start a pass unless one of this source is already running."""

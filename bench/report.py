@@ -78,6 +78,11 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         TARGETS,
         "",
+        "What stands in the way, profiled, with proposed agent changes: [PROFILE.md](PROFILE.md).",
+        "The `cp+fsync` row is `cp -r` followed by an fsync of every file: the durable floor,",
+        "since the agent fsyncs each file and its folder and the peers do not. Data sets sit in",
+        "the page cache (23 GiB RAM), so every tool reads from memory.",
+        "",
     ]
     for key, block in results["transfers"].items():
         lines += _transfer_table(key, block)

@@ -120,7 +120,7 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
 async def cmd_status(args: argparse.Namespace) -> int:
     config = load(args, secrets=False)  # status reads the state only: no secret needed
     async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
-        status = await store.status()
+        status = await store.status([s.name for s in config.sources])
     if args.json:
         print(json.dumps({"sources": status}, indent=2))
     else:

@@ -56,7 +56,10 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         assert self.agent is not None
-        return {"sources": await self.agent.store.status()}
+        return {"sources": await self.agent.store.status(self._configured())}
+
+    def _configured(self) -> list[str]:
+        return [s.name for s in self.config.sources]
 
     def trigger(self, source: str | None) -> list[str]:
         assert self.agent is not None
@@ -150,7 +153,7 @@ class Daemon:
 
     async def _publish_status(self) -> None:
         assert self.agent is not None
-        sources = await self.agent.store.status()
+        sources = await self.agent.store.status(self._configured())
         for s in sources:
             counts = {k: s[k] for k in ("mirrored", "pending", "failed", "skipped", "removed")}
             self.metrics.set_documents(s["name"], counts)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -402,9 +402,16 @@ class Store:
 
     # ------------------------------------------------------------ status
 
-    async def status(self) -> list[dict[str, Any]]:
+    async def status(self, names: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Per source: document counts, last pass, jobs and skipped documents.
+
+        `names` limits it to the configured sources (a removed source's rows stay behind).
+        """
+        query = select(SourceRow).order_by(SourceRow.name)
+        if names is not None:
+            query = query.where(SourceRow.name.in_(list(names)))
         async with self.session() as s:
-            sources = list(await s.scalars(select(SourceRow).order_by(SourceRow.name)))
+            sources = list(await s.scalars(query))
             counts = (
                 await s.execute(
                     select(DocumentRow.source, DocumentRow.state, func.count()).group_by(

@@ -295,6 +295,7 @@ async def test_sighup_adds_and_removes_sources_without_restart(world: World) -> 
         assert code == 404
         assert "'a'" in json.loads(body)["error"]
         assert json.loads((await post(f"{world.url}/sync"))[1]) == {"accepted": ["b"]}
+        assert set(await status_of(world)) == {"b"}  # a removed source leaves /status
         run.signal(signal.SIGTERM)
         assert await run.wait(10) == 0
 
@@ -340,6 +341,19 @@ async def test_second_instance_on_the_same_state_folder_exits_75(world: World) -
 # ---------------------------------------------------------------- HTTP routes
 
 
+async def metric_samples(world: World) -> dict[tuple[str, str | None, str | None], float]:
+    """/metrics parsed by prometheus-client; empty until the first pass has been recorded."""
+    code, text = await get(f"{world.url}/metrics")
+    assert code == 200
+    samples = {
+        (s.name, s.labels.get("source"), s.labels.get("state")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("sync_agent_")
+    }
+    return samples if ("sync_agent_documents", "sm", "mirrored") in samples else {}
+
+
 async def test_every_http_route_answers_on_the_listen_address(world: World) -> None:
     """healthz, readyz, metrics (with sync_agent_ series for the source), status, sync triggers."""
     async with daemon(world.write("sm")) as run:
@@ -347,14 +361,7 @@ async def test_every_http_route_answers_on_the_listen_address(world: World) -> N
         assert await get(f"{world.url}/healthz") == (200, "ok")
         assert await get(f"{world.url}/readyz") == (200, "ready")
 
-        code, text = await get(f"{world.url}/metrics")
-        assert code == 200
-        samples = {
-            (s.name, s.labels.get("source"), s.labels.get("state")): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name.startswith("sync_agent_")
-        }
+        samples = await until(lambda: metric_samples(world), what="the pass's metrics")
         assert samples[("sync_agent_documents", "sm", "mirrored")] == DOCS
         assert samples[("sync_agent_downloaded_files_total", "sm", None)] == DOCS
         assert samples[("sync_agent_last_pass_success", "sm", None)] == 1

@@ -7,9 +7,11 @@ import errno
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from transfer_kit import World, payload, sha256
 
 from agent.models import PassStats
@@ -190,6 +192,15 @@ async def test_slow_body_arrives_whole(world: World) -> None:
     await world.assert_exact()
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """`cmd_sync` points structlog at this test's captured stderr; undo that afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("restore_logging")
 async def test_disk_full_keeps_the_partial_and_the_next_run_completes(
     world: World, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,6 +20,7 @@ from bench.measure import Measured, run, tree_size
 from bench.tools import Nginx, which
 
 SOURCE = "bench"
+REPO = Path(__file__).resolve().parents[1]  # `python -m bench.serve` runs from here
 CP_FSYNC = 'cp -r "$1" "$2" && find "$2" -type f -exec sync {} +'
 TOOLS = ("sync-agent", "rclone", "aria2c", "cp", "cp+fsync")
 
@@ -63,7 +64,7 @@ def sandbox(documents: int, redirect: str, log: Path) -> Iterator[str]:
     argv = [sys.executable, "-m", "bench.serve", "--documents", str(documents)]
     argv += ["--redirect", redirect]
     with log.open("ab") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True)
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline().strip()

@@ -140,22 +140,20 @@ class Agent:
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
-        for job, bytes_done in await self.store.unfinished_jobs():
-            await self._adopt(staging, job, bytes_done)
+        for job, size, sha256 in await self.store.verified_jobs():
+            await self._adopt(staging, job, size, sha256)
 
-    async def _adopt(self, staging: Path, job: JobSpec, bytes_done: int) -> None:
-        """A job whose temp file is gone and whose final file is there, of the size the job
-        expected (or last checkpointed: the full size, just before the rename), is done."""
+    async def _adopt(self, staging: Path, job: JobSpec, size: int, sha256: str) -> None:
+        """A verified job whose temp file is gone and whose final file holds exactly the
+        verified bytes was renamed into place before its row was committed: it is done."""
+        if (staging / job.temp_name).exists():
+            return  # not renamed yet: the next pass places it
         dest = self.config.agent.mirror_dir / job.rel_path
-        want = job.expected_size if job.expected_size is not None else bytes_done
-        if not want or (staging / job.temp_name).exists():
+        found = await asyncio.to_thread(_placed, dest, size)
+        if found is None or found[0] != sha256:
             return
-        found = await asyncio.to_thread(_placed, dest, want)
-        if found is None:
-            return
-        sha256, mtime_ns = found
-        if await self.store.adopt_placed(job, want, sha256, mtime_ns):
-            self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=want)
+        if await self.store.adopt_placed(job, size, sha256, found[1]):
+            self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=size)
 
     async def add_source(self, cfg: SourceConfig) -> None:
         stack = AsyncExitStack()

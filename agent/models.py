@@ -93,6 +93,7 @@ class KnownDocument:
     metadata_hash: str | None = None
     waiting_version: str | None = None  # a failed job for this version waits for its retry time
     prune: bool = False  # the source asked for the file to go when the document does
+    mtime_ns: int | None = None  # of the file the agent wrote, to notice local edits
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ class JobSpec:
     expected_size: int | None = None
     validator: str | None = None
     temp_name: str = ""
+    sha256: str | None = None  # set once the bytes were verified for the rename
 
 
 @dataclass(frozen=True, slots=True)

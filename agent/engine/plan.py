@@ -15,6 +15,7 @@ from agent.state.store import metadata_digest
 class Download:
     doc: RemoteDocument
     rel_path: str
+    known: KnownDocument | None = None  # what the mirror holds now, to notice local edits
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ def _decide(plan: Plan, doc: RemoteDocument, known: KnownDocument | None, path: 
         if known is not None and known.waiting_version == doc.version:
             plan.waiting += 1
             return
-        plan.downloads.append(Download(doc, path))
+        plan.downloads.append(Download(doc, path, known))
         return
     if known.rel_path != path:
         plan.moves.append(Move(doc, known.rel_path or path, path))

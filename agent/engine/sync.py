@@ -12,25 +12,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.config import AgentConfig, SourceConfig
+from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, prune
 from agent.engine.plan import Download, Move, Plan, Sidecar, plan_pass
 from agent.errors import DiskSpaceError, DocumentError, PermanentError, SkipDocument
 from agent.log import get_logger
-from agent.models import DocState, Fetched, PassStats, RemoteDocument
+from agent.models import DocState, JobSpec, PassStats, RemoteDocument
 from agent.sources.base import Source
-from agent.state.store import Mirrored, Store, metadata_digest
+from agent.state.store import Store, metadata_digest
 from agent.transfer.download import Downloader, Endpoint, describe_error
 from agent.transfer.files import (
-    keep_local_copy,
-    locally_edited,
-    place_file,
     staging_dir,
     write_atomic,
 )
 from agent.transfer.pacing import RateLimiter
 from agent.transfer.retry import next_retry_seconds
 
-COMMIT_BATCH = 64
-SIDECAR_SUFFIX = ".meta.json"
 Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
 
 
@@ -112,12 +108,12 @@ class Engine:
         )
         await self.store.record_removed(name, plan.removed)
         for rel_path in plan.prunes:
-            await asyncio.to_thread(_prune, self.agent.mirror_dir / rel_path)
+            await asyncio.to_thread(prune, self.agent.mirror_dir / rel_path)
             get_logger(source=name).info("document.pruned", path=rel_path)
         if plan.moves:
             await self.store.record_moves(name, [await self._move(m, rt) for m in plan.moves])
         for sidecar in plan.sidecars:
-            await self._write_sidecar(rt, sidecar.doc, sidecar.doc.metadata, sidecar.rel_path)
+            await self._write_sidecar(rt, sidecar)
         new = [(d.doc, DocState.PENDING, None, d.rel_path) for d in plan.downloads]
         await self.store.record_states(name, [n for n in new if n[0].remote_id])
 
@@ -131,22 +127,39 @@ class Engine:
         return move.doc.remote_id, move.doc.name, move.new_path
 
     async def _download_all(self, rt: SourceRuntime, downloads: Sequence[Download]) -> _Tally:
+        """Download with a bounded pool of workers; commit finished files in batches."""
         tally = _Tally()
-        done: list[Mirrored] = []
+        if not downloads:
+            return tally
+        name = rt.config.name
+        jobs = await self.store.open_jobs(name, [(d.doc, d.rel_path) for d in downloads])
+        committer = Committer(
+            self.store, self.agent.mirror_dir, self.staging, name, rt.config.write_metadata
+        )
+        queue = iter(downloads)
+
+        async def worker() -> None:
+            for item in queue:  # shared by the workers: each item is taken once
+                await self._one(rt, item, jobs[item.doc.remote_id], tally, committer)
+                self.queue_depth -= 1
+
         self.queue_depth += len(downloads)
+        flusher = asyncio.create_task(committer.flush_periodically())
+        workers = min(len(downloads), self.agent.max_concurrent_downloads)
         try:
-            await asyncio.gather(*(self._one(rt, d, tally, done) for d in downloads))
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
-            self.queue_depth -= len(downloads)
-            await self.store.commit_mirrored(rt.config.name, done)
+            flusher.cancel()
+            self.queue_depth = max(0, self.queue_depth - sum(1 for _ in queue))
+            await committer.flush()
         return tally
 
     async def _one(
-        self, rt: SourceRuntime, item: Download, tally: _Tally, done: list[Mirrored]
+        self, rt: SourceRuntime, item: Download, job: JobSpec, tally: _Tally, committer: Committer
     ) -> None:
         async with self.slots:
             try:
-                mirrored = await self._fetch_and_place(rt, item)
+                finished = await self._fetch(rt, item, job)
             except SkipDocument as exc:
                 tally.skipped += 1
                 doc = replace(item.doc, external_url=exc.external_url or item.doc.external_url)
@@ -157,70 +170,36 @@ class Engine:
             except DocumentError as exc:
                 tally.failed += 1
                 tally.errors.append(f"{item.rel_path}: {describe_error(exc)}")
-                await self._failed(rt, item, exc)
+                await self._failed(rt, item, job, exc)
                 return
         tally.downloaded += 1
-        tally.bytes += mirrored.size
-        done.append(mirrored)
-        if len(done) >= COMMIT_BATCH:
-            batch = done[:]
-            done.clear()
-            await self.store.commit_mirrored(rt.config.name, batch)
+        tally.bytes += finished.fetched.size
+        await committer.add(finished)
 
-    async def _fetch_and_place(self, rt: SourceRuntime, item: Download) -> Mirrored:
-        name = rt.config.name
-        job = await self.store.open_job(name, item.doc, item.rel_path, item.doc.attrs)
+    async def _fetch(self, rt: SourceRuntime, item: Download, job: JobSpec) -> Finished:
         metadata = await rt.source.describe(item.doc)
         endpoint = Endpoint(rt.source, item.doc, job.attrs, rt.limiter)
         self._notify("start", item.rel_path, 0, item.doc.size)
         fetched = await self.downloader.fetch(job, endpoint, self.store.checkpoint)
-        mtime_ns = await self._place(name, item, fetched)
-        meta_json, meta_hash = await self._write_sidecar(rt, item.doc, metadata, item.rel_path)
         self._notify("done", item.rel_path, fetched.size, fetched.size)
-        get_logger(source=name).info(
+        get_logger(source=rt.config.name).info(
             "download.done", remote_id=item.doc.remote_id, path=item.rel_path, bytes=fetched.size
         )
-        return Mirrored(
-            job.job_id,
-            item.doc,
-            item.rel_path,
-            fetched.size,
-            fetched.sha256,
-            mtime_ns,
-            meta_json,
-            meta_hash,
-        )
+        return Finished(item, job, fetched, metadata)
 
-    async def _place(self, source: str, item: Download, fetched: Fetched) -> int:
-        dest = self.agent.mirror_dir / item.rel_path
-        row = await self.store.document_row(source, item.doc.remote_id)
-        recorded = (
-            (row.size, row.mtime_ns, row.sha256) if row and row.rel_path == item.rel_path else None
-        )
-        if dest.exists() and (
-            recorded is None or await asyncio.to_thread(locally_edited, dest, *recorded)
-        ):
-            aside = await asyncio.to_thread(keep_local_copy, dest)
-            get_logger(source=source).warning(
-                "document.local_edit_kept", path=item.rel_path, kept_as=aside.name
-            )
-        return await asyncio.to_thread(place_file, Path(fetched.temp_path), dest)
-
-    async def _write_sidecar(
-        self, rt: SourceRuntime, doc: RemoteDocument, metadata: object, rel_path: str
-    ) -> tuple[str | None, str | None]:
-        if not isinstance(metadata, dict) and metadata is not None:
-            metadata = dict(metadata)  # type: ignore[call-overload]
-        text, digest = metadata_digest(metadata)  # type: ignore[arg-type]
+    async def _write_sidecar(self, rt: SourceRuntime, sidecar: Sidecar) -> None:
+        """The listing's metadata changed while the document did not: rewrite the sidecar."""
+        text, digest = metadata_digest(sidecar.doc.metadata)
         if text is not None and rt.config.write_metadata:
-            dest = self.agent.mirror_dir / (rel_path + SIDECAR_SUFFIX)
+            dest = self.agent.mirror_dir / (sidecar.rel_path + SIDECAR_SUFFIX)
             await asyncio.to_thread(write_atomic, dest, text.encode() + b"\n", self.staging)
-        return text, digest
+        await self.store.record_metadata(rt.config.name, sidecar.doc.remote_id, text, digest)
 
-    async def _failed(self, rt: SourceRuntime, item: Download, exc: DocumentError) -> None:
+    async def _failed(
+        self, rt: SourceRuntime, item: Download, job: JobSpec, exc: DocumentError
+    ) -> None:
         name = rt.config.name
         permanent = isinstance(exc, PermanentError)
-        job = await self.store.open_job(name, item.doc, item.rel_path, item.doc.attrs)
         attempts = await self.store.job_attempts(job.job_id) + 1
         size = _size(self.staging / job.temp_name)
         retry_in = next_retry_seconds(attempts, permanent=permanent)
@@ -269,12 +248,6 @@ def _rename(old: Path, new: Path, sidecar: bool) -> None:
             os.replace(old_meta, new.with_name(new.name + SIDECAR_SUFFIX))
     with contextlib.suppress(OSError):
         old.parent.rmdir()  # only succeeds when the folder became empty
-
-
-def _prune(path: Path) -> None:
-    for victim in (path, path.with_name(path.name + SIDECAR_SUFFIX)):
-        with contextlib.suppress(FileNotFoundError):
-            victim.unlink()
 
 
 def _size(path: Path) -> int:

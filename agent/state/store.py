@@ -7,19 +7,36 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Connection, delete, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    case,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from agent.errors import StateError
 from agent.models import DocState, JobSpec, JobState, KnownDocument, RemoteDocument
@@ -153,6 +170,7 @@ class Store:
                         DocumentRow.sha256,
                         DocumentRow.metadata_hash,
                         DocumentRow.prune,
+                        DocumentRow.mtime_ns,
                     ).where(DocumentRow.source == source)
                 )
             ).all()
@@ -167,9 +185,18 @@ class Store:
             )
         return {
             rid: KnownDocument(
-                rid, ver, path, DocState(state), size, sha, mhash, waits.get(rid), bool(prune)
+                rid,
+                ver,
+                path,
+                DocState(state),
+                size,
+                sha,
+                mhash,
+                waits.get(rid),
+                bool(prune),
+                mtime,
             )
-            for rid, ver, path, state, size, sha, mhash, prune in docs
+            for rid, ver, path, state, size, sha, mhash, prune, mtime in docs
         }
 
     async def document_row(self, source: str, remote_id: str) -> DocumentRow | None:
@@ -223,6 +250,16 @@ class Store:
                     delete(JobRow).where(JobRow.source == source, JobRow.remote_id.in_(skipped))
                 )
 
+    async def record_metadata(
+        self, source: str, remote_id: str, metadata_json: str | None, metadata_hash: str | None
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(DocumentRow)
+                .where(DocumentRow.source == source, DocumentRow.remote_id == remote_id)
+                .values(metadata_json=metadata_json, metadata_hash=metadata_hash)
+            )
+
     async def record_removed(self, source: str, remote_ids: Sequence[str]) -> None:
         if not remote_ids:
             return
@@ -263,40 +300,44 @@ class Store:
     async def open_job(
         self, source: str, doc: RemoteDocument, rel_path: str, attrs: Mapping[str, str]
     ) -> JobSpec:
-        """The job for this document version: the persisted one when resuming, else a new one."""
-        now = time.time()
-        async with self.session.begin() as s:
-            row = await s.scalar(
-                select(JobRow).where(JobRow.source == source, JobRow.remote_id == doc.remote_id)
+        """The job for one document version (see `open_jobs`)."""
+        return (await self.open_jobs(source, [(doc, rel_path)]))[doc.remote_id]
+
+    async def open_jobs(
+        self, source: str, items: Sequence[tuple[RemoteDocument, str]]
+    ) -> dict[str, JobSpec]:
+        """The jobs for these document versions: persisted ones when resuming, else new ones.
+
+        A job keeps the attributes it was created with (`x-download-reason` and the like)
+        for as long as it targets the same version; a new version starts a new job.
+        """
+        jobs: dict[str, JobSpec] = {}
+        for start in range(0, len(items), 500):
+            async with self.engine.begin() as conn:
+                jobs.update(await _open_jobs(conn, source, items[start : start + 500]))
+        return jobs
+
+    async def mark_verified(self, items: Sequence[tuple[int, int, str]]) -> None:
+        """(job id, size, sha256) of files about to be renamed into place.
+
+        Written before the rename, so that start-up can adopt a file a crash left in place
+        before its document row was committed, after checking its sha256.
+        """
+        if not items:
+            return
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == bindparam("job_id"))
+            .values(bytes_done=bindparam("size"), sha256=bindparam("digest"))
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                statement, [{"job_id": j, "size": n, "digest": d} for j, n, d in items]
             )
-            if row is not None and row.version != doc.version:
-                await s.delete(row)
-                await s.flush()
-                row = None
-            if row is None:
-                row = JobRow(
-                    source=source,
-                    remote_id=doc.remote_id,
-                    version=doc.version,
-                    rel_path=rel_path,
-                    attrs_json=json.dumps(dict(attrs), sort_keys=True),
-                    state=JobState.QUEUED,
-                    expected_size=doc.size,
-                    bytes_done=0,
-                    temp_name="",
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(row)
-                await s.flush()
-                row.temp_name = f"{source}-{row.id}.part"
-            row.rel_path, row.state, row.updated_at = rel_path, JobState.ACTIVE, now
-            return _job_spec(row)
 
     async def checkpoint(self, job_id: int, bytes_done: int, validator: str | None) -> None:
-        async with self.session.begin() as s:
-            await s.execute(
+        async with self.engine.begin() as conn:
+            await conn.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id)
                 .values(bytes_done=bytes_done, validator=validator, updated_at=time.time())
@@ -366,11 +407,11 @@ class Store:
                 row.state = JobState.QUEUED
             return [_job_spec(r) for r in rows]
 
-    async def unfinished_jobs(self) -> list[tuple[JobSpec, int]]:
-        """Every job not given up on, with the bytes it last checkpointed."""
+    async def verified_jobs(self) -> list[tuple[JobSpec, int, str]]:
+        """Jobs whose bytes were verified for a rename: (job, size, sha256)."""
         async with self.session() as s:
-            rows = await s.scalars(select(JobRow).where(JobRow.state != JobState.FAILED))
-            return [(_job_spec(r), r.bytes_done) for r in rows]
+            rows = await s.scalars(select(JobRow).where(JobRow.sha256.is_not(None)))
+            return [(_job_spec(r), r.bytes_done, r.sha256 or "") for r in rows]
 
     async def adopt_placed(self, job: JobSpec, size: int, sha256: str, mtime_ns: int) -> bool:
         """Record a file the job had renamed into place before its row was committed.
@@ -551,7 +592,54 @@ def _new_doc(source: str, doc: RemoteDocument) -> DocumentRow:
     )
 
 
-def _job_spec(row: JobRow) -> JobSpec:
+async def _open_jobs(
+    conn: AsyncConnection, source: str, items: Sequence[tuple[RemoteDocument, str]]
+) -> dict[str, JobSpec]:
+    wanted = {doc.remote_id: (doc, rel_path) for doc, rel_path in items}
+    table = cast(Table, JobRow.__table__)
+    mine = (table.c.source == source) & table.c.remote_id.in_(list(wanted))
+    existing = {r.remote_id: r for r in await conn.execute(select(table).where(mine))}
+    stale = [r.id for rid, r in existing.items() if r.version != wanted[rid][0].version]
+    if stale:
+        await conn.execute(delete(table).where(table.c.id.in_(stale)))
+    now = time.time()
+    fresh = [
+        _new_job(source, doc, rel_path, now)
+        for rid, (doc, rel_path) in wanted.items()
+        if rid not in existing or existing[rid].id in stale
+    ]
+    if fresh:
+        await conn.execute(insert(table), fresh)
+    await conn.execute(
+        update(table)
+        .where(mine)
+        .values(state=JobState.ACTIVE, rel_path=_rel_path_case(table, wanted), updated_at=now)
+    )
+    return {r.remote_id: _job_spec(r) for r in await conn.execute(select(table).where(mine))}
+
+
+def _rel_path_case(table: Any, wanted: Mapping[str, tuple[RemoteDocument, str]]) -> Any:
+    return case({rid: path for rid, (_, path) in wanted.items()}, value=table.c.remote_id)
+
+
+def _new_job(source: str, doc: RemoteDocument, rel_path: str, now: float) -> dict[str, Any]:
+    return {
+        "source": source,
+        "remote_id": doc.remote_id,
+        "version": doc.version,
+        "rel_path": rel_path,
+        "attrs_json": json.dumps(dict(doc.attrs), sort_keys=True),
+        "state": JobState.QUEUED,
+        "expected_size": doc.size,
+        "bytes_done": 0,
+        "temp_name": f"{source}-{uuid.uuid4().hex}.part",
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _job_spec(row: Any) -> JobSpec:
     return JobSpec(
         job_id=row.id,
         source=row.source,
@@ -562,6 +650,7 @@ def _job_spec(row: JobRow) -> JobSpec:
         expected_size=row.expected_size,
         validator=row.validator,
         temp_name=row.temp_name,
+        sha256=row.sha256,
     )
 
 

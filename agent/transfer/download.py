@@ -47,6 +47,7 @@ READ_CHUNK = 64 * 1024  # network read size
 # 250-480 MiB/s, the differences within run-to-run noise.
 WRITE_BLOCK = 256 * 1024
 CHECKPOINT_BYTES = 16 * 1024 * 1024
+JOURNAL_ABOVE = 1024 * 1024  # smaller bodies are cheaper to fetch again than to journal
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 8
 JSON_PEEK = 64 * 1024
@@ -92,6 +93,16 @@ class _Partial:
             self.path.unlink()
         self.offset, self.validator, self.digest = 0, None, hashlib.sha256()
 
+    def fetched(self) -> Fetched:
+        return Fetched(
+            temp_path=str(self.path),
+            size=self.offset,
+            sha256=self.digest.hexdigest(),
+            validator=self.validator,
+            content_type=self.content_type,
+            filename=self.filename,
+        )
+
 
 class Downloader:
     """Fetches documents into staging files, shared by all sources."""
@@ -118,6 +129,10 @@ class Downloader:
         """Download the job's bytes into its staging file; retry transient failures."""
         self.staging.mkdir(parents=True, exist_ok=True)
         partial = await self._resume_point(job)
+        if job.sha256 and partial.offset and partial.digest.hexdigest() == job.sha256:
+            return partial.fetched()  # verified before a crash; only the rename was missing
+        if partial.offset and not partial.validator:
+            partial.reset()  # bytes with nothing to guard a Range by: start over
         log = get_logger(source=job.source, remote_id=job.remote_id)
         target: DownloadTarget | None = None
         reauthenticated = False
@@ -169,7 +184,7 @@ class Downloader:
 
     async def _resume_point(self, job: JobSpec) -> _Partial:
         partial = _Partial(self.staging / job.temp_name)
-        if job.validator and partial.path.exists():
+        if (job.validator or job.sha256) and partial.path.exists():
             digest, size = await asyncio.to_thread(hash_file, partial.path)
             partial.offset, partial.digest, partial.validator = size, digest, job.validator
         else:
@@ -195,8 +210,10 @@ class Downloader:
                         url = urljoin(url, response.headers["Location"])
                         headers = _redirect_headers(target.headers, first_origin, url)
                         continue
-                    await self._check_status(endpoint, target, response, hop)
-                    return await self._receive(job, endpoint.doc, partial, response, checkpoint)
+                    prefix = await self._check_status(endpoint, target, response, hop)
+                    return await self._receive(
+                        job, endpoint.doc, partial, response, checkpoint, prefix=prefix
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
         raise TransientError("too many redirects", url=url)
@@ -208,6 +225,8 @@ class Downloader:
         partial: _Partial,
         response: aiohttp.ClientResponse,
         checkpoint: Checkpoint,
+        *,
+        prefix: bytes,
     ) -> Fetched:
         url = str(response.url)
         total = self._accept_range(partial, response)
@@ -219,13 +238,15 @@ class Downloader:
         partial.validator = validator or partial.validator
         partial.content_type = response.headers.get("Content-Type")
         partial.filename = _disposition_name(response.headers.get("Content-Disposition"))
-        await checkpoint(job.job_id, partial.offset, partial.validator)
-        await self._stream(job, response, partial, checkpoint)
+        if partial.offset or expected is None or expected > JOURNAL_ABOVE:
+            await checkpoint(job.job_id, partial.offset, partial.validator)  # what a resume needs
+        await self._stream(job, response, partial, checkpoint, prefix)
         return await self._finish(partial, expected, url)
 
     async def _check_status(
         self, endpoint: Endpoint, target: DownloadTarget, response: aiohttp.ClientResponse, hop: int
-    ) -> None:
+    ) -> bytes:
+        """Raise for a response that is not the document's bytes; returns bytes already read."""
         status, url = response.status, str(response.url)
         if status == 416:
             raise _Restart
@@ -239,13 +260,12 @@ class Downloader:
                 status, url, response.headers, await response.content.read(JSON_PEEK)
             )
             endpoint.source.check_response(head)
-            raise TransientError(
-                "the API sent JSON instead of the document", url=url, status=status
-            )
+            return head.body or b""  # not an error envelope: a JSON document
         if hop == 0:
             endpoint.source.check_response(head)
         else:
             check_download_status(head)
+        return b""
 
     def _accept_range(self, partial: _Partial, response: aiohttp.ClientResponse) -> int | None:
         """Reconcile the response with the partial; returns the full size when known."""
@@ -275,47 +295,54 @@ class Downloader:
         response: aiohttp.ClientResponse,
         partial: _Partial,
         checkpoint: Checkpoint,
+        prefix: bytes,
     ) -> None:
         handle = await asyncio.to_thread(partial.path.open, "ab")
-        buffer = bytearray()
+        chunks: list[bytes] = [prefix] if prefix else []
+        gathered = len(prefix)
         last_checkpoint = partial.offset
         try:
             try:
-                async for chunk in response.content.iter_chunked(READ_CHUNK):
-                    buffer += chunk
+                while chunk := await response.content.readany():
+                    chunks.append(chunk)
+                    gathered += len(chunk)
                     self.bytes_fetched += len(chunk)
                     await self.bandwidth.consume(len(chunk))
-                    if len(buffer) >= WRITE_BLOCK:
-                        await self._flush(handle, buffer, partial)
+                    if gathered >= WRITE_BLOCK:
+                        gathered = 0
+                        await self._flush(handle, chunks, partial)
                         if partial.offset - last_checkpoint >= CHECKPOINT_BYTES:
                             last_checkpoint = partial.offset
                             await checkpoint(job.job_id, partial.offset, partial.validator)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                await self._flush(handle, buffer, partial)  # keep what arrived intact
+                await self._flush(handle, chunks, partial)  # keep what arrived intact
                 raise TransientError(
                     f"transfer interrupted: {type(exc).__name__}", url=str(response.url)
                 ) from exc
-            await self._flush(handle, buffer, partial)
+            except asyncio.CancelledError:  # shutting down: leave a resumable job behind
+                await self._flush(handle, chunks, partial)
+                await checkpoint(job.job_id, partial.offset, partial.validator)
+                raise
+            await self._flush(handle, chunks, partial)
             await asyncio.to_thread(_sync, handle)
-            # the full size, durable before the rename: lets start-up adopt a placed file
-            await checkpoint(job.job_id, partial.offset, partial.validator)
         finally:
             await asyncio.to_thread(handle.close)
 
-    async def _flush(self, handle: BinaryIO, buffer: bytearray, partial: _Partial) -> None:
-        if not buffer:
+    async def _flush(self, handle: BinaryIO, chunks: list[bytes], partial: _Partial) -> None:
+        """Write and hash the gathered chunks in one hop off the event loop (no copies)."""
+        if not chunks:
             return
-        data = bytes(buffer)
-        buffer.clear()
+        batch = chunks[:]
+        chunks.clear()
         try:
-            await asyncio.to_thread(_write_and_hash, handle, data, partial.digest)
+            await asyncio.to_thread(_write_and_hash, handle, batch, partial.digest)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise DiskSpaceError(
                     "the disk is full; the partial download is kept for later"
                 ) from exc
             raise
-        partial.offset += len(data)
+        partial.offset += sum(len(c) for c in batch)
 
     async def _finish(self, partial: _Partial, expected: int | None, url: str) -> Fetched:
         if expected is not None and partial.offset < expected:
@@ -325,19 +352,13 @@ class Downloader:
         if expected is not None and partial.offset > expected:
             partial.reset()
             raise IntegrityError(f"received more bytes than the {expected} promised", url=url)
-        return Fetched(
-            temp_path=str(partial.path),
-            size=partial.offset,
-            sha256=partial.digest.hexdigest(),
-            validator=partial.validator,
-            content_type=partial.content_type,
-            filename=partial.filename,
-        )
+        return partial.fetched()
 
 
-def _write_and_hash(handle: BinaryIO, data: bytes, digest: Any) -> None:
-    handle.write(data)
-    digest.update(data)
+def _write_and_hash(handle: BinaryIO, chunks: list[bytes], digest: Any) -> None:
+    for chunk in chunks:
+        handle.write(chunk)
+        digest.update(chunk)
 
 
 def _sync(handle: BinaryIO) -> None:

@@ -96,10 +96,14 @@ async def cmd_sync(args: argparse.Namespace) -> int:
     names = args.source or None
     for name in names or ():
         config.source(name)
-    from agent.progress import terminal_progress  # noqa: PLC0415 - rich is only needed here
+    if sys.stderr.isatty():
+        from agent.progress import terminal_progress  # noqa: PLC0415 - rich only on a terminal
 
-    with terminal_progress(sys.stderr) as progress:
-        async with Agent.open(config, progress=progress) as agent:
+        with terminal_progress(sys.stderr) as progress:
+            async with Agent.open(config, progress=progress) as agent:
+                results = await agent.sync_once(names)
+    else:
+        async with Agent.open(config) as agent:
             results = await agent.sync_once(names)
     print_summary(results)
     return sync_exit_code(results)

@@ -89,7 +89,6 @@ class KnownDocument:
     rel_path: str | None
     state: DocState
     size: int | None = None
-    sha256: str | None = None
     metadata_hash: str | None = None
     waiting_version: str | None = None  # a failed job for this version waits for its retry time
     prune: bool = False  # the source asked for the file to go when the document does

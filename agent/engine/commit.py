@@ -74,7 +74,10 @@ class Committer:
             await self.store.mark_verified(
                 [(f.job.job_id, f.fetched.size, f.fetched.sha256) for f in batch]
             )
-            placed = await asyncio.to_thread(self._place_all, batch)
+            recorded = await self.store.recorded_sha256(
+                self.source, [f.item.doc.remote_id for f in batch if f.item.known is not None]
+            )
+            placed = await asyncio.to_thread(self._place_all, batch, recorded)
             await self.store.commit_mirrored(self.source, [p.mirrored for p in placed])
         log = get_logger(source=self.source)
         for p in placed:
@@ -87,18 +90,18 @@ class Committer:
             await asyncio.sleep(FLUSH_INTERVAL)
             await self.flush()
 
-    def _place_all(self, batch: Sequence[Finished]) -> list[Placement]:
+    def _place_all(self, batch: Sequence[Finished], recorded: Mapping[str, str]) -> list[Placement]:
         """Rename every file into place, then fsync each folder once (runs in a thread)."""
-        placed = [self._place(f) for f in batch]
+        placed = [self._place(f, recorded.get(f.item.doc.remote_id)) for f in batch]
         for folder in {(self.mirror_dir / p.mirrored.rel_path).parent for p in placed}:
             fsync_dir(folder)
         return placed
 
-    def _place(self, finished: Finished) -> Placement:
+    def _place(self, finished: Finished, recorded_sha256: str | None) -> Placement:
         item = finished.item
         dest = self.mirror_dir / item.rel_path
         kept_as = None
-        if dest.exists() and self._edited(item, dest):
+        if dest.exists() and self._edited(item, dest, recorded_sha256):
             kept_as = keep_local_copy(dest).name
         dest.parent.mkdir(parents=True, exist_ok=True)
         Path(finished.fetched.temp_path).replace(dest)
@@ -120,12 +123,12 @@ class Committer:
         return Placement(mirrored, kept_as)
 
     @staticmethod
-    def _edited(item: Download, dest: Path) -> bool:
+    def _edited(item: Download, dest: Path, recorded_sha256: str | None) -> bool:
         """Is the file at `dest` something other than what the agent last wrote there?"""
         known = item.known
-        if known is None or known.rel_path != item.rel_path or known.sha256 is None:
+        if known is None or known.rel_path != item.rel_path or recorded_sha256 is None:
             return True  # the agent never wrote this path for this document
-        return locally_edited(dest, known.size, known.mtime_ns, known.sha256)
+        return locally_edited(dest, known.size, known.mtime_ns, recorded_sha256)
 
 
 def prune(path: Path) -> None:

@@ -52,16 +52,22 @@ def assign_paths(
     that fold case) are told apart by a suffix derived from their id; the one already
     holding the path keeps it, otherwise the smallest id does.
     """
-    wanted: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    assigned: dict[str, str] = {}
+    first_claim: dict[str, str] = {}  # casefolded path -> the id that claimed it first
+    contested: dict[str, list[str]] = defaultdict(list)  # casefolded path -> other ids
     for doc in listing:
         path = mirror_path(source, doc.folder, doc.name)
-        wanted[path.casefold()].append((doc.remote_id, path))
-    assigned: dict[str, str] = {}
-    for claims in wanted.values():
-        holders = sorted(rid for rid, path in claims if _holds(known.get(rid), path))
-        first = holders[0] if holders else min(rid for rid, _ in claims)
-        for rid, path in claims:
-            assigned[rid] = path if rid == first else _sibling(path, rid)
+        assigned[doc.remote_id] = path
+        key = path.casefold()
+        if first_claim.setdefault(key, doc.remote_id) != doc.remote_id:
+            contested[key].append(doc.remote_id)
+    for key, others in contested.items():
+        claims = [first_claim[key], *others]
+        holders = sorted(rid for rid in claims if _holds(known.get(rid), assigned[rid]))
+        winner = holders[0] if holders else min(claims)
+        for rid in claims:
+            if rid != winner:
+                assigned[rid] = _sibling(assigned[rid], rid)
     return assigned
 
 

@@ -114,8 +114,6 @@ class Engine:
             await self.store.record_moves(name, [await self._move(m, rt) for m in plan.moves])
         for sidecar in plan.sidecars:
             await self._write_sidecar(rt, sidecar)
-        new = [(d.doc, DocState.PENDING, None, d.rel_path) for d in plan.downloads]
-        await self.store.record_states(name, [n for n in new if n[0].remote_id])
 
     async def _move(self, move: Move, rt: SourceRuntime) -> tuple[str, str, str]:
         old = self.agent.mirror_dir / move.old_path

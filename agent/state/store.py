@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import (
     Connection,
@@ -27,7 +25,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,6 +44,7 @@ from agent.sources.base import StoredToken
 from agent.state.tables import CursorRow, DocumentRow, JobRow, SourceRow, TokenRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA_HEAD = "0002"  # the newest migration; tests/test_schema.py keeps it equal to Alembic's
 TOKEN_HISTORY = 5  # rotated refresh tokens kept (encrypted) for forensics
 
 
@@ -78,10 +79,23 @@ class JobView:
 
 
 def _upgrade(connection: Connection) -> None:
+    """Apply the migrations the database lacks (Alembic is imported only when needed)."""
+    if _current_revision(connection) == SCHEMA_HEAD:
+        return
+    from alembic import command  # noqa: PLC0415 - a start-up cost only when migrating
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
+
+
+def _current_revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if revision is None else str(revision)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -158,46 +172,53 @@ class Store:
     # ------------------------------------------------------------ documents
 
     async def known_documents(self, source: str, now: float) -> dict[str, KnownDocument]:
-        async with self.session() as s:
-            docs = (
-                await s.execute(
-                    select(
-                        DocumentRow.remote_id,
-                        DocumentRow.version,
-                        DocumentRow.rel_path,
-                        DocumentRow.state,
-                        DocumentRow.size,
-                        DocumentRow.sha256,
-                        DocumentRow.metadata_hash,
-                        DocumentRow.prune,
-                        DocumentRow.mtime_ns,
-                    ).where(DocumentRow.source == source)
-                )
-            ).all()
+        """What the planner needs of every document of a source, streamed row by row."""
+        columns = (
+            DocumentRow.remote_id,
+            DocumentRow.version,
+            DocumentRow.rel_path,
+            DocumentRow.state,
+            DocumentRow.size,
+            DocumentRow.metadata_hash,
+            DocumentRow.prune,
+            DocumentRow.mtime_ns,
+        )
+        known: dict[str, KnownDocument] = {}
+        async with self.engine.connect() as conn:
             waits = dict(
                 (
-                    await s.execute(
+                    await conn.execute(
                         select(JobRow.remote_id, JobRow.version).where(
                             JobRow.source == source, JobRow.next_retry_at > now
                         )
                     )
                 ).all()
             )
-        return {
-            rid: KnownDocument(
-                rid,
-                ver,
-                path,
-                DocState(state),
-                size,
-                sha,
-                mhash,
-                waits.get(rid),
-                bool(prune),
-                mtime,
+            rows = await conn.stream(
+                select(*columns)
+                .where(DocumentRow.source == source)
+                .execution_options(yield_per=2000)
             )
-            for rid, ver, path, state, size, sha, mhash, prune, mtime in docs
-        }
+            async for rid, ver, path, state, size, mhash, prune, mtime in rows:
+                known[rid] = KnownDocument(
+                    rid, ver, path, DocState(state), size, mhash, waits.get(rid), prune, mtime
+                )
+        return known
+
+    async def recorded_sha256(self, source: str, remote_ids: Sequence[str]) -> dict[str, str]:
+        """The sha256 the agent recorded for these documents' mirrored files."""
+        found: dict[str, str] = {}
+        async with self.engine.connect() as conn:
+            for chunk in _chunks(remote_ids):
+                rows = await conn.execute(
+                    select(DocumentRow.remote_id, DocumentRow.sha256).where(
+                        DocumentRow.source == source,
+                        DocumentRow.remote_id.in_(chunk),
+                        DocumentRow.sha256.is_not(None),
+                    )
+                )
+                found.update({rid: sha for rid, sha in rows if sha})
+        return found
 
     async def document_row(self, source: str, remote_id: str) -> DocumentRow | None:
         async with self.session() as s:

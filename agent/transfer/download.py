@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ READ_CHUNK = 64 * 1024  # network read size
 # 250-480 MiB/s, the differences within run-to-run noise.
 WRITE_BLOCK = 256 * 1024
 CHECKPOINT_BYTES = 16 * 1024 * 1024
+FREE_SPACE_TTL = 0.5  # seconds a free-space reading is trusted
 JOURNAL_ABOVE = 1024 * 1024  # smaller bodies are cheaper to fetch again than to journal
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 8
@@ -124,6 +126,8 @@ class Downloader:
         self.max_attempts = max_attempts
         self.sleep = sleep
         self.bytes_fetched = 0  # over the network, for resume-waste accounting and metrics
+        self._free = 0
+        self._free_checked = -FREE_SPACE_TTL
 
     async def fetch(self, job: JobSpec, endpoint: Endpoint, checkpoint: Checkpoint) -> Fetched:
         """Download the job's bytes into its staging file; retry transient failures."""
@@ -283,11 +287,19 @@ class Downloader:
         if not self.min_free_space:
             return
         need = (expected or 0) - offset + self.min_free_space
-        free = await asyncio.to_thread(free_bytes, self.staging)
+        free = await self._free_space()
         if free < need:
             raise DiskSpaceError(
                 f"not enough free space: {free} bytes free, {need} needed (min_free_space included)"
             )
+
+    async def _free_space(self) -> int:
+        """Free bytes in the staging folder, asked of the OS at most every FREE_SPACE_TTL."""
+        now = time.monotonic()
+        if now - self._free_checked > FREE_SPACE_TTL:
+            self._free = await asyncio.to_thread(free_bytes, self.staging)
+            self._free_checked = now
+        return self._free
 
     async def _stream(
         self,
@@ -297,7 +309,7 @@ class Downloader:
         checkpoint: Checkpoint,
         prefix: bytes,
     ) -> None:
-        handle = await asyncio.to_thread(partial.path.open, "ab")
+        sink = _Sink(partial)
         chunks: list[bytes] = [prefix] if prefix else []
         gathered = len(prefix)
         last_checkpoint = partial.offset
@@ -310,39 +322,22 @@ class Downloader:
                     await self.bandwidth.consume(len(chunk))
                     if gathered >= WRITE_BLOCK:
                         gathered = 0
-                        await self._flush(handle, chunks, partial)
+                        await sink.write(chunks)
                         if partial.offset - last_checkpoint >= CHECKPOINT_BYTES:
                             last_checkpoint = partial.offset
                             await checkpoint(job.job_id, partial.offset, partial.validator)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                await self._flush(handle, chunks, partial)  # keep what arrived intact
+                await sink.write(chunks)  # keep what arrived intact
                 raise TransientError(
                     f"transfer interrupted: {type(exc).__name__}", url=str(response.url)
                 ) from exc
             except asyncio.CancelledError:  # shutting down: leave a resumable job behind
-                await self._flush(handle, chunks, partial)
+                await sink.write(chunks)
                 await checkpoint(job.job_id, partial.offset, partial.validator)
                 raise
-            await self._flush(handle, chunks, partial)
-            await asyncio.to_thread(_sync, handle)
+            await sink.write(chunks, last=True)
         finally:
-            await asyncio.to_thread(handle.close)
-
-    async def _flush(self, handle: BinaryIO, chunks: list[bytes], partial: _Partial) -> None:
-        """Write and hash the gathered chunks in one hop off the event loop (no copies)."""
-        if not chunks:
-            return
-        batch = chunks[:]
-        chunks.clear()
-        try:
-            await asyncio.to_thread(_write_and_hash, handle, batch, partial.digest)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskSpaceError(
-                    "the disk is full; the partial download is kept for later"
-                ) from exc
-            raise
-        partial.offset += sum(len(c) for c in batch)
+            await sink.close()
 
     async def _finish(self, partial: _Partial, expected: int | None, url: str) -> Fetched:
         if expected is not None and partial.offset < expected:
@@ -355,15 +350,63 @@ class Downloader:
         return partial.fetched()
 
 
+class _Sink:
+    """The staging file, opened at the first write; each write is one hop off the loop.
+
+    A small body arrives whole before its first write, so opening, writing, hashing,
+    fsyncing and closing it cost a single thread hop.
+    """
+
+    def __init__(self, partial: _Partial) -> None:
+        self.partial = partial
+        self.handle: BinaryIO | None = None
+
+    async def write(self, chunks: list[bytes], *, last: bool = False) -> None:
+        if not chunks and not last:
+            return
+        batch = chunks[:]
+        chunks.clear()
+        try:
+            self.handle = await asyncio.to_thread(
+                _write_chunks, self.partial.path, self.handle, batch, self.partial.digest, last
+            )
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskSpaceError(
+                    "the disk is full; the partial download is kept for later"
+                ) from exc
+            raise
+        self.partial.offset += sum(len(c) for c in batch)
+
+    async def close(self) -> None:
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            await asyncio.to_thread(handle.close)
+
+
+def _write_chunks(
+    path: Path, handle: BinaryIO | None, chunks: list[bytes], digest: Any, last: bool
+) -> BinaryIO | None:
+    """Append and hash `chunks`; on the last write also fsync and close (runs in a thread)."""
+    handle = handle or path.open("ab")
+    try:
+        _write_and_hash(handle, chunks, digest)
+        if last:
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        handle.close()
+        raise
+    if last:
+        handle.close()
+        return None
+    return handle
+
+
 def _write_and_hash(handle: BinaryIO, chunks: list[bytes], digest: Any) -> None:
     for chunk in chunks:
         handle.write(chunk)
         digest.update(chunk)
-
-
-def _sync(handle: BinaryIO) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -11,7 +11,7 @@ def doc(rid: str, version: str = "v1", name: str | None = None, **kw: object) ->
 
 
 def mirrored(rid: str, version: str = "v1", path: str | None = None) -> KnownDocument:
-    return KnownDocument(rid, version, path or f"s/{rid}.pdf", DocState.MIRRORED, 10, "ab")
+    return KnownDocument(rid, version, path or f"s/{rid}.pdf", DocState.MIRRORED, 10)
 
 
 def test_new_documents_are_downloaded() -> None:
@@ -69,7 +69,7 @@ def test_same_names_get_distinct_stable_paths_and_the_holder_keeps_its_name() ->
 
 
 def test_documents_that_ask_for_it_are_pruned_when_dropped() -> None:
-    old = KnownDocument("d@1", "1", "s/a (v1).pdf", DocState.MIRRORED, 1, "x", prune=True)
+    old = KnownDocument("d@1", "1", "s/a (v1).pdf", DocState.MIRRORED, 1, prune=True)
     kept = mirrored("b")
     plan = plan_pass("s", [], {"d@1": old, "b": kept})
     assert sorted(plan.removed) == ["b", "d@1"]

@@ -20,7 +20,7 @@ from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.registry import build_source
 from agent.state.store import Store
-from agent.transfer.download import Downloader
+from agent.transfer.download import READ_BUFFER, Downloader
 from agent.transfer.files import hash_file, remove_stale_temps, staging_dir
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
@@ -109,6 +109,7 @@ class Agent:
                     limit=agent_cfg.max_concurrent_downloads * 2,
                     limit_per_host=agent_cfg.max_connections_per_host,
                     total_timeout=None,
+                    read_bufsize=READ_BUFFER,
                 )
             )
             downloader = Downloader(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from agent.config import AgentConfig, SourceConfig
 from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, prune
@@ -37,6 +38,10 @@ class SourceRuntime:
     config: SourceConfig
     source: Source
     limiter: RateLimiter
+    log: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log = get_logger(source=self.config.name)  # bound once, used per document
 
 
 @dataclass
@@ -180,7 +185,7 @@ class Engine:
         self._notify("start", item.rel_path, 0, item.doc.size)
         fetched = await self.downloader.fetch(job, endpoint, self.store.checkpoint)
         self._notify("done", item.rel_path, fetched.size, fetched.size)
-        get_logger(source=rt.config.name).info(
+        rt.log.info(
             "download.done", remote_id=item.doc.remote_id, path=item.rel_path, bytes=fetched.size
         )
         return Finished(item, job, fetched, metadata)

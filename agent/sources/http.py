@@ -33,7 +33,11 @@ def make_timeout(total: float | None = None) -> aiohttp.ClientTimeout:
 
 @asynccontextmanager
 async def open_session(
-    *, limit: int = 16, limit_per_host: int = 8, total_timeout: float | None = 300
+    *,
+    limit: int = 16,
+    limit_per_host: int = 8,
+    total_timeout: float | None = 300,
+    read_bufsize: int = 2**16,
 ) -> AsyncIterator[aiohttp.ClientSession]:
     """An aiohttp session with bounded connections and every timeout set."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=300)
@@ -42,6 +46,7 @@ async def open_session(
         timeout=make_timeout(total_timeout),
         headers={"User-Agent": USER_AGENT},
         auto_decompress=False,
+        read_bufsize=read_bufsize,
     ) as session:
         yield session
 

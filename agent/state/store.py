@@ -233,18 +233,27 @@ class Store:
         if not items:
             return
         now = time.time()
-        async with self.session.begin() as s:
-            existing = await self._rows(s, source, [m.doc.remote_id for m in items])
-            for item in items:
-                row = existing.get(item.doc.remote_id) or _new_doc(source, item.doc)
-                row.version, row.name, row.rel_path = item.doc.version, item.doc.name, item.rel_path
-                row.size, row.sha256, row.mtime_ns = item.size, item.sha256, item.mtime_ns
-                row.state, row.reason, row.external_url = DocState.MIRRORED, None, None
-                row.metadata_json, row.metadata_hash = item.metadata_json, item.metadata_hash
-                row.prune = item.doc.prune_when_removed
-                row.updated_at = now
-                s.add(row)
-            await s.execute(delete(JobRow).where(JobRow.id.in_([m.job_id for m in items])))
+        table = cast(Table, DocumentRow.__table__)
+        values = [_mirrored_values(source, item, now) for item in items]
+        async with self.engine.begin() as conn:
+            found = await conn.execute(
+                select(table.c.remote_id, table.c.id).where(
+                    table.c.source == source,
+                    table.c.remote_id.in_([v["remote_id"] for v in values]),
+                )
+            )
+            ids: dict[str, int] = dict(found.all())  # a Result is not a mapping: rows first
+            fresh = [v for v in values if v["remote_id"] not in ids]
+            known = [{**v, "row_id": ids[v["remote_id"]]} for v in values if v["remote_id"] in ids]
+            if fresh:
+                await conn.execute(insert(table), fresh)
+            if known:
+                columns: dict[str, Any] = {
+                    k: bindparam(k) for k in values[0] if k not in ("source", "remote_id")
+                }
+                statement = update(table).where(table.c.id == bindparam("row_id")).values(columns)
+                await conn.execute(statement, known)
+            await conn.execute(delete(JobRow).where(JobRow.id.in_([m.job_id for m in items])))
 
     async def record_states(
         self, source: str, docs: Iterable[tuple[RemoteDocument, DocState, str | None, str | None]]
@@ -600,6 +609,26 @@ def metadata_digest(metadata: Mapping[str, Any] | None) -> tuple[str | None, str
         return None, None
     text = json.dumps(metadata, sort_keys=True, ensure_ascii=False, indent=2, default=str)
     return text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _mirrored_values(source: str, item: Mirrored, now: float) -> dict[str, Any]:
+    return {
+        "source": source,
+        "remote_id": item.doc.remote_id,
+        "version": item.doc.version,
+        "name": item.doc.name,
+        "rel_path": item.rel_path,
+        "size": item.size,
+        "sha256": item.sha256,
+        "mtime_ns": item.mtime_ns,
+        "state": DocState.MIRRORED,
+        "reason": None,
+        "external_url": None,
+        "metadata_json": item.metadata_json,
+        "metadata_hash": item.metadata_hash,
+        "prune": item.doc.prune_when_removed,
+        "updated_at": now,
+    }
 
 
 def _new_doc(source: str, doc: RemoteDocument) -> DocumentRow:

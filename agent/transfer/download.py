@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -40,7 +41,7 @@ from agent.transfer.files import free_bytes, hash_file
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 from agent.transfer.retry import retry_wait
 
-READ_CHUNK = 64 * 1024  # network read size
+READ_BUFFER = 256 * 1024  # what aiohttp buffers per connection before pausing the socket
 # Bytes gathered before one write+hash off the event loop. Small on purpose: whatever was
 # received but not yet written when the process is killed is fetched again on resume, so
 # this bounds the waste of a crash. Measured against the storage sandbox on loopback
@@ -128,16 +129,19 @@ class Downloader:
         self.bytes_fetched = 0  # over the network, for resume-waste accounting and metrics
         self._free = 0
         self._free_checked = -FREE_SPACE_TTL
+        self._staging_ready = False
 
     async def fetch(self, job: JobSpec, endpoint: Endpoint, checkpoint: Checkpoint) -> Fetched:
         """Download the job's bytes into its staging file; retry transient failures."""
-        self.staging.mkdir(parents=True, exist_ok=True)
+        if not self._staging_ready:
+            await asyncio.to_thread(self.staging.mkdir, parents=True, exist_ok=True)
+            self._staging_ready = True
         partial = await self._resume_point(job)
         if job.sha256 and partial.offset and partial.digest.hexdigest() == job.sha256:
             return partial.fetched()  # verified before a crash; only the rename was missing
         if partial.offset and not partial.validator:
             partial.reset()  # bytes with nothing to guard a Range by: start over
-        log = get_logger(source=job.source, remote_id=job.remote_id)
+        log = _LazyLog(job)
         target: DownloadTarget | None = None
         reauthenticated = False
         attempt = 0
@@ -191,8 +195,7 @@ class Downloader:
         if (job.validator or job.sha256) and partial.path.exists():
             digest, size = await asyncio.to_thread(hash_file, partial.path)
             partial.offset, partial.digest, partial.validator = size, digest, job.validator
-        else:
-            partial.reset()
+        # otherwise start from zero: the first write truncates whatever a crash left there
         return partial
 
     async def _attempt(
@@ -350,6 +353,16 @@ class Downloader:
         return partial.fetched()
 
 
+class _LazyLog:
+    """The job's bound logger, made only when there is something to say (rarely)."""
+
+    def __init__(self, job: JobSpec) -> None:
+        self.job = job
+
+    def info(self, event: str, **fields: Any) -> None:
+        get_logger(source=self.job.source, remote_id=self.job.remote_id).info(event, **fields)
+
+
 class _Sink:
     """The staging file, opened at the first write; each write is one hop off the loop.
 
@@ -368,7 +381,15 @@ class _Sink:
         chunks.clear()
         try:
             self.handle = await asyncio.to_thread(
-                _write_chunks, self.partial.path, self.handle, batch, self.partial.digest, last
+                functools.partial(
+                    _write_chunks,
+                    self.partial.path,
+                    self.handle,
+                    batch,
+                    self.partial.digest,
+                    last=last,
+                    append=self.partial.offset > 0,
+                )
             )
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -385,10 +406,16 @@ class _Sink:
 
 
 def _write_chunks(
-    path: Path, handle: BinaryIO | None, chunks: list[bytes], digest: Any, last: bool
+    path: Path,
+    handle: BinaryIO | None,
+    chunks: list[bytes],
+    digest: Any,
+    *,
+    last: bool,
+    append: bool,
 ) -> BinaryIO | None:
     """Append and hash `chunks`; on the last write also fsync and close (runs in a thread)."""
-    handle = handle or path.open("ab")
+    handle = handle or path.open("ab" if append else "wb")
     try:
         _write_and_hash(handle, chunks, digest)
         if last:

@@ -10,7 +10,7 @@ import time
 import pytest
 from transfer_kit import World, payload
 
-from agent.transfer.download import READ_CHUNK
+from agent.transfer.download import READ_BUFFER
 
 MIB = 1024 * 1024
 SIZE = 48 * MIB
@@ -63,4 +63,4 @@ async def test_sigkill_mid_download_then_rerun_fetches_each_byte_about_once(
     resumed = world.storage.log.matching("GET", "/b/")[-1].headers.get("range", "")
     assert resumed.startswith("bytes=")
     assert int(resumed.removeprefix("bytes=").rstrip("-")) >= kept
-    assert world.storage.bytes_sent <= SIZE + READ_CHUNK + SIZE // 100
+    assert world.storage.bytes_sent <= SIZE + READ_BUFFER + SIZE // 100

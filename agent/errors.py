@@ -40,6 +40,11 @@ def safe_url(url: str | None) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def describe_error(exc: DocumentError) -> str:
+    """A one-line description for logs and the state database (no secrets, no signatures)."""
+    return f"{exc.kind}: {exc}" if exc.url else f"{exc.kind}: {exc.message}"
+
+
 class AgentError(Exception):
     """Root of every error sync-agent raises on purpose."""
 

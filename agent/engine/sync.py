@@ -15,12 +15,12 @@ from typing import Any
 from agent.config import AgentConfig, SourceConfig
 from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, prune
 from agent.engine.plan import Download, Move, Plan, Sidecar, plan_pass
-from agent.errors import DiskSpaceError, DocumentError, PermanentError, SkipDocument
+from agent.errors import DiskSpaceError, DocumentError, PermanentError, SkipDocument, describe_error
 from agent.log import get_logger
 from agent.models import DocState, JobSpec, PassStats, RemoteDocument
 from agent.sources.base import Source
 from agent.state.store import Store, metadata_digest
-from agent.transfer.download import Downloader, Endpoint, describe_error
+from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.files import (
     staging_dir,
     write_atomic,
@@ -258,6 +258,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-__all__ = ["Engine", "Plan", "Sidecar", "SourceRuntime"]

@@ -93,10 +93,6 @@ class TokenAuth(ABC):
         expires = datetime.fromtimestamp(self.token.expires_at, UTC)
         await self.state.save_token("access", self.token.access, expires)
 
-    def forget(self) -> None:
-        """Drop the current token (the next call obtains a new one)."""
-        self.token = None
-
     @abstractmethod
     async def obtain(self) -> Token:
         """Get a new access token from the authorisation server (called under the lock)."""

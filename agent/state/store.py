@@ -327,9 +327,7 @@ class Store:
 
     # ------------------------------------------------------------ jobs
 
-    async def open_job(
-        self, source: str, doc: RemoteDocument, rel_path: str, attrs: Mapping[str, str]
-    ) -> JobSpec:
+    async def open_job(self, source: str, doc: RemoteDocument, rel_path: str) -> JobSpec:
         """The job for one document version (see `open_jobs`)."""
         return (await self.open_jobs(source, [(doc, rel_path)]))[doc.remote_id]
 

@@ -26,13 +26,11 @@ import aiohttp
 
 from agent.errors import (
     DiskSpaceError,
-    DocumentError,
     ExpiredUrlError,
     IntegrityError,
     PermanentError,
     RetryLaterError,
     TransientError,
-    safe_url,
 )
 from agent.log import get_logger
 from agent.models import DownloadTarget, Fetched, JobSpec, RemoteDocument, ResponseHead
@@ -126,7 +124,6 @@ class Downloader:
         self.min_free_space = min_free_space
         self.max_attempts = max_attempts
         self.sleep = sleep
-        self.bytes_fetched = 0  # over the network, for resume-waste accounting and metrics
         self._free = 0
         self._free_checked = -FREE_SPACE_TTL
         self._staging_ready = False
@@ -321,7 +318,6 @@ class Downloader:
                 while chunk := await response.content.readany():
                     chunks.append(chunk)
                     gathered += len(chunk)
-                    self.bytes_fetched += len(chunk)
                     await self.bandwidth.consume(len(chunk))
                     if gathered >= WRITE_BLOCK:
                         gathered = 0
@@ -494,11 +490,3 @@ def _disposition_name(value: str | None) -> str | None:
         return None
     match = DISPOSITION_NAME.search(value)
     return match.group(1).strip() if match else None
-
-
-def describe_error(exc: DocumentError) -> str:
-    """A one-line description for logs and the state database (no secrets, no signatures)."""
-    return f"{exc.kind}: {exc}" if exc.url else f"{exc.kind}: {exc.message}"
-
-
-__all__ = ["Downloader", "Endpoint", "describe_error", "safe_url"]

@@ -55,7 +55,7 @@ async def test_start_up_removes_stale_temps_and_keeps_live_partials(world: World
     config = world.config()
     async with Store.open(config.agent.state_url, world.state_dir) as store:
         doc = RemoteDocument(remote_id="live", version="1", name="live.pdf")
-        job = await store.open_job(SOURCE, doc, f"{SOURCE}/live.pdf", {})
+        job = await store.open_job(SOURCE, doc, f"{SOURCE}/live.pdf")
     world.staging.mkdir(parents=True)
     (world.staging / job.temp_name).write_bytes(b"partial")
     (world.staging / "sm-999.part").write_bytes(b"left by a job long gone")
@@ -100,7 +100,7 @@ async def test_a_previous_version_in_place_is_not_adopted_as_the_new_one(world: 
     config = world.config()
     doc = RemoteDocument(remote_id=doc_id, version="v2", name="v.bin")
     async with Store.open(config.agent.state_url, world.state_dir) as store:
-        job = await store.open_job(SOURCE, doc, f"{SOURCE}/v.bin", {})
+        job = await store.open_job(SOURCE, doc, f"{SOURCE}/v.bin")
         await store.checkpoint(job.job_id, len(old), None)  # same size, temp gone
 
     async with Agent.open(config, sleep=world.sleeps) as agent:

@@ -93,6 +93,8 @@ class Daemon:
             self.log.info("daemon.ready", listen=url, sources=sorted(self.agent.slots))
             await self.stop_requested.wait()
             await self.notifier.stopping()
+            # however long shutdown_timeout is, systemd waits for the drain (+ margin)
+            await self.notifier.extend_timeout(self.config.agent.shutdown_timeout + 15)
             self.log.info("daemon.stopping")
             if watchdog is not None:
                 watchdog.cancel()

@@ -218,6 +218,7 @@ async def test_notify_protocol_ready_status_watchdog_stopping(world: World) -> N
             await receive_until(lambda _: messages.count("WATCHDOG=1") >= pings + 3)
             run.signal(signal.SIGTERM)
             await receive_until(lambda m: m == "STOPPING=1")
+            await receive_until(lambda m: m.startswith("EXTEND_TIMEOUT_USEC="))
             assert await run.wait(10) == 0
             assert "Traceback" not in "".join(run.lines)
     finally:
@@ -226,6 +227,8 @@ async def test_notify_protocol_ready_status_watchdog_stopping(world: World) -> N
     status = messages.index(f"STATUS={DOCS} documents mirrored, 0 failed")
     assert ready < status < messages.index("STOPPING=1")
     assert messages.count("WATCHDOG=1") >= 3
+    # systemd is asked to wait out the drain: the default shutdown_timeout (30 s) + 15 s
+    assert "EXTEND_TIMEOUT_USEC=45000000" in messages
 
 
 # ---------------------------------------------------------------- SIGTERM mid-transfer

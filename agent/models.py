@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -136,3 +138,11 @@ class PassStats:
     unchanged: int = 0
     bytes: int = 0
     errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+def metadata_digest(metadata: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    """Canonical JSON of a metadata mapping and its sha256 (None for no metadata)."""
+    if metadata is None:
+        return None, None
+    text = json.dumps(metadata, sort_keys=True, ensure_ascii=False, indent=2, default=str)
+    return text, hashlib.sha256(text.encode()).hexdigest()

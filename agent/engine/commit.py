@@ -17,8 +17,8 @@ from typing import Any
 
 from agent.engine.plan import Download
 from agent.log import get_logger
-from agent.models import Fetched, JobSpec
-from agent.state.store import Mirrored, Store, metadata_digest
+from agent.models import Fetched, JobSpec, metadata_digest
+from agent.state.store import Mirrored, Store
 from agent.transfer.files import (
     fsync_dir,
     keep_local_copy,

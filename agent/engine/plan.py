@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.engine.paths import disambiguate, mirror_path
-from agent.models import DocState, KnownDocument, RemoteDocument
-from agent.state.store import metadata_digest
+from agent.models import DocState, KnownDocument, RemoteDocument, metadata_digest
 
 
 @dataclass(frozen=True, slots=True)

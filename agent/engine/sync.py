@@ -17,9 +17,9 @@ from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, prune
 from agent.engine.plan import Download, Move, Plan, Sidecar, plan_pass
 from agent.errors import DiskSpaceError, DocumentError, PermanentError, SkipDocument, describe_error
 from agent.log import get_logger
-from agent.models import DocState, JobSpec, PassStats, RemoteDocument
+from agent.models import DocState, JobSpec, PassStats, RemoteDocument, metadata_digest
 from agent.sources.base import Source
-from agent.state.store import Store, metadata_digest
+from agent.state.store import Store
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.files import (
     staging_dir,

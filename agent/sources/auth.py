@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from agent.sources.base import SourceState
+from agent.state.source_state import SourceState
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,60 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import AgentConfig, SourceConfig
 from agent.errors import PermanentError, SkipDocument, TransientError
 from agent.models import DownloadTarget, RemoteDocument, ResponseHead
 from agent.sources.http import ApiClient
+from agent.state.source_state import SourceState
 from agent.transfer.retry import TRANSIENT_STATUSES, parse_retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class StoredToken:
-    value: str
-    expires_at: datetime | None = None
-
-
-class SourceState(Protocol):
-    """What a source may keep in the state database: tokens (encrypted) and cursors."""
-
-    async def load_token(self, kind: str) -> StoredToken | None: ...
-
-    async def save_token(
-        self, kind: str, value: str, expires_at: datetime | None = None
-    ) -> None: ...
-
-    async def load_cursor(self, key: str) -> str | None: ...
-
-    async def save_cursor(self, key: str, value: str | None) -> None: ...
-
-
-@dataclass
-class MemorySourceState:
-    """An in-memory SourceState for tests of a single source."""
-
-    tokens: dict[str, StoredToken] = field(default_factory=dict)
-    cursors: dict[str, str] = field(default_factory=dict)
-    token_history: list[tuple[str, str]] = field(default_factory=list)
-
-    async def load_token(self, kind: str) -> StoredToken | None:
-        return self.tokens.get(kind)
-
-    async def save_token(self, kind: str, value: str, expires_at: datetime | None = None) -> None:
-        self.tokens[kind] = StoredToken(value, expires_at)
-        self.token_history.append((kind, value))
-
-    async def load_cursor(self, key: str) -> str | None:
-        return self.cursors.get(key)
-
-    async def save_cursor(self, key: str, value: str | None) -> None:
-        if value is None:
-            self.cursors.pop(key, None)
-        else:
-            self.cursors[key] = value
 
 
 @dataclass(frozen=True)

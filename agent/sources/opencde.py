@@ -28,8 +28,9 @@ from agent.errors import AuthenticationError, FatalSourceError, PermanentError, 
 from agent.log import get_logger
 from agent.models import DownloadTarget, RemoteDocument
 from agent.sources.auth import Token, TokenAuth, parse_expires_in
-from agent.sources.base import BaseSource, SourceContext, SourceState
+from agent.sources.base import BaseSource, SourceContext
 from agent.sources.http import ApiClient, ApiResponse
+from agent.state.source_state import SourceState
 
 DISCOVERY = "discovery"
 SELECTION = "selection"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -39,8 +38,14 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from agent.errors import StateError
-from agent.models import DocState, JobSpec, JobState, KnownDocument, RemoteDocument
-from agent.sources.base import StoredToken
+from agent.models import (
+    DocState,
+    JobSpec,
+    JobState,
+    KnownDocument,
+    RemoteDocument,
+)
+from agent.state.source_state import StoredToken
 from agent.state.tables import CursorRow, DocumentRow, JobRow, SourceRow, TokenRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -599,14 +604,6 @@ class StoreSourceState:
 
     async def save_cursor(self, key: str, value: str | None) -> None:
         await self.store.save_cursor(self.source, key, value)
-
-
-def metadata_digest(metadata: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    """Canonical JSON of a metadata mapping and its sha256 (None for no metadata)."""
-    if metadata is None:
-        return None, None
-    text = json.dumps(metadata, sort_keys=True, ensure_ascii=False, indent=2, default=str)
-    return text, hashlib.sha256(text.encode()).hexdigest()
 
 
 def _mirrored_values(source: str, item: Mirrored, now: float) -> dict[str, Any]:

@@ -11,9 +11,10 @@ import pytest
 from agent.config import AgentConfig, OpenCdeSettings, Secret, SourceConfig
 from agent.sandbox.opencde import OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
-from agent.sources.base import MemorySourceState, SourceContext
+from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.opencde_flows import list_selection, select
+from agent.state.source_state import MemorySourceState
 from agent.transfer.pacing import RateLimiter
 from tests.browser.cdp import Page, chromium, chromium_binary
 

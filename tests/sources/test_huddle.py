@@ -19,12 +19,13 @@ from agent.errors import AuthenticationError, PermanentError, SkipDocument, Tran
 from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
 from agent.sandbox.huddle import HuddleSandbox
 from agent.sandbox.storage import StorageHost
-from agent.sources.base import MemorySourceState, SourceContext
+from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.huddle import HuddleSource, with_page_size
 from agent.sources.huddle_auth import pick_refresh_token, seed_fingerprint
 from agent.sources.huddle_content import check_content, poll_delays
 from agent.sources.huddle_items import canonical_date, change_key, rendition_name
+from agent.state.source_state import MemorySourceState
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 

@@ -30,7 +30,7 @@ from agent.errors import (
 from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
 from agent.sandbox.index_health import IndexHealthSandbox
 from agent.sandbox.storage import StorageHost
-from agent.sources.base import MemorySourceState, SourceContext
+from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.index_health import (
     URL_ONLY,
@@ -40,6 +40,7 @@ from agent.sources.index_health import (
     file_name,
     read_envelope,
 )
+from agent.state.source_state import MemorySourceState
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 

@@ -25,7 +25,7 @@ from agent.errors import AuthenticationError, FatalSourceError
 from agent.models import JobSpec, RemoteDocument
 from agent.sandbox.opencde import OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
-from agent.sources.base import MemorySourceState, SourceContext
+from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.opencde import (
     DISCOVERY,
@@ -51,6 +51,7 @@ from agent.sources.opencde_flows import (
     remove_selection,
     select,
 )
+from agent.state.source_state import MemorySourceState
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 

@@ -60,7 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "folder", nargs="?", default="demo-mirror", help="mirror folder (default ./demo-mirror)"
     )
-    demo.add_argument("--documents", type=int, default=36, help="how many sandbox documents")
+    demo.add_argument(
+        "--documents", type=int, default=24, help="documents per sandbox API (default 24)"
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="only serve the sandboxes on loopback and print a configuration for them",
+    )
     login = sub.add_parser("login", help="sign in to an OpenCDE source in the browser")
     login.add_argument("name", help="source name")
     select = sub.add_parser("select", help="pick OpenCDE documents to mirror in the browser")
@@ -198,10 +205,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo  # noqa: PLC0415 - the sandbox is only needed here
+    from agent.demo import run_demo, serve_demo  # noqa: PLC0415 - only the demo needs sandboxes
 
     configure_logging("warning", "auto")
-    return asyncio.run(run_demo(Path(args.folder).absolute(), documents=args.documents))
+    demo = serve_demo if args.serve else run_demo
+    return asyncio.run(demo(Path(args.folder).absolute(), documents=args.documents))
 
 
 async def cmd_login(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from agent.templates import (
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_MIRROR = "~/sync-agent-mirror"
 EX_CANTCREAT = 73  # sysexits.h: the output file exists or cannot be created
+EXIT_USAGE = 2  # as argparse: the options do not make sense
 
 
 class InitError(AgentError):
@@ -111,7 +112,7 @@ def split_typed(values: Sequence[str], option: str) -> dict[str, str]:
         head, sep, tail = raw.partition("=")
         key, value = (head, tail) if sep and head in SOURCE_TYPES else ("*", raw)
         if not value:
-            raise InitError(f"{option}: empty value in {raw!r}", 2)
+            raise InitError(f"{option}: empty value in {raw!r}", EXIT_USAGE)
         found[key] = value
     return found
 
@@ -143,7 +144,9 @@ def _types(request: InitRequest, prompter: Prompter | None) -> tuple[str, ...]:
     if request.types:
         return tuple(dict.fromkeys(request.types))
     if prompter is None:
-        raise InitError(f"give --type (one of {', '.join(SOURCE_TYPES)}), or run on a terminal", 2)
+        raise InitError(
+            f"give --type (one of {', '.join(SOURCE_TYPES)}), or run on a terminal", EXIT_USAGE
+        )
     while True:
         answer = prompter.ask(f"Source types, comma-separated ({', '.join(SOURCE_TYPES)})")
         chosen = [t.strip() for t in answer.split(",") if t.strip()]
@@ -187,7 +190,7 @@ class _Source:
             if problem is None:
                 return name
             if self.prompter is None:
-                raise InitError(f"--name: {problem}", 2)
+                raise InitError(f"--name: {problem}", EXIT_USAGE)
             self.prompter.say(f"  {problem}")
             name = None
 

@@ -42,6 +42,16 @@ def shell_binary(name: str) -> str:
     return path
 
 
+def syntax_checked(shell: str, flag: str, text: str, path: Path) -> Path:
+    """Write the script to `path` and assert `shell flag path` (a syntax check) accepts it."""
+    path.write_text(text)
+    check = subprocess.run(
+        [shell_binary(shell), flag, str(path)], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+    return path
+
+
 @pytest.fixture(scope="module")
 def scripts() -> dict[str, str]:
     return {shell: script(shell) for shell in COMPLETION_SHELLS}
@@ -58,11 +68,7 @@ def test_every_subcommand_of_the_parser_is_in_every_script(scripts: dict[str, st
 
 def test_bash_script_parses_and_completes(scripts: dict[str, str], tmp_path: Path) -> None:
     """bash -n is clean, and sourcing it completes a subcommand and an option's choices."""
-    bash = shell_binary("bash")
-    path = tmp_path / "sync-agent.bash"
-    path.write_text(scripts["bash"])
-    check = subprocess.run([bash, "-n", str(path)], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stderr
+    path = syntax_checked("bash", "-n", scripts["bash"], tmp_path / "sync-agent.bash")
     probe = (
         f"source {path}\n"
         'complete_words() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1));'
@@ -72,31 +78,21 @@ def test_bash_script_parses_and_completes(scripts: dict[str, str], tmp_path: Pat
         "complete_words sync-agent in\n"
         "complete_words sync-agent init --type hu\n"
     )
-    result = subprocess.run([bash, "-c", probe], capture_output=True, text=True, check=False)
+    result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=False)
     assert result.stdout.split() == ["init", "huddle"], result.stderr
 
 
 def test_zsh_script_parses(scripts: dict[str, str], tmp_path: Path) -> None:
     """zsh -n (syntax only) accepts the zsh script."""
-    zsh = shell_binary("zsh")
-    path = tmp_path / "_sync-agent"
-    path.write_text(scripts["zsh"])
-    check = subprocess.run([zsh, "-n", str(path)], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stderr
+    syntax_checked("zsh", "-n", scripts["zsh"], tmp_path / "_sync-agent")
     assert scripts["zsh"].startswith("#compdef sync-agent")
 
 
 def test_fish_script_parses_and_completes(scripts: dict[str, str], tmp_path: Path) -> None:
     """fish --no-execute accepts the script, and fish completes a subcommand with it."""
-    fish = shell_binary("fish")
-    path = tmp_path / "sync-agent.fish"
-    path.write_text(scripts["fish"])
-    check = subprocess.run(
-        [fish, "--no-execute", str(path)], capture_output=True, text=True, check=False
-    )
-    assert check.returncode == 0, check.stderr
+    path = syntax_checked("fish", "--no-execute", scripts["fish"], tmp_path / "sync-agent.fish")
     result = subprocess.run(
-        [fish, "--no-config", "-c", f"source {path}; complete -C 'sync-agent compl'"],
+        ["fish", "--no-config", "-c", f"source {path}; complete -C 'sync-agent compl'"],
         capture_output=True,
         text=True,
         check=False,

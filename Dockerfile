@@ -1,16 +1,18 @@
 # syntax=docker/dockerfile:1
-# sync-agent in a container: a builder stage makes a venv from the wheel, the runtime stage
-# copies only that venv onto python:3.11-slim and runs it as an unprivileged user.
+# sync-agent in a container: a builder stage makes a venv from the project, the runtime stage
+# copies only that venv onto the same Debian python3 and runs it as an unprivileged user.
 #
-#   docker build -t sync-agent .
-#   docker run -d --name sync-agent \
+#   docker build -t sync-agent .            (or podman build --format docker: keeps HEALTHCHECK)
+#   docker run -d --name sync-agent --read-only \
 #       -v sync-agent-data:/data \
-#       -v /etc/sync-agent/config.toml:/config/config.toml:ro \
-#       -v /etc/sync-agent/secrets:/run/secrets:ro \
+#       -v /etc/sync-agent:/config:ro \
 #       -e SM_CLIENT_SECRET \
 #       -p 127.0.0.1:8749:8749 sync-agent
 #
-# The mounted config for a container:
+# BASE_IMAGE is any Debian bookworm image (python3 comes from Debian's packages);
+# deploy/test-image.sh builds one with debootstrap and runs this image for real.
+#
+# The mounted config for a container (/config/config.toml):
 #   [agent]
 #   mirror_dir = "/data/mirror"
 #   # state_dir may stay unset: it defaults to $STATE_DIRECTORY (/data/state) set below.
@@ -19,30 +21,43 @@
 #   # agent refuses off loopback without one:
 #   listen = "0.0.0.0:8749"
 #   api_token_file = "/run/secrets/api_token"
+# Mount the folder, not the file, so an edited file (replaced by rename) reaches the
+# container; then `docker kill --signal HUP sync-agent` reloads it.
 # Secrets come from the environment (client_secret_env = "SM_CLIENT_SECRET", passed with
 # docker run -e) or from mounted files (client_secret_file = "/run/secrets/client_secret",
 # also what Docker/Compose secrets provide). Never bake them into the image.
-# A bind mount on /data must be writable by uid 10001 (a named volume is set up for you).
+# A bind mount on /data must be writable by uid 10001 (a named volume is set up for you);
+# mirrored files are world-readable (0644), the state folder is private (0700).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=debian:bookworm-slim
 
-FROM ${PYTHON_IMAGE} AS builder
+# Debian's python3 for both stages below, installed once; python3-venv (a few MB) lets the
+# builder make the venv. Debian stable's versions are fixed per release; pinning them would
+# only block security fixes.
+FROM ${BASE_IMAGE} AS python
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+FROM python AS builder
+# pip trusts the system's CA store (which also holds any CA the base added).
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agent ./agent
-# Build the project's wheel, then install it with its dependencies into a self-contained venv.
-RUN python -m venv /opt/sync-agent \
-    && /opt/sync-agent/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/sync-agent/bin/pip install --no-cache-dir /wheels/*.whl
+RUN python3 -m venv /opt/sync-agent \
+    && /opt/sync-agent/bin/pip install --no-cache-dir .
 
-FROM ${PYTHON_IMAGE} AS runtime
-# Same base image as the builder, so the venv's python symlink points at the same interpreter.
+# The same interpreter as the builder's, so the venv's link to it holds.
+FROM python AS runtime
 RUN groupadd --system --gid 10001 sync-agent \
     && useradd --system --uid 10001 --gid sync-agent --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin sync-agent \
-    && install -d -o sync-agent -g sync-agent -m 0750 /data /data/mirror /data/state \
+    && install -d -o sync-agent -g sync-agent -m 0755 /data /data/mirror \
+    && install -d -o sync-agent -g sync-agent -m 0700 /data/state \
     && install -d -m 0755 /config
 COPY --from=builder /opt/sync-agent /opt/sync-agent
 ENV PATH=/opt/sync-agent/bin:$PATH \
@@ -55,7 +70,7 @@ WORKDIR /data
 # Numeric, so Kubernetes runAsNonRoot and the host can check it without /etc/passwd.
 USER 10001:10001
 EXPOSE 8749
-# Slim images have no curl: probe the liveness route with the interpreter already there.
+# No curl in the image: probe the liveness route with the venv's interpreter.
 # It assumes listen uses port 8749 (as above).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8749/healthz', timeout=4)"]

@@ -11,7 +11,9 @@ import webbrowser
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from agent import __version__
+import shtab
+
+from agent import __version__, starter
 from agent.agent import Agent, PassOutcome
 from agent.config import Config, load_config
 from agent.errors import (
@@ -28,9 +30,12 @@ from agent.errors import (
 from agent.log import configure_logging
 from agent.models import PassStats
 from agent.state.store import Store
+from agent.templates import SOURCE_TYPES
 
 EXIT_RUNNING = 75  # EX_TEMPFAIL: another instance holds the state folder
 EXIT_STATE = 74  # EX_IOERR: the state database cannot be used
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+DEFAULT_INIT_OUTPUT = "sync-agent.toml"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keeps an offline mirror of documents from remote document APIs.",
     )
     parser.add_argument("--version", action="version", version=f"sync-agent {__version__}")
-    parser.add_argument("--config", "-c", help="configuration file (default: $SYNC_AGENT_CONFIG)")
+    parser.add_argument(  # type: ignore[attr-defined]
+        "--config", "-c", help="configuration file (default: $SYNC_AGENT_CONFIG)"
+    ).complete = shtab.FILE
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the daemon: poll every source on its schedule")
     sync = sub.add_parser("sync", help="one pass over the sources, then exit")
@@ -53,7 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "folder", nargs="?", default="demo-mirror", help="mirror folder (default ./demo-mirror)"
     )
-    demo.add_argument("--documents", type=int, default=36, help="how many sandbox documents")
+    demo.add_argument(
+        "--documents", type=int, default=24, help="documents per sandbox API (default 24)"
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="only serve the sandboxes on loopback and print a configuration for them",
+    )
     login = sub.add_parser("login", help="sign in to an OpenCDE source in the browser")
     login.add_argument("name", help="source name")
     select = sub.add_parser("select", help="pick OpenCDE documents to mirror in the browser")
@@ -64,7 +78,48 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--timeout", type=float, default=300.0, help="seconds to wait for the browser"
         )
+    add_init_parser(sub)
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
+
+
+def add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = sub.add_parser(
+        "init",
+        help="write a commented starting configuration, then check it",
+        description=(
+            "Write a commented configuration for the chosen source types and run check-config "
+            "on it. On a terminal, the essentials not given as options are asked for (secrets "
+            "without echo, stored in 0600 files beside the configuration); otherwise they "
+            "become example values and secrets *_env references. Options that take "
+            "[TYPE=]VALUE apply to every source, or to one type with TYPE=. Exit status: 0 "
+            "the file passes check-config, 78 it was written but check-config refuses it "
+            "(the message says why), 73 the file exists and --force was not given."
+        ),
+    )
+    init.add_argument(
+        "--type", action="append", choices=SOURCE_TYPES, help="a source type (repeatable)"
+    )
+    init.add_argument(  # type: ignore[attr-defined]
+        "--output", "-o", help="where to write (default: --config, else ./sync-agent.toml)"
+    ).complete = shtab.FILE
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.add_argument("--mirror-dir", metavar="DIR", help="the mirror folder")
+    for option, what in (("--name", "source name"), ("--client-id", "OAuth client id")):
+        init.add_argument(option, action="append", default=[], metavar="[TYPE=]VALUE", help=what)
+    init.add_argument(
+        "--base-url",
+        action="append",
+        default=[],
+        metavar="[TYPE=]URL",
+        help="API base URL (index-health, opencde)",
+    )
+    init.add_argument(
+        "--workspace", action="append", default=[], metavar="ID", help="Huddle workspace id"
+    )
+    init.add_argument("--user-name", metavar="'FIRST LAST'", help="Index Health: who you are")
+    init.add_argument("--user-email", metavar="EMAIL", help="Index Health: your e-mail")
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -150,10 +205,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo  # noqa: PLC0415 - the sandbox is only needed here
+    from agent.demo import run_demo, serve_demo  # noqa: PLC0415 - only the demo needs sandboxes
 
     configure_logging("warning", "auto")
-    return asyncio.run(run_demo(Path(args.folder).absolute(), documents=args.documents))
+    demo = serve_demo if args.serve else run_demo
+    return asyncio.run(demo(Path(args.folder).absolute(), documents=args.documents))
 
 
 async def cmd_login(args: argparse.Namespace) -> int:
@@ -184,6 +240,57 @@ async def cmd_select(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    try:
+        request = _init_request(args)
+        starter.refuse_existing(request.output, request.force)
+        prompter = starter.TerminalPrompter() if sys.stdin.isatty() else None
+        result = starter.gather(request, prompter)
+        starter.write(result, request.force)
+    except starter.InitError as exc:
+        print(f"sync-agent: init: {exc}", file=sys.stderr)
+        return exc.code
+    except EOFError:
+        print("\nsync-agent: init: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_FAILURES
+    print(f"wrote {result.path}")
+    code = _check_written(result.path)
+    print("next steps:")
+    for number, step in enumerate(starter.next_steps(result, code == EXIT_OK), 1):
+        print(f"  {number}. {step}")
+    return code
+
+
+def _init_request(args: argparse.Namespace) -> starter.InitRequest:
+    output = args.output or args.config or os.environ.get("SYNC_AGENT_CONFIG")
+    return starter.InitRequest(
+        output=Path(output or DEFAULT_INIT_OUTPUT).expanduser().absolute(),
+        types=tuple(args.type or ()),
+        force=args.force,
+        mirror_dir=args.mirror_dir,
+        names=starter.split_typed(args.name, "--name"),
+        client_ids=starter.split_typed(args.client_id, "--client-id"),
+        base_urls=starter.split_typed(args.base_url, "--base-url"),
+        workspaces=tuple(args.workspace),
+        user_name=args.user_name,
+        user_email=args.user_email,
+    )
+
+
+def _check_written(path: Path) -> int:
+    """`check-config` on the file init wrote: its exit status, its message printed."""
+    try:
+        return cmd_check_config(argparse.Namespace(config=str(path)))
+    except ConfigError as exc:
+        print(f"sync-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    print(shtab.complete(build_parser(), shell=args.shell), end="")
+    return EXIT_OK
+
+
 def _opencde_context(config: Config, name: str):  # type: ignore[no-untyped-def]
     from agent.sources.context import source_context  # noqa: PLC0415
 
@@ -199,6 +306,11 @@ COMMANDS = {
     "run": cmd_run,
     "login": cmd_login,
     "select": cmd_select,
+}
+
+SYNC_COMMANDS = {  # plain functions: no event loop
+    "init": cmd_init,
+    "completion": cmd_completion,
 }
 
 
@@ -218,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check_config(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command in SYNC_COMMANDS:
+            return SYNC_COMMANDS[args.command](args)
         return asyncio.run(COMMANDS[args.command](args))
     except AgentError as exc:
         for kind, prefix, code in ERROR_EXITS:

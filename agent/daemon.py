@@ -26,6 +26,7 @@ from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
+from agent.transfer.files import free_bytes
 from agent.web import serve_web
 
 
@@ -78,6 +79,10 @@ class Daemon:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
+            mirror = self.config.agent.mirror_dir
+            self.metrics.watch_free_space(
+                lambda: free_bytes(mirror), self.config.agent.min_free_space
+            )
             self.scheduler = AsyncIOScheduler()
             self.scheduler.start()
             stack.callback(self.scheduler.shutdown, wait=False)
@@ -105,6 +110,7 @@ class Daemon:
 
     def schedule(self, cfg: SourceConfig) -> None:
         assert self.scheduler is not None
+        self.metrics.set_poll_interval(cfg.name, cfg.poll_interval)
         self.scheduler.add_job(
             self._scheduled,
             IntervalTrigger(seconds=cfg.poll_interval),

@@ -80,6 +80,22 @@ class Metrics:
             "How late the watchdog tick ran: a measure of event-loop stalls.",
             registry=reg,
         )
+        self.poll_interval = Gauge(
+            "sync_agent_poll_interval_seconds",
+            "The configured poll interval of a source (alert on N x this without success).",
+            ["source"],
+            registry=reg,
+        )
+        self.mirror_free = Gauge(
+            "sync_agent_mirror_free_bytes",
+            "Free bytes on the mirror's file system, read at each scrape.",
+            registry=reg,
+        )
+        self.min_free_space = Gauge(
+            "sync_agent_min_free_space_bytes",
+            "min_free_space: below it the free-space guard holds every download.",
+            registry=reg,
+        )
 
     def observe_pass(self, source: str, seconds: float, ok: bool) -> None:
         """Record one finished pass: its duration, when it ended and whether it succeeded."""
@@ -120,6 +136,14 @@ class Metrics:
     def set_loop_lag(self, seconds: float) -> None:
         self.loop_lag.set(max(seconds, 0.0))
 
+    def set_poll_interval(self, source: str, seconds: float) -> None:
+        self.poll_interval.labels(source).set(seconds)
+
+    def watch_free_space(self, free_bytes: Callable[[], int], minimum: int) -> None:
+        """Report `free_bytes()` at each scrape beside the guard's threshold `minimum`."""
+        self.mirror_free.set_function(lambda: float(free_bytes()))
+        self.min_free_space.set(minimum)
+
     def remove_source(self, source: str) -> None:
         """Drop every series of a source that left the configuration (after a reload)."""
         for state in self._states.pop(source, set()):
@@ -132,6 +156,7 @@ class Metrics:
             self.last_pass,
             self.last_pass_success,
             self.last_success,
+            self.poll_interval,
         ):
             metric.remove(source)  # a no-op for a label set never used
         for kind in self._kinds.pop(source, set()):

@@ -98,3 +98,24 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     assert (
         REGISTRY.get_sample_value("sync_agent_downloaded_bytes_total", {"source": "alpha"}) is None
     )
+
+
+def test_poll_interval_is_exported_per_source_and_dropped_with_it() -> None:
+    m = Metrics()
+    m.set_poll_interval("alpha", 900.0)
+    m.set_poll_interval("beta", 300.0)
+    m.remove_source("beta")
+    got = samples(m)
+    assert got[key("sync_agent_poll_interval_seconds", source="alpha")] == 900.0
+    assert key("sync_agent_poll_interval_seconds", source="beta") not in got
+
+
+def test_free_space_is_read_at_each_scrape_beside_the_guard_threshold() -> None:
+    free = [5 << 30]
+    m = Metrics()
+    m.watch_free_space(lambda: free[0], 1 << 30)
+    assert samples(m)[key("sync_agent_mirror_free_bytes")] == 5 << 30
+    free[0] = 1 << 20
+    got = samples(m)
+    assert got[key("sync_agent_mirror_free_bytes")] == 1 << 20
+    assert got[key("sync_agent_min_free_space_bytes")] == 1 << 30

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.config import AgentConfig, HuddleSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, PermanentError, SkipDocument, TransientError
-from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
+from agent.models import JobSpec, RemoteDocument
 from agent.sandbox.huddle import HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
@@ -26,6 +26,7 @@ from agent.sources.huddle_auth import pick_refresh_token, seed_fingerprint
 from agent.sources.huddle_content import check_content, poll_delays
 from agent.sources.huddle_items import canonical_date, change_key, rendition_name
 from agent.state.source_state import MemorySourceState
+from agent.transfer.contract import DownloadTarget, ResponseHead
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 

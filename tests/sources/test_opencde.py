@@ -27,21 +27,8 @@ from agent.sandbox.opencde import OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
-from agent.sources.opencde import (
-    DISCOVERY,
-    REFRESH_SEED,
-    VERSIONS,
-    OpenCdeSource,
-    SelectedDocument,
-    Selection,
-    VersionInfo,
-    discover,
-    latest_per_document,
-    load_selection,
-    previous_versions,
-    save_selection,
-    versioned_name,
-)
+from agent.sources.opencde import VERSIONS, OpenCdeSource
+from agent.sources.opencde_auth import DISCOVERY, REFRESH_SEED, discover
 from agent.sources.opencde_flows import (
     BrowserFlowError,
     BrowserTimeout,
@@ -50,6 +37,16 @@ from agent.sources.opencde_flows import (
     login,
     remove_selection,
     select,
+)
+from agent.sources.opencde_model import (
+    SelectedDocument,
+    Selection,
+    VersionInfo,
+    latest_per_document,
+    load_selection,
+    previous_versions,
+    save_selection,
+    versioned_name,
 )
 from agent.state.source_state import MemorySourceState
 from agent.transfer.download import Downloader, Endpoint
@@ -474,8 +471,8 @@ async def test_rotated_refresh_tokens_are_persisted_before_use_and_never_spent_t
     await save_selection(env.state, Selection((SelectedDocument("x"),)))
     env.sandbox.expire_all_tokens()
     source = env.source()
-    rejected = await (await source.auth()).authorization()
-    await asyncio.gather(*(source.on_unauthorized(rejected) for _ in range(5)))
+    rejected = await source.auth.authorization()
+    await asyncio.gather(*(source.renew(rejected) for _ in range(5)))
     assert len(env.sandbox.issued_refresh_tokens) == 2  # the login's, one rotation
     history = env.state.token_history
     new_refresh = history.index(("refresh", env.sandbox.issued_refresh_tokens[-1]))

@@ -573,6 +573,23 @@ async def test_downloader_asks_again_when_the_presigned_url_expires(tmp_path: Pa
         assert env.storage.authorization_seen == []
 
 
+@pytest.mark.parametrize("method", ["direct", "presigned"])
+@pytest.mark.parametrize("as_http", [True, False], ids=["http-status", "http-200-body"])
+async def test_eight_downloads_in_flight_when_the_token_dies_renew_it_once(
+    method: str, as_http: bool, tmp_path: Path
+) -> None:
+    """A token that dies under eight concurrent downloads is expiry, never exit 77 (issue 11)."""
+    async with running(errors_as_http_status=as_http) as env:
+        collection = env.sandbox.add_collection("Bulk")
+        docs = [env.sandbox.add_document(collection, f"d{i}.txt", b"%d" % i) for i in range(8)]
+        source = env.source(download_method=method)
+        await listing(source)
+        env.sandbox.expire_all_tokens()
+        bodies = await asyncio.gather(*(_downloaded(env, source, d, tmp_path) for d in docs))
+        assert bodies == [b"%d" % i for i in range(8)]
+        assert env.sandbox.tokens_issued == 2
+
+
 # --------------------------------------------------------------------------- metadata
 
 

@@ -132,6 +132,35 @@ async def test_429_without_retry_after_backs_off(world: World) -> None:
     assert 0.0 <= world.sleeps.pauses[0] <= 1.0
 
 
+class TokensDieAtTheFourthDownload:
+    """The sandbox's clock: real time until the fourth download call arrives, then two hours
+    later, so that every token issued before has expired while the others are in flight."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def __call__(self) -> float:
+        calls = self.world.sandbox.log.matching("GET", "/v1/documents/")
+        downloads = sum(1 for r in calls if r.path.endswith("/download/"))
+        return time.time() + (7200.0 if downloads >= 4 else 0.0)
+
+
+async def test_a_token_dying_under_eight_concurrent_downloads_fails_nothing(world: World) -> None:
+    """Expiry with downloads in flight renews once; no document fails, no exit 77 (issue 11)."""
+    world.agent_options["max_concurrent_downloads"] = 8
+    for i in range(16):
+        world.add(f"doc-{i:02d}.pdf", payload(3000 + i, seed=40 + i))
+    world.sandbox.clock = TokensDieAtTheFourthDownload(world)
+
+    outcome = _ok(await world.sync())
+
+    assert outcome.downloaded == 16
+    await world.assert_exact()
+    assert world.sandbox.tokens_issued == 2
+    calls = [r for r in world.sandbox.log.records if r.path.endswith("/download/")]
+    assert len(calls) > 16  # some first hops really were refused and sent again
+
+
 async def test_signed_url_expiring_mid_download_gets_a_new_url_and_resumes(
     world: World,
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent.config import AgentConfig, SourceConfig
 from agent.models import RemoteDocument
@@ -12,6 +12,8 @@ from agent.sources.auth import TokenAuth
 from agent.sources.http import ApiClient
 from agent.state.source_state import SourceState
 from agent.transfer.contract import Answer, DownloadContract, Outcome, judge, raise_for_status
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ class BaseSource:
         self.ctx = ctx
         self.name = ctx.config.name
         self.client = ctx.client
+        self.base_url = ctx.config.base_url.rstrip("/")
+
+    def settings_of(self, kind: type[S]) -> S:
+        """The source's own settings, of the type its `type` promises."""
+        settings = self.ctx.config.settings
+        assert isinstance(settings, kind)  # the configuration builds them from `type`
+        return settings
 
     @property
     def renew_statuses(self) -> frozenset[int]:

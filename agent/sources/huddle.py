@@ -93,11 +93,8 @@ class HuddleSource(BaseSource):
         conversion_budget: float = POLL_BUDGET,
     ) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, HuddleSettings)
-        self.settings = settings
-        self.base_url = ctx.config.base_url.rstrip("/")
-        self.auth = HuddleAuth(ctx, settings, clock=clock)
+        self.settings = self.settings_of(HuddleSettings)
+        self.auth = HuddleAuth(ctx, self.settings, clock=clock)
         self.converter = Converter(ctx.client, self.auth, sleep=sleep, budget=conversion_budget)
         self.log = get_logger(source=self.name)
 

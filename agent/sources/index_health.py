@@ -281,11 +281,8 @@ class IndexHealthSource(BaseSource):
 
     def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, IndexHealthSettings)
-        self.settings = settings
-        self.base_url = ctx.config.base_url
-        self.auth = IndexHealthAuth(ctx, settings)
+        self.settings = self.settings_of(IndexHealthSettings)
+        self.auth = IndexHealthAuth(ctx, self.settings)
 
     # ----------------------------------------------------------------- API calls
 

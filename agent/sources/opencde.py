@@ -45,9 +45,7 @@ class OpenCdeSource(BaseSource):
 
     def __init__(self, ctx: SourceContext, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, OpenCdeSettings)
-        self.keep = settings.keep_versions
+        self.keep = self.settings_of(OpenCdeSettings).keep_versions
         self.log = get_logger(source=self.name)
         self._endpoints: Endpoints | None = None
         self.auth = RefreshTokenAuth(ctx, self._token_url, clock=clock)

@@ -50,11 +50,8 @@ class StandardMetricsSource(BaseSource):
 
     def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, StandardMetricsSettings)
-        self.settings = settings
-        self.base_url = ctx.config.base_url
-        self.auth = ClientCredentialsAuth(ctx, settings.token_url)
+        self.settings = self.settings_of(StandardMetricsSettings)
+        self.auth = ClientCredentialsAuth(ctx, self.settings.token_url)
 
     async def list_documents(self) -> AsyncIterator[RemoteDocument]:
         params: dict[str, str] | None = {"page_size": PAGE_SIZE, "page": "1"}

@@ -84,6 +84,20 @@ class _Answered:
     retry_after: str | None = None
 
 
+@dataclass
+class _Fetch:
+    """One job's fetch in progress: what it fetches, into which file, and how it went."""
+
+    job: JobSpec
+    endpoint: Endpoint
+    partial: Partial
+    checkpoint: Checkpoint
+    log: _LazyLog
+    target: DownloadTarget | None = None
+    attempt: int = 0
+    renewals: int = 0
+
+
 class Downloader:
     """Fetches documents into staging files, shared by all sources."""
 
@@ -119,80 +133,77 @@ class Downloader:
             return partial.fetched()  # verified before a crash; only the rename was missing
         if partial.offset and not partial.validator:
             partial.reset()  # bytes with nothing to guard a Range by: start over
-        log = _LazyLog(job)
-        target: DownloadTarget | None = None
-        attempt = renewals = 0
+        run = _Fetch(job, endpoint, partial, checkpoint, _LazyLog(job))
         while True:
-            try:
-                target = target or await endpoint.source.download_target(
-                    endpoint.doc, endpoint.attrs
-                )
-                result = await self._attempt(job, endpoint, target, partial, checkpoint)
-            except Restart:
-                partial.reset()
-                log.info("download.restart", reason="partial cannot be continued")
-                attempt += 1
-                continue
-            except DocumentError as exc:
-                result = _Answered(Outcome.of(exc))
+            result = await self._try(run)
             if isinstance(result, Fetched):
                 return result
-            outcome = result.outcome
-            if outcome.verdict is not Verdict.RENEW:
-                attempt += 1
-            now = datetime.fromtimestamp(self.clock(), UTC)
-            decision = decide(
-                attempt, outcome, result.retry_after, now, renewals=renewals, policy=self.policy
-            )
-            if decision.action is Action.GIVE_UP:
-                raise outcome.failure()
-            if decision.action is Action.RENEW:
-                renewals += 1
-                refused = target.credential if target is not None else None
-                await endpoint.source.renew(refused.header if refused is not None else "")
-            else:
-                error = outcome.failure()
-                log.info(
-                    "download.retry",
-                    attempt=attempt,
-                    delay=round(decision.delay, 2),
-                    error=str(error),
-                    kind=error.kind,
-                )
-                await wait_out(decision, endpoint.limiter, self.sleep)
-            if decision.action is not Action.RETRY:
-                target = None  # renewed credentials or an expired URL: ask for a new target
+            if result is not None:
+                await self._follow(run, result)
 
-    async def _attempt(
-        self,
-        job: JobSpec,
-        endpoint: Endpoint,
-        target: DownloadTarget,
-        partial: Partial,
-        checkpoint: Checkpoint,
-    ) -> Fetched | _Answered:
+    async def _try(self, run: _Fetch) -> Fetched | _Answered | None:
+        """One attempt (None: the partial was discarded, try again at once)."""
+        endpoint = run.endpoint
+        try:
+            run.target = run.target or await endpoint.source.download_target(
+                endpoint.doc, endpoint.attrs
+            )
+            return await self._attempt(run, run.target)
+        except Restart:
+            run.partial.reset()
+            run.log.info("download.restart", reason="partial cannot be continued")
+            run.attempt += 1
+            return None
+        except DocumentError as exc:
+            return _Answered(Outcome.of(exc))
+
+    async def _follow(self, run: _Fetch, answered: _Answered) -> None:
+        """Do what `decide` says after an attempt that brought no content, or raise."""
+        outcome = answered.outcome
+        if outcome.verdict is not Verdict.RENEW:
+            run.attempt += 1
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        decision = decide(
+            run.attempt,
+            outcome,
+            answered.retry_after,
+            now,
+            renewals=run.renewals,
+            policy=self.policy,
+        )
+        error = outcome.failure()
+        if decision.action is Action.GIVE_UP:
+            raise error
+        used = run.target
+        if decision.action is not Action.RETRY:
+            run.target = None  # renewed credentials or an expired URL: ask for a new target
+        if decision.action is Action.RENEW:
+            run.renewals += 1
+            refused = used.credential if used is not None else None
+            await run.endpoint.source.renew(refused.header if refused is not None else "")
+            return
+        delay = round(decision.delay, 2)
+        run.log.info(
+            "download.retry", attempt=run.attempt, delay=delay, error=str(error), kind=error.kind
+        )
+        await wait_out(decision, run.endpoint.limiter, self.sleep)
+
+    async def _attempt(self, run: _Fetch, target: DownloadTarget) -> Fetched | _Answered:
         credential = target.credential
         if credential is not None:
             await credential.ready()
         try:
             if target.paced:
-                await endpoint.limiter.acquire()
-            return await self._hops(job, endpoint, target, partial, checkpoint)
+                await run.endpoint.limiter.acquire()
+            return await self._hops(run, target)
         finally:
             if credential is not None:
                 credential.settle(None)  # no answer from the first hop: no word on the token
 
-    async def _hops(
-        self,
-        job: JobSpec,
-        endpoint: Endpoint,
-        target: DownloadTarget,
-        partial: Partial,
-        checkpoint: Checkpoint,
-    ) -> Fetched | _Answered:
+    async def _hops(self, run: _Fetch, target: DownloadTarget) -> Fetched | _Answered:
         url, headers, first_origin = target.url, dict(target.headers), _origin(target.url)
         for hop in range(MAX_REDIRECTS + 1):
-            sent = {**headers, **partial.range_headers()}
+            sent = {**headers, **run.partial.range_headers()}
             try:
                 async with self.session.get(url, headers=sent, allow_redirects=False) as response:
                     if response.status in REDIRECTS and "Location" in response.headers:
@@ -201,12 +212,10 @@ class Downloader:
                         url = urljoin(url, response.headers["Location"])
                         headers = _redirect_headers(target.headers, first_origin, url)
                         continue
-                    outcome, prefix = await self._judge(endpoint.source, target, response, hop)
+                    outcome, prefix = await self._judge(run.endpoint.source, target, response, hop)
                     if outcome.verdict is not Verdict.CONTENT:
                         return _Answered(outcome, response.headers.get("Retry-After"))
-                    return await self._receive(
-                        job, endpoint.doc, partial, response, checkpoint, prefix=prefix
-                    )
+                    return await self._receive(run, response, prefix)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
         raise TransientError("too many redirects", url=url)
@@ -240,24 +249,17 @@ class Downloader:
         return outcome, prefix
 
     async def _receive(
-        self,
-        job: JobSpec,
-        doc: RemoteDocument,
-        partial: Partial,
-        response: aiohttp.ClientResponse,
-        checkpoint: Checkpoint,
-        *,
-        prefix: bytes,
+        self, run: _Fetch, response: aiohttp.ClientResponse, prefix: bytes
     ) -> Fetched:
-        url = str(response.url)
+        job, partial = run.job, run.partial
         total = partial.accept(response)
-        expected = expected_size(doc, job, total)
+        expected = expected_size(run.endpoint.doc, job, total)
         await self._check_space(expected, partial.offset)
         partial.take_validator(response)
         if partial.offset or expected is None or expected > JOURNAL_ABOVE:
-            await checkpoint(job.job_id, partial.offset, partial.validator)  # what a resume needs
-        await self._stream(job, response, partial, checkpoint, prefix)
-        return await self._finish(partial, expected, url)
+            await run.checkpoint(job.job_id, partial.offset, partial.validator)  # for a resume
+        await self._stream(run, response, prefix)
+        return await self._finish(partial, expected, str(response.url))
 
     async def _check_space(self, expected: int | None, offset: int) -> None:
         if not self.min_free_space:
@@ -277,14 +279,8 @@ class Downloader:
             self._free_checked = now
         return self._free
 
-    async def _stream(
-        self,
-        job: JobSpec,
-        response: aiohttp.ClientResponse,
-        partial: Partial,
-        checkpoint: Checkpoint,
-        prefix: bytes,
-    ) -> None:
+    async def _stream(self, run: _Fetch, response: aiohttp.ClientResponse, prefix: bytes) -> None:
+        partial, job = run.partial, run.job
         sink = _Sink(partial)
         chunks: list[bytes] = [prefix] if prefix else []
         gathered = len(prefix)
@@ -300,7 +296,7 @@ class Downloader:
                         await sink.write(chunks)
                         if partial.offset - last_checkpoint >= CHECKPOINT_BYTES:
                             last_checkpoint = partial.offset
-                            await checkpoint(job.job_id, partial.offset, partial.validator)
+                            await run.checkpoint(job.job_id, partial.offset, partial.validator)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 await sink.write(chunks)  # keep what arrived intact
                 raise TransientError(
@@ -308,7 +304,7 @@ class Downloader:
                 ) from exc
             except asyncio.CancelledError:  # shutting down: leave a resumable job behind
                 await sink.write(chunks)
-                await checkpoint(job.job_id, partial.offset, partial.validator)
+                await run.checkpoint(job.job_id, partial.offset, partial.validator)
                 raise
             await sink.write(chunks, last=True)
         finally:

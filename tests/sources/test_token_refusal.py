@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.config import AgentConfig, Secret, SourceConfig, StandardMetricsSettings
+from agent.config import parse_config
 from agent.errors import AuthenticationError
 from agent.models import JobSpec, RemoteDocument
 from agent.sandbox.server import serve
@@ -80,21 +80,18 @@ class Env:
     tmp: Path
 
     def source(self) -> StandardMetricsSource:
-        config = SourceConfig(
-            name="sm",
-            type="standard-metrics",
-            base_url=f"{self.base}/v1",
-            poll_interval=60.0,
-            requests_per_minute=None,
-            enabled=True,
-            client_id="demo-client",
-            client_secret=Secret("demo-secret"),
-            write_metadata=False,
-            settings=StandardMetricsSettings(token_url=f"{self.base}/o/token/"),
-        )
-        agent = AgentConfig(mirror_dir=self.tmp, state_dir=self.tmp, state_url="")
+        source = {
+            "name": "sm",
+            "type": "standard-metrics",
+            "base_url": f"{self.base}/v1",
+            "token_url": f"{self.base}/o/token/",
+            "client_id": "demo-client",
+            "client_secret": "demo-secret",
+        }
+        config = parse_config({"agent": {"mirror_dir": str(self.tmp)}, "sources": [source]}, env={})
         client = ApiClient(self.session, RateLimiter(None), source="sm", sleep=no_sleep)
-        return StandardMetricsSource(SourceContext(config, agent, client, MemorySourceState()))
+        ctx = SourceContext(config.sources[0], config.agent, client, MemorySourceState())
+        return StandardMetricsSource(ctx)
 
     async def download_all(self, source: StandardMetricsSource) -> dict[str, bytes]:
         """Every document through the shared Downloader, eight at a time."""

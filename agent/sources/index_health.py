@@ -368,8 +368,8 @@ class IndexHealthSource(BaseSource):
         head = answer.head
         if _origin(head.url) != _origin(self.base_url):  # a presigned URL's storage host
             if is_unauthorized(head.status):
-                expired = ExpiredUrlError("the storage host refused the URL", url=head.url)
-                return Outcome.of(expired)
+                refused = "the storage host refused the URL"
+                return Outcome.of(ExpiredUrlError(refused, url=head.url, status=head.status))
             return judge(raise_for_status, head)
         envelope = None
         if "json" in head.headers.get("Content-Type", "").lower():

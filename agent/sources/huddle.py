@@ -32,9 +32,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from agent.config import HuddleSettings
-from agent.errors import AuthenticationError, FatalSourceError, SkipDocument, safe_url
+from agent.errors import FatalSourceError, SkipDocument, safe_url
 from agent.log import get_logger
-from agent.models import DownloadTarget, RemoteDocument, ResponseHead
+from agent.models import RemoteDocument
 from agent.sources.base import BaseSource, SourceContext
 from agent.sources.http import ApiResponse
 from agent.sources.huddle_auth import HuddleAuth
@@ -51,6 +51,8 @@ from agent.sources.huddle_items import (
     remote_documents,
     unique_label,
 )
+from agent.sources.vendor import failed_call
+from agent.transfer.contract import Answer, DownloadTarget, Outcome, judge
 
 API_JSON = "application/vnd.huddle.data+json"
 PAGE_SIZE = 250  # the documented maximum
@@ -91,11 +93,8 @@ class HuddleSource(BaseSource):
         conversion_budget: float = POLL_BUDGET,
     ) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, HuddleSettings)
-        self.settings = settings
-        self.base_url = ctx.config.base_url.rstrip("/")
-        self.auth = HuddleAuth(ctx, settings, clock=clock)
+        self.settings = self.settings_of(HuddleSettings)
+        self.auth = HuddleAuth(ctx, self.settings, clock=clock)
         self.converter = Converter(ctx.client, self.auth, sleep=sleep, budget=conversion_budget)
         self.log = get_logger(source=self.name)
 
@@ -253,11 +252,8 @@ class HuddleSource(BaseSource):
         return False
 
     def _json(self, response: ApiResponse, url: str) -> Mapping[str, Any]:
-        status = response.status
-        if status == 401:
-            raise AuthenticationError(self.name, "the API refused a freshly renewed token")
-        if status != 200:
-            raise FatalSourceError(self.name, f"listing {safe_url(url)} failed: HTTP {status}")
+        if response.status != 200:
+            raise failed_call(self.name, "listing", response.status, url=url)
         body = response.json()
         if not isinstance(body, dict):
             raise FatalSourceError(self.name, f"{safe_url(url)} did not answer a JSON object")
@@ -285,14 +281,10 @@ class HuddleSource(BaseSource):
         if accept:
             url = await self.converter.prepare(doc.locator, accept, reason)
             headers["Accept"] = accept
-        headers["Authorization"] = await self.auth.authorization()
-        return DownloadTarget(url, headers)
+        return DownloadTarget.authorized(url, await self.auth.lease(), headers)
 
-    def check_response(self, head: ResponseHead) -> None:
-        check_content(head)
-
-    async def on_unauthorized(self, rejected: str) -> None:
-        await self.auth.refresh(rejected)
+    async def check_download(self, answer: Answer) -> Outcome:
+        return judge(check_content, answer.head)
 
 
 def with_page_size(url: str, size: int) -> str:

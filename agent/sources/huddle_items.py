@@ -13,13 +13,12 @@ import json
 import mimetypes
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from agent.models import RemoteDocument
+from agent.sources.vendor import parse_date
 
 NO_PERMISSION = "no download permission"
 CACHE_FORMAT = 1
@@ -48,24 +47,6 @@ def id_from_href(url: str) -> str:
     """A resource's id: the last path segment of its `self` link."""
     segments = [s for s in urlsplit(url).path.split("/") if s]
     return segments[-1] if segments else url
-
-
-def parse_date(value: object) -> datetime | None:
-    """An ISO-8601 or RFC 1123 date as an aware UTC datetime, or None if it is neither."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    parsed: datetime | None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        try:
-            parsed = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def canonical_date(value: object) -> str:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.config import AgentConfig, HuddleSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, PermanentError, SkipDocument, TransientError
-from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
+from agent.models import JobSpec, RemoteDocument
 from agent.sandbox.huddle import HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
@@ -26,6 +26,7 @@ from agent.sources.huddle_auth import pick_refresh_token, seed_fingerprint
 from agent.sources.huddle_content import check_content, poll_delays
 from agent.sources.huddle_items import canonical_date, change_key, rendition_name
 from agent.state.source_state import MemorySourceState
+from agent.transfer.contract import DownloadTarget, ResponseHead
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 
@@ -670,3 +671,29 @@ def test_rendition_names_replace_the_extension() -> None:
 def test_page_size_is_set_without_touching_the_rest_of_the_link() -> None:
     assert with_page_size("http://h/p/1", 250) == "http://h/p/1?size=250"
     assert with_page_size("http://h/p/1?size=50&x=1", 250) == "http://h/p/1?x=1&size=250"
+
+
+@pytest.mark.parametrize("expired_status", [401, 403])
+async def test_eight_downloads_in_flight_when_the_token_dies_renew_it_once(
+    storage: StorageHost,
+    clock: FakeClock,
+    make_source: SourceFactory,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    expired_status: int,
+) -> None:
+    """Expiry under concurrency is renewed once and fails nothing (issue 11)."""
+    sb = HuddleSandbox(storage, clock=clock, expired_status=expired_status)
+    async with sb.running():
+        ws = sb.add_workspace("W")
+        for i in range(8):
+            sb.add_document(sb.root_folder_id(ws), f"d{i}.txt", b"body %d" % i, mime="text/plain")
+        source = make_source(workspaces=(ws,), sb=sb)
+        docs = await listing(source)
+        sb.expire_all_tokens()  # every first hop in flight is refused
+        bodies = await asyncio.gather(
+            *(download(session, source, doc, tmp_path / str(n)) for n, doc in enumerate(docs))
+        )
+        assert sorted(bodies) == [b"body %d" % i for i in range(8)]
+        assert len(sb.log.matching("POST", "/token")) == 2  # the listing's, one renewal
+        assert sb.reused_refresh_tokens == []

@@ -1,6 +1,7 @@
 """Imports between the parts of `agent/` point one way: down the layers, never in a cycle.
 
-    cli, progress, demo, __main__     the command line and what only it uses
+    cli, progress, demo, demo_world,  the command line and what only it uses
+    starter, templates, __main__
     daemon, web, metrics, notify      the service shell
     agent (agent.py)                  the composition root: opens and wires everything
     engine                            one pass: list, plan, download, record
@@ -11,7 +12,7 @@
 
 A part may import a part of a lower layer, or of its own layer as long as no cycle forms.
 `agent/sandbox/` imports nothing from `agent` outside itself (a sandbox sharing code with
-the client would hide a bug in both), and only `demo` imports it. Every import counts:
+the client would hide a bug in both), and only the demo (`demo`, `demo_world`) imports it. Every import counts:
 module level, inside functions, and under TYPE_CHECKING alike.
 """
 
@@ -31,6 +32,9 @@ LAYERS: Mapping[str, int] = {
     "cli": 7,
     "progress": 7,
     "demo": 7,
+    "demo_world": 7,
+    "starter": 7,
+    "templates": 7,
     "__main__": 7,
     "daemon": 6,
     "web": 6,
@@ -47,7 +51,7 @@ LAYERS: Mapping[str, int] = {
     "log": 0,
     "__init__": 0,  # `from agent import __version__`
 }
-SANDBOX_USERS = frozenset({"demo"})
+SANDBOX_USERS = frozenset({"demo", "demo_world"})
 
 
 @dataclass(frozen=True, slots=True)

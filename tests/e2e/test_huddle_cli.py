@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox.huddle import HuddleSandbox
+from agent.sandbox.huddle import RICH, HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import CliResult, run_cli, write_config
 
@@ -50,7 +50,7 @@ class World:
 
 async def open_world(tmp_path: Path, **options: Any) -> AsyncIterator[World]:
     storage = StorageHost()
-    api = HuddleSandbox(storage, **options)
+    api = HuddleSandbox(storage, **{**RICH, **options})
     ws = api.add_workspace("Projects")
     async with storage.running(), api.running():
         yield World(storage, api, ws, tmp_path / "mirror", tmp_path / "state", tmp_path)

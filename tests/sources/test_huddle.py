@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from agent.config import AgentConfig, HuddleSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, PermanentError, SkipDocument, TransientError
 from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
-from agent.sandbox.huddle import HuddleSandbox
+from agent.sandbox.huddle import RICH, HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
@@ -69,7 +69,7 @@ async def storage(clock: FakeClock) -> AsyncIterator[StorageHost]:
 
 @pytest.fixture
 async def sandbox(storage: StorageHost, clock: FakeClock) -> AsyncIterator[HuddleSandbox]:
-    sb = HuddleSandbox(storage, clock=clock)
+    sb = HuddleSandbox(storage, clock=clock, **RICH)
     async with sb.running():
         yield sb
 
@@ -380,7 +380,9 @@ async def test_concurrent_rejections_renew_the_token_once(
 async def test_expired_token_refused_with_403_and_oauth2_scheme_renews(
     storage: StorageHost, clock: FakeClock, make_source: SourceFactory
 ) -> None:
-    old_docs = HuddleSandbox(storage, clock=clock, expired_status=403, auth_scheme="OAuth2")
+    old_docs = HuddleSandbox(
+        storage, clock=clock, **{**RICH, "expired_status": 403, "auth_scheme": "OAuth2"}
+    )
     async with old_docs.running():
         ws = old_docs.add_workspace("W")
         old_docs.add_document(old_docs.root_folder_id(ws), "a.txt", b"a")
@@ -539,7 +541,7 @@ async def test_failed_conversion_is_transient_and_succeeds_on_a_later_pass(
 async def test_conversion_that_never_finishes_gives_up_within_its_budget(
     storage: StorageHost, clock: FakeClock, make_source: SourceFactory, sleeps: Sleeps
 ) -> None:
-    slow = HuddleSandbox(storage, clock=clock, conversion_polls=10_000)
+    slow = HuddleSandbox(storage, clock=clock, **RICH, conversion_polls=10_000)
     async with slow.running():
         ws = slow.add_workspace("W")
         slow.add_document(slow.root_folder_id(ws), "r.docx", b"w", mime=DOCX)
@@ -583,7 +585,7 @@ async def test_the_downloader_fetches_original_and_polled_rendition_through_an_e
     session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    old_docs = HuddleSandbox(storage, clock=clock, expired_status=403)
+    old_docs = HuddleSandbox(storage, clock=clock, **{**RICH, "expired_status": 403})
     async with old_docs.running():
         ws = old_docs.add_workspace("W")
         doc_id = old_docs.add_document(old_docs.root_folder_id(ws), "r.docx", b"w", mime=DOCX)

@@ -473,7 +473,7 @@ async def test_renditions_are_listed_beside_the_original(
     pdf = rendition(docs, "report.pdf")
     assert pdf.remote_id == f"{doc_id}#{PDF}"
     assert pdf.version == rendition(docs, "report.docx").version
-    assert pdf.attrs == {"accept": PDF, "x-download-reason": "offline-file"}
+    assert pdf.attrs == {"accept": PDF, "x-download-reason": "offline-file-preview"}
 
 
 async def test_existing_conversion_is_fetched_without_polling(
@@ -597,7 +597,7 @@ async def test_the_downloader_fetches_original_and_polled_rendition_through_an_e
         assert await download(session, source, pdf, tmp_path / "b") == b"%PDF-sandbox w"
         assert old_docs.reused_refresh_tokens == []
         reasons = {reason for doc, reason in old_docs.download_reasons if doc == doc_id}
-        assert reasons == {"offline-file"}
+        assert reasons == {"offline-file", "offline-file-preview"}
 
 
 async def test_the_downloader_records_a_document_without_content_as_skipped(

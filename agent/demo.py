@@ -9,7 +9,7 @@ from pathlib import Path
 from agent.agent import Agent
 from agent.config import parse_config
 from agent.models import PassStats
-from agent.sandbox.standard_metrics import StandardMetricsSandbox
+from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from agent.state.store import Store
 
@@ -19,7 +19,7 @@ DEMO_SOURCE = "demo"
 async def run_demo(folder: Path, *, documents: int = 36) -> int:
     """Start the sandbox on loopback, run one pass into `folder`, check every byte."""
     storage = StorageHost()
-    sandbox = StandardMetricsSandbox(storage)
+    sandbox = StandardMetricsSandbox(storage, **RICH)  # unthrottled: the demo is quick
     sandbox.populate_demo(n=documents, seed=0)
     with tempfile.TemporaryDirectory(prefix="sync-agent-demo-") as state_dir:
         async with storage.running(), sandbox.running() as base:

@@ -18,7 +18,7 @@ from tests.e2e.test_index_health_cli import World, mirror_files, open_world, sta
 pytestmark = pytest.mark.e2e
 
 MINIMAL: IndexHealthKnobs = {}
-MODES = {"minimal": MINIMAL, "rich": RICH}
+MODES = {"minimal": MINIMAL, "rich": RICH, "nulls": {**RICH, "optional_fields": "null"}}
 
 
 def fill(world: World, n: int) -> tuple[dict[str, bytes], str]:
@@ -32,14 +32,14 @@ def fill(world: World, n: int) -> tuple[dict[str, bytes], str]:
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 async def test_both_readings_mirror_the_whole_collection(tmp_path: Path, mode: str) -> None:
-    """Minimal and rich servers give the same files; the URL-only document is skipped."""
+    """Minimal, rich and null-filled answers give the same files; the URL-only one is skipped."""
     async with open_world(tmp_path, MODES[mode]) as world:
         contents, link = fill(world, n=3)
         result = await sync(world)
         assert result.code == 0, result.stderr
         files = mirror_files(world.mirror)
         assert sorted(files.values()) == sorted(contents.values())
-        folder = "Cardiology" if mode == "rich" else world.collection  # no collection_name
+        folder = world.collection if mode == "minimal" else "Cardiology"  # no collection_name
         assert {Path(p).parent for p in files} == {Path("ih") / folder}
         skipped = (await status(world))["skipped_documents"]
         assert [s["remote_id"] for s in skipped] == [link]

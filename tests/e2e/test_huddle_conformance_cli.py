@@ -52,6 +52,15 @@ def restricted_and_empty(world: World) -> dict[str, str]:
     }
 
 
+async def mirror_exactly(world: World, ids: list[str]) -> dict[str, bytes]:
+    """Run a pass and check that the mirror holds exactly the documents `ids`."""
+    result = await sync(world)
+    assert result.code == 0, result.stderr
+    files = mirror_files(world.mirror)
+    assert sorted(files.values()) == sorted(world.api.document(i).data for i in ids)
+    return files
+
+
 async def unchanged_pass_requests(world: World, empty: str) -> int:
     """How many listing requests the API sees in a pass after nothing changed.
 
@@ -74,10 +83,7 @@ async def test_self_only_summaries_mirror_nested_folders_past_250_and_skip_restr
     world = minimal
     ids = nested_tree(world, bulk_size=260)
     odd = restricted_and_empty(world)
-    result = await sync(world)
-    assert result.code == 0, result.stderr
-    files = mirror_files(world.mirror)
-    assert sorted(files.values()) == sorted(world.api.document(i).data for i in ids)
+    files = await mirror_exactly(world, ids)
     assert sum(1 for p in files if "Bulk" in Path(p).parts) == 260
     assert any("Drawings" in Path(p).parts for p in files)
     skipped = {s["remote_id"]: s["reason"] for s in (await status(world))["skipped_documents"]}
@@ -93,10 +99,7 @@ async def test_both_readings_mirror_the_same_tree_and_an_unchanged_pass_costs_on
     async for world in open_world(tmp_path, MODES[mode]):
         ids = nested_tree(world, bulk_size=3)
         odd = restricted_and_empty(world)
-        result = await sync(world)
-        assert result.code == 0, result.stderr
-        files = mirror_files(world.mirror)
-        assert sorted(files.values()) == sorted(world.api.document(i).data for i in ids)
+        files = await mirror_exactly(world, ids)
         assert {str(Path(p).parent) for p in files} == {
             "hd/Projects",
             "hd/Projects/Design/Drawings",

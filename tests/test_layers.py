@@ -12,8 +12,8 @@
 
 A part may import a part of a lower layer, or of its own layer as long as no cycle forms.
 `agent/sandbox/` imports nothing from `agent` outside itself (a sandbox sharing code with
-the client would hide a bug in both), and only the demo (`demo`, `demo_world`) imports it. Every import counts:
-module level, inside functions, and under TYPE_CHECKING alike.
+the client would hide a bug in both), and only the demo (`demo`, `demo_world`) imports it.
+Every import counts: module level, inside functions, and under TYPE_CHECKING alike.
 """
 
 from __future__ import annotations

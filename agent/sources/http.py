@@ -209,6 +209,8 @@ class ApiClient:
             raise error
         if decision.action is Action.RENEW:
             assert request.auth is not None  # for mypy: checked above
+            if decision.delay:
+                await self.sleep(decision.delay)
             await request.auth.renew(refused)
             return
         if decision.throttled:

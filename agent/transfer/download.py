@@ -179,6 +179,8 @@ class Downloader:
             run.target = None  # renewed credentials or an expired URL: ask for a new target
         if decision.action is Action.RENEW:
             run.renewals += 1
+            if decision.delay:
+                await self.sleep(decision.delay)
             refused = used.credential if used is not None else None
             await run.endpoint.source.renew(refused.header if refused is not None else "")
             return

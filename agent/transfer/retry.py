@@ -6,12 +6,16 @@
     CONTENT     done               done
     RETRY       retry after delay  give up            RetryLaterError/DiskSpaceError: give up
     RETARGET    retarget + delay   give up            ask the source for a fresh target
-    RENEW       renew at once      -                  up to `max_renewals`, then give up
+    RENEW       renew              -                  up to `max_renewals`, then give up
     SKIP, FAIL  give up            give up
 
 The delay is the server's Retry-After when it sent one (capped), else capped exponential
-back-off with full jitter. A 429 is `throttled`: the caller pauses the source's whole
-request budget for the delay, then waits it out like any other retry.
+back-off with full jitter. A request renews at once the first `renew_at_once` times; after
+that each renewal waits a short jittered pause first, so requests that keep losing the race
+for a short-lived token spread out instead of giving up: a token that works for someone is
+expiry, renewed as often as needed (`max_renewals` only stops a server that refuses one
+request forever while accepting the others). A 429 is `throttled`: the caller pauses the
+source's whole request budget for the delay, then waits it out like any other retry.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int = 6
-    max_renewals: int = 5  # renewals of one request; each needs a token that worked
+    max_renewals: int = 30  # renewals of one request; each needs a token that worked
+    renew_at_once: int = 2  # renewals of one request before each waits a jittered pause
     cap: float = 120.0  # the longest wait, whatever Retry-After says
 
 
@@ -66,7 +71,11 @@ def decide(
     if verdict is Verdict.CONTENT:
         return Decision(Action.DONE)
     if verdict is Verdict.RENEW:
-        return Decision(Action.RENEW if renewals < policy.max_renewals else Action.GIVE_UP)
+        if renewals >= policy.max_renewals:
+            return Decision(Action.GIVE_UP)
+        late = renewals - policy.renew_at_once + 1
+        delay = backoff_delay(late, base=0.05, cap=2.0, rand=rand) if late > 0 else 0.0
+        return Decision(Action.RENEW, delay)
     if verdict not in (Verdict.RETRY, Verdict.RETARGET) or attempt >= policy.max_attempts:
         return Decision(Action.GIVE_UP)
     if isinstance(outcome.error, RetryLaterError | DiskSpaceError):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from agent.config import AgentConfig, HuddleSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, PermanentError, SkipDocument, TransientError
 from agent.models import JobSpec, RemoteDocument
-from agent.sandbox.huddle import HuddleSandbox
+from agent.sandbox.huddle import RICH, HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
@@ -70,7 +70,7 @@ async def storage(clock: FakeClock) -> AsyncIterator[StorageHost]:
 
 @pytest.fixture
 async def sandbox(storage: StorageHost, clock: FakeClock) -> AsyncIterator[HuddleSandbox]:
-    sb = HuddleSandbox(storage, clock=clock)
+    sb = HuddleSandbox(storage, clock=clock, **RICH)
     async with sb.running():
         yield sb
 
@@ -381,7 +381,9 @@ async def test_concurrent_rejections_renew_the_token_once(
 async def test_expired_token_refused_with_403_and_oauth2_scheme_renews(
     storage: StorageHost, clock: FakeClock, make_source: SourceFactory
 ) -> None:
-    old_docs = HuddleSandbox(storage, clock=clock, expired_status=403, auth_scheme="OAuth2")
+    old_docs = HuddleSandbox(
+        storage, clock=clock, **{**RICH, "expired_status": 403, "auth_scheme": "OAuth2"}
+    )
     async with old_docs.running():
         ws = old_docs.add_workspace("W")
         old_docs.add_document(old_docs.root_folder_id(ws), "a.txt", b"a")
@@ -472,7 +474,7 @@ async def test_renditions_are_listed_beside_the_original(
     pdf = rendition(docs, "report.pdf")
     assert pdf.remote_id == f"{doc_id}#{PDF}"
     assert pdf.version == rendition(docs, "report.docx").version
-    assert pdf.attrs == {"accept": PDF, "x-download-reason": "offline-file"}
+    assert pdf.attrs == {"accept": PDF, "x-download-reason": "offline-file-preview"}
 
 
 async def test_existing_conversion_is_fetched_without_polling(
@@ -540,7 +542,7 @@ async def test_failed_conversion_is_transient_and_succeeds_on_a_later_pass(
 async def test_conversion_that_never_finishes_gives_up_within_its_budget(
     storage: StorageHost, clock: FakeClock, make_source: SourceFactory, sleeps: Sleeps
 ) -> None:
-    slow = HuddleSandbox(storage, clock=clock, conversion_polls=10_000)
+    slow = HuddleSandbox(storage, clock=clock, **RICH, conversion_polls=10_000)
     async with slow.running():
         ws = slow.add_workspace("W")
         slow.add_document(slow.root_folder_id(ws), "r.docx", b"w", mime=DOCX)
@@ -584,7 +586,7 @@ async def test_the_downloader_fetches_original_and_polled_rendition_through_an_e
     session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    old_docs = HuddleSandbox(storage, clock=clock, expired_status=403)
+    old_docs = HuddleSandbox(storage, clock=clock, **{**RICH, "expired_status": 403})
     async with old_docs.running():
         ws = old_docs.add_workspace("W")
         doc_id = old_docs.add_document(old_docs.root_folder_id(ws), "r.docx", b"w", mime=DOCX)
@@ -596,7 +598,7 @@ async def test_the_downloader_fetches_original_and_polled_rendition_through_an_e
         assert await download(session, source, pdf, tmp_path / "b") == b"%PDF-sandbox w"
         assert old_docs.reused_refresh_tokens == []
         reasons = {reason for doc, reason in old_docs.download_reasons if doc == doc_id}
-        assert reasons == {"offline-file"}
+        assert reasons == {"offline-file", "offline-file-preview"}
 
 
 async def test_the_downloader_records_a_document_without_content_as_skipped(

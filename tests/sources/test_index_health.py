@@ -28,7 +28,7 @@ from agent.errors import (
     TransientError,
 )
 from agent.models import JobSpec, RemoteDocument
-from agent.sandbox.index_health import IndexHealthSandbox
+from agent.sandbox.index_health import RICH, IndexHealthSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
@@ -127,7 +127,7 @@ async def check(source: IndexHealthSource, answer: Answer) -> None:
 async def running(clock: Callable[[], float] | None = None, **options: Any) -> AsyncIterator[Env]:
     fake = FakeClock()
     storage = StorageHost(clock=fake)
-    sandbox = IndexHealthSandbox(storage, clock=clock or fake, **options)
+    sandbox = IndexHealthSandbox(storage, clock=clock or fake, **{**RICH, **options})
     async with storage.running(), sandbox.running() as base, open_session() as session:
         yield Env(sandbox, storage, fake, base, session, MemorySourceState())
 

@@ -23,7 +23,7 @@ from yarl import URL
 from agent.config import AgentConfig, OpenCdeSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, FatalSourceError
 from agent.models import JobSpec, RemoteDocument
-from agent.sandbox.opencde import OpenCdeSandbox
+from agent.sandbox.opencde import RICH, OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
@@ -130,7 +130,7 @@ def sandbox_options() -> dict[str, Any]:
 @pytest.fixture
 async def env(sandbox_options: dict[str, Any], tmp_path: Path) -> AsyncIterator[Env]:
     storage = StorageHost()
-    sandbox = OpenCdeSandbox(storage, **sandbox_options)
+    sandbox = OpenCdeSandbox(storage, **{**RICH, **sandbox_options})
     async with (
         storage.running(),
         sandbox.running() as base,

@@ -149,3 +149,19 @@ def test_cross_pass_retries_grow_but_stay_within_an_hour(attempts: int) -> None:
 
 def test_permanent_failures_wait_hours() -> None:
     assert next_retry_seconds(1, permanent=True) == PERMANENT_RETRY_SECONDS >= 3600.0
+
+
+def test_renewals_beyond_the_first_ones_wait_a_growing_jittered_pause() -> None:
+    """A request that keeps losing short-lived tokens pauses before renewing, never gives up
+    early: the first renewals go at once, later ones wait 0.05 s doubling, capped at 2 s."""
+    policy = RetryPolicy(max_renewals=30, renew_at_once=2)
+    delays = [
+        decide(1, Outcome.renew(URL, 403), None, NOW, renewals=n, policy=policy, rand=lambda: 1.0)
+        for n in range(30)
+    ]
+    assert all(d.action is Action.RENEW for d in delays)
+    assert [d.delay for d in delays[:5]] == [0.0, 0.0, 0.05, 0.1, 0.2]
+    assert max(d.delay for d in delays) == 2.0
+    assert decide(1, Outcome.renew(URL, 403), None, NOW, renewals=30, policy=policy).action is (
+        Action.GIVE_UP
+    )

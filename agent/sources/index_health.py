@@ -42,6 +42,7 @@ from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
+from msgspec.structs import asdict
 from yarl import URL
 
 from agent.config import IndexHealthSettings
@@ -249,7 +250,7 @@ class IndexHealthAuth(TokenAuth):
     async def obtain(self) -> Token:
         secret = self.ctx.config.client_secret
         assert secret is not None
-        user = {k: v for k, v in dataclasses.asdict(self.settings.user).items() if v is not None}
+        user = {k: v for k, v in asdict(self.settings.user).items() if v is not None}
         body = {
             "client_id": self.ctx.config.client_id,
             "client_secret": secret.reveal(),

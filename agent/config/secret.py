@@ -15,6 +15,7 @@ from pathlib import Path
 from agent.errors import ConfigError
 
 VARIABLE_RE = re.compile(r"\$\{?(\w+)\}?")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VARIANTS = ("", "_file", "_env")
 
 
@@ -62,6 +63,8 @@ def read_secret(
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{prefix}.{key}", "expected a non-empty string")
     if key.endswith("_env"):
+        if not ENV_NAME_RE.match(value):  # perhaps the secret itself: never echo it
+            raise ConfigError(f"{prefix}.{key}", "expected the name of an environment variable")
         if not env.get(value):
             raise ConfigError(f"{prefix}.{key}", f"environment variable {value} is not set")
         return Secret(env[value].strip())

@@ -138,6 +138,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(config_path(args))
     names = ", ".join(f"{s.name} ({s.type})" for s in config.sources) or "no sources"
     print(f"configuration OK: {names}")
+    for override in config.overrides:  # secrets show as ***
+        print(f"  {override.key} = {override.shown}  (from {override.variable})")
     return EXIT_OK
 
 

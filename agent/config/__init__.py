@@ -1,4 +1,4 @@
-"""Configuration: the TOML file, loaded once into frozen, validated objects.
+"""Configuration: the TOML file and its environment overrides, loaded once into frozen objects.
 
 Every mistake becomes a `ConfigError` naming the key (exit 78). Secrets are read from the
 file, a file path or an environment variable, and are wrapped so they never print. The
@@ -13,6 +13,7 @@ from agent.config.load import load_config, parse_config
 from agent.config.model import (
     AgentConfig,
     Config,
+    EnvOverride,
     HuddleSettings,
     IndexHealthSettings,
     IndexHealthUser,
@@ -29,6 +30,7 @@ __all__ = [
     "SOURCE_TYPES",
     "AgentConfig",
     "Config",
+    "EnvOverride",
     "HuddleSettings",
     "IndexHealthSettings",
     "IndexHealthUser",

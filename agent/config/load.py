@@ -1,11 +1,12 @@
-"""Loading: the TOML file and its tables, read in order.
+"""Loading: the TOML file, its environment overrides, and the tables read in order.
 
-`load_config` reads the file and validates it; `parse_config` validates already-parsed data.
-Both raise `ConfigError` naming the key (exit 78).
+`load_config` reads the file, applies `SYNC_AGENT_*` overrides and validates; `parse_config`
+validates already-parsed data. Both raise `ConfigError` naming the key (exit 78).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from agent.config.env import apply_overrides, blame_override
 from agent.config.kinds import KINDS, SOURCE_TYPES, SourceKind
 from agent.config.model import AgentConfig, Config, SourceConfig
 from agent.config.schema import Context, convert, file_keys, prepare, read_table
@@ -26,7 +28,7 @@ DEFAULT_STATE_DIR = "~/.local/state/sync-agent"
 def load_config(
     path: Path | str, env: Mapping[str, str] | None = None, *, secrets: bool = True
 ) -> Config:
-    """Read and validate the configuration file; raise ConfigError naming the key."""
+    """Read the file, apply the environment's overrides, validate; ConfigError names the key."""
     env = os.environ if env is None else env
     path = Path(path)
     try:
@@ -37,7 +39,12 @@ def load_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("toml", f"{path}: {exc}") from exc
-    return parse_config(data, env, path, secrets=secrets)
+    data, overrides = apply_overrides(data, env)
+    try:
+        config = parse_config(data, env, path, secrets=secrets)
+    except ConfigError as exc:
+        raise blame_override(exc, overrides) from None
+    return dataclasses.replace(config, overrides=overrides)
 
 
 def parse_config(

@@ -127,6 +127,15 @@ class SourceConfig(Table, frozen=True, kw_only=True):
 
 
 @dataclass(frozen=True)
+class EnvOverride:
+    """One key set by an environment variable; `shown` is `***` for a secret."""
+
+    variable: str
+    key: str
+    shown: str
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: `[agent]`, the sources, and where it came from."""
 
@@ -134,6 +143,7 @@ class Config:
     sources: tuple[SourceConfig, ...]
     path: Path | None = None
     raw_sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    overrides: tuple[EnvOverride, ...] = ()
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:

@@ -11,7 +11,6 @@ as a JSON array or comma-separated. A mistake names both the variable and the ke
 from __future__ import annotations
 
 import copy
-import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -140,13 +139,12 @@ def _value(annotation: Any, text: str, key: str, variable: str) -> object:
         return text  # a duration or a size such as 30s or 1G, checked by the key's parser
 
 
-def _list(text: str, key: str, variable: str) -> list[object]:
+def _list(text: str, key: str, variable: str) -> object:
     if not text.lstrip().startswith("["):
         return [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(key, f"expected a JSON list, {exc.msg} (set by {variable})") from None
-    if not isinstance(value, list):
-        raise ConfigError(key, f"expected a JSON list (set by {variable})")
-    return value
+    try:  # a JSON array of strings or numbers is also a TOML array
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(
+            key, f'expected a list such as ["a", "b"] or a,b (set by {variable})'
+        ) from None

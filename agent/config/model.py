@@ -6,8 +6,6 @@ value as written. A field typed `Secret` also accepts `<key>_file` and `<key>_en
 rules that span keys or depend on the source type live in `agent/config/load.py`.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +39,11 @@ Url = Annotated[str, Parse(parse_url)]
 
 
 class Table(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A TOML table: unknown keys refused. Subclasses repeat `frozen=True, kw_only=True`: msgspec
-    does not inherit `kw_only`, mypy neither `frozen`."""
+    """A TOML table: unknown keys refused, frozen, built by keyword.
+
+    Subclasses repeat `frozen=True, kw_only=True`: msgspec does not inherit `kw_only`, and
+    mypy does not see an inherited `frozen`.
+    """
 
 
 class AgentConfig(Table, frozen=True, kw_only=True):

@@ -9,10 +9,12 @@ check (required keys, unknown keys, constraints). msgspec reports a path such as
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
@@ -69,7 +71,7 @@ def prepare(
 ) -> dict[str, object]:
     """The table with its values parsed and its secrets read, ready for `convert`."""
     out = dict(table)
-    for field in msgspec.structs.fields(cls):
+    for field in fields_of(cls).values():
         key = f"{prefix}.{field.name}"
         if takes_secret(field.type):
             for variant in secret_keys(field.name):
@@ -91,14 +93,16 @@ def convert(cls: type[T], data: Mapping[str, object], prefix: str) -> T:
         raise _named(exc, cls, data, prefix) from None
 
 
-def fields_of(cls: type[msgspec.Struct]) -> dict[str, FieldInfo]:
-    return {field.name: field for field in msgspec.structs.fields(cls)}
+@functools.cache
+def fields_of(cls: type[msgspec.Struct]) -> Mapping[str, FieldInfo]:
+    """The declared keys of a table class (resolved once: resolving annotations is slow)."""
+    return MappingProxyType({field.name: field for field in msgspec.structs.fields(cls)})
 
 
 def file_keys(cls: type[msgspec.Struct]) -> set[str]:
     """Every key a table of `cls` may hold, with the `_file`/`_env` forms of its secrets."""
     keys: set[str] = set()
-    for field in msgspec.structs.fields(cls):
+    for field in fields_of(cls).values():
         keys.update(secret_keys(field.name) if takes_secret(field.type) else (field.name,))
     return keys
 

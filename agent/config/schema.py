@@ -177,8 +177,10 @@ def _named(
     match = AT_RE.match(str(exc))
     message, path = (match["message"], match["path"]) if match else (str(exc), "")
     if found := MISSING_RE.match(message):
-        table = nested_table(_type_at(cls, [*_segments(path), found[1]]))
-        return ConfigError(f"{prefix}{path}.{found[1]}", "is required" + " (a table)" * bool(table))
+        is_table = nested_table(_type_at(cls, [*_segments(path), found[1]])) is not None
+        return ConfigError(
+            f"{prefix}{path}.{found[1]}", "is required (a table)" if is_table else "is required"
+        )
     if found := UNKNOWN_RE.match(message):
         return ConfigError(f"{prefix}{path}.{found[1]}", "unknown key")
     segments = _segments(path)

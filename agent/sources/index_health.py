@@ -36,6 +36,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
+from msgspec.structs import asdict
+
 from agent.config import IndexHealthSettings
 from agent.errors import (
     AuthenticationError,
@@ -242,7 +244,7 @@ class IndexHealthAuth(TokenAuth):
     async def obtain(self) -> Grant:
         secret = self.ctx.config.client_secret
         assert secret is not None
-        user = {k: v for k, v in dataclasses.asdict(self.settings.user).items() if v is not None}
+        user = {k: v for k, v in asdict(self.settings.user).items() if v is not None}
         body = {
             "client_id": self.ctx.config.client_id,
             "client_secret": secret.reveal(),

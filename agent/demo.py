@@ -64,7 +64,7 @@ def _demo_config(folder: Path, state_dir: Path, base: str) -> dict[str, object]:
 async def _verify(store: Store, sandbox: StandardMetricsSandbox, folder: Path) -> int:
     mismatches = 0
     for doc_id in sandbox.document_ids():
-        row = await store.document_row(DEMO_SOURCE, doc_id)
+        row = await store.documents.get(DEMO_SOURCE, doc_id)
         path = folder / row.rel_path if row and row.rel_path else None
         want = hashlib.sha256(sandbox.content(doc_id)).hexdigest()
         if (

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from agent.state.store import MIGRATIONS, SCHEMA_HEAD, _upgrade
+from agent.state.database import MIGRATIONS, SCHEMA_HEAD, upgrade
 from agent.state.tables import Base
 
 
@@ -25,7 +25,7 @@ def test_the_store_knows_the_newest_migration() -> None:
 def test_migrations_produce_the_declared_tables(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'state.db'}")
     with engine.begin() as conn:
-        _upgrade(conn)
+        upgrade(conn)
         differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert differences == []
 
@@ -35,13 +35,13 @@ def test_an_up_to_date_database_is_not_migrated_again(
 ) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'state.db'}")
     with engine.begin() as conn:
-        _upgrade(conn)
+        upgrade(conn)
 
     def refuse(*_: object) -> None:
         raise AssertionError("Alembic ran on a database already at the head")
 
     monkeypatch.setattr(command, "upgrade", refuse)
     with engine.begin() as conn:
-        _upgrade(conn)
+        upgrade(conn)
         revisions = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
     assert revisions == [(SCHEMA_HEAD,)]

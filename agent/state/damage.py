@@ -15,6 +15,8 @@ Damage the probe does not touch surfaces later as SQLITE_CORRUPT / SQLITE_NOTADB
 boundary (`agent.state.database.translated`) then leaves a marker beside the file, which
 this check honours, so the next open sets the file aside whatever the probe would see.
 A damaged file is never deleted: it and its -wal/-shm move aside under a timestamped name.
+The probe opens the file as any SQLite client does, so a WAL a crash left behind is
+replayed into it first (SQLite's own recovery; nothing is lost by it).
 """
 
 from __future__ import annotations

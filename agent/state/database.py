@@ -178,7 +178,10 @@ def describe_url(url: str) -> str:
         return "(unparsable state_url)"
     if parsed.get_backend_name() == "sqlite":
         return parsed.database or "(in memory)"
-    return parsed.set(password=None, query={}).render_as_string(hide_password=False)
+    user = f"{parsed.username}@" if parsed.username else ""
+    port = f":{parsed.port}" if parsed.port else ""
+    database = f"/{parsed.database}" if parsed.database else ""
+    return f"{parsed.drivername}://{user}{parsed.host or ''}{port}{database}"
 
 
 def load_cipher(state_dir: Path) -> Fernet:
@@ -259,7 +262,8 @@ async def _set_aside(path: Path, reason: str, clock: Clock) -> Path:
 async def _migrated(url: str, where: str, path: Path | None, connections: int) -> AsyncEngine:
     """A new engine on a database brought to the newest schema."""
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        async with translated(where, None):
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = _engine(url, connections)
     try:
         async with translated(where, path), engine.begin() as conn:

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from cryptography.fernet import Fernet
 from sqlalchemy import Connection, event, inspect, make_url, text
@@ -46,6 +46,12 @@ SCHEMA_HEAD = "0003"  # the newest migration; tests/test_schema.py keeps it equa
 MIGRATION_LOCK = 0x73796E63  # PostgreSQL advisory lock held while migrating: one migrator
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 _ADAPTED = re.compile(r"^<class '[\w.]+'>: ")  # how SQLAlchemy's asyncpg adapter prefixes
+
+
+class OpenOptions(TypedDict, total=False):
+    clock: Clock  # time.time
+    repair: bool  # False; only the holder of the instance lock may set a damaged file aside
+    connections: int  # 8; a server database's pool (SQLite keeps SQLAlchemy's default)
 
 
 class Database:
@@ -72,18 +78,12 @@ class Database:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls,
-        url: str,
-        state_dir: Path,
-        *,
-        clock: Clock = time.time,
-        repair: bool = False,
-        connections: int = 8,
+        cls, url: str, state_dir: Path, **options: Unpack[OpenOptions]
     ) -> AsyncIterator[Database]:
-        """Open (checking, repairing when allowed, migrating) and dispose of it on exit.
-
-        `connections` sizes a server database's pool (SQLite keeps SQLAlchemy's default).
-        """
+        """Open (checking, repairing when allowed, migrating) and dispose of it on exit."""
+        clock = options.get("clock", time.time)
+        repair = options.get("repair", False)
+        connections = options.get("connections", 8)
         cipher = load_cipher(state_dir)
         path, where = sqlite_file(url), describe_url(url)
         rebuilt_from = None

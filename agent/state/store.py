@@ -9,14 +9,14 @@ store.status        pass records, the status model  (agent.state.status)
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 from agent.state.credentials import Credentials
-from agent.state.database import Clock, Database
+from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
 from agent.state.source_state import SourceState
@@ -41,21 +41,10 @@ class Store:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls,
-        url: str,
-        state_dir: Path,
-        *,
-        clock: Clock = time.time,
-        repair: bool = False,
-        connections: int = 8,
+        cls, url: str, state_dir: Path, **options: Unpack[OpenOptions]
     ) -> AsyncIterator[Store]:
-        """Open the database (see `Database.open`) and close it on exit.
-
-        Only the holder of the instance lock may `repair` (set a damaged file aside).
-        """
-        async with Database.open(
-            url, state_dir, clock=clock, repair=repair, connections=connections
-        ) as db:
+        """Open the database (see `Database.open`) and close it on exit."""
+        async with Database.open(url, state_dir, **options) as db:
             yield cls.over(db)
 
     def for_source(self, source: str) -> SourceState:

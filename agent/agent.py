@@ -96,6 +96,7 @@ class Agent:
         self.sleep = sleep  # retry back-off waits (tests inject a fast one)
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
+        self.signed_in_since_rebuild: set[str] = set()
         self.log = get_logger()
 
     @classmethod
@@ -192,18 +193,21 @@ class Agent:
         slot = self.slots[name]
         async with slot.lock:
             try:
-                return await self.engine.run_pass(slot.runtime)
+                stats = await self.engine.run_pass(slot.runtime)
             except AuthenticationError as exc:
                 explained = self._explained(slot.runtime.config, exc)
                 if explained is exc:
                     raise
                 raise explained from exc
+            self.signed_in_since_rebuild.add(name)
+            return stats
 
     def _explained(self, cfg: SourceConfig, exc: AuthenticationError) -> AuthenticationError:
-        """The refusal, with its likely cause when the credentials were lost with the state."""
+        """The refusal, with its likely cause while credentials lost with the state are not
+        replaced yet (no pass of the source succeeded since the rebuild)."""
         rebuilt = self.store.db.rebuilt_from
         hint = LOST_WITH_THE_DATABASE.get(cfg.type)
-        if rebuilt is None or hint is None:
+        if rebuilt is None or hint is None or cfg.name in self.signed_in_since_rebuild:
             return exc
         return AuthenticationError(
             cfg.name,

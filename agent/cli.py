@@ -29,7 +29,6 @@ from agent.errors import (
 from agent.log import configure_logging
 from agent.models import PassStats
 from agent.state.store import Store
-from agent.web import status_json
 
 EXIT_RUNNING = 75  # EX_TEMPFAIL: another instance holds the state folder
 
@@ -126,6 +125,8 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    from agent.web import status_json  # noqa: PLC0415 - aiohttp.web only for status
+
     config = load(args, secrets=False)  # status reads the state only: no secret needed
     async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
         status = status_json(await store.status.sources([s.name for s in config.sources]))

@@ -130,12 +130,15 @@ class Agent:
                     read_bufsize=READ_BUFFER,
                 )
             )
-            downloader = Downloader(
-                session,
-                staging_dir(agent_cfg.mirror_dir),
-                bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
-                min_free_space=agent_cfg.min_free_space,
-                sleep=sleep,
+            downloader = await stack.enter_async_context(
+                Downloader(
+                    session,
+                    staging_dir(agent_cfg.mirror_dir),
+                    bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
+                    min_free_space=agent_cfg.min_free_space,
+                    threads=agent_cfg.max_concurrent_downloads,
+                    sleep=sleep,
+                )
             )
             engine = Engine(agent_cfg, store, downloader, progress=progress)
             agent = cls(config, store, engine, stack, sleep=sleep, rate_window=rate_window)

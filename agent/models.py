@@ -90,7 +90,7 @@ class JobSpec:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A verified, fsynced temporary file ready to be renamed into the mirror."""
+    """A verified temporary file ready to be flushed and renamed into the mirror."""
 
     temp_path: str
     size: int

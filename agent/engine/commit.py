@@ -1,9 +1,11 @@
 """Puts verified downloads in place and records them, in batches.
 
-For each batch: record the verified size and sha256 of every job (one transaction), rename
-the fsynced temp files into place and fsync their folders (one thread hop), then commit the
-document rows (one transaction). A crash anywhere in between leaves either a temp file the
-next pass places, or a placed file start-up adopts after checking its sha256.
+For each batch: fsync every temp file of the batch at once (`Durability`: the downloads
+themselves were written without a flush), record the verified size and sha256 of every job
+(one transaction), rename the temp files into place and fsync their folders (one thread
+hop), then commit the document rows (one transaction). A crash anywhere in between leaves
+either a temp file the next pass places, or a placed file start-up adopts after checking its
+sha256; a job is recorded as verified only once its bytes are on disk.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from agent.log import get_logger
 from agent.models import Fetched, JobSpec, metadata_digest
 from agent.state.documents import Mirrored
 from agent.state.store import Store
+from agent.transfer.durable import Durability
 from agent.transfer.files import (
     fsync_dir,
     keep_local_copy,
@@ -34,7 +37,7 @@ SIDECAR_SUFFIX = ".meta.json"
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """A download that is verified and fsynced, waiting to be placed and recorded."""
+    """A download that is verified and written (not yet flushed), waiting to be placed."""
 
     item: Download
     job: JobSpec
@@ -52,9 +55,17 @@ class Committer:
     """Collects finished downloads of one pass and commits them in batches."""
 
     def __init__(
-        self, store: Store, mirror_dir: Path, staging: Path, source: str, write_metadata: bool
+        self,
+        store: Store,
+        mirror_dir: Path,
+        staging: Path,
+        source: str,
+        write_metadata: bool,
+        *,
+        durability: Durability,
     ) -> None:
         self.store = store
+        self.durability = durability
         self.mirror_dir = mirror_dir
         self.staging = staging
         self.source = source
@@ -72,6 +83,7 @@ class Committer:
             batch, self.pending = self.pending, []
             if not batch:
                 return
+            await self.durability.sync([Path(f.fetched.temp_path) for f in batch])
             await self.store.jobs.mark_verified(
                 [(f.job.job_id, f.fetched.size, f.fetched.sha256) for f in batch]
             )

@@ -138,7 +138,12 @@ class Engine:
         name = rt.config.name
         jobs = await self.store.jobs.claim(name, [(d.doc, d.rel_path) for d in downloads])
         committer = Committer(
-            self.store, self.agent.mirror_dir, self.staging, name, rt.config.write_metadata
+            self.store,
+            self.agent.mirror_dir,
+            self.staging,
+            name,
+            rt.config.write_metadata,
+            durability=self.downloader.durability,
         )
         queue = iter(downloads)
 

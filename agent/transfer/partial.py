@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from agent.errors import IntegrityError
 from agent.models import Fetched, JobSpec, RemoteDocument
+from agent.transfer.contract import ResponseHead
 from agent.transfer.files import hash_file
 
 CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -60,7 +59,7 @@ class Partial:
             headers["If-Range"] = self.validator
         return headers
 
-    def accept(self, response: aiohttp.ClientResponse) -> int | None:
+    def accept(self, response: ResponseHead) -> int | None:
         """Reconcile the answer with the bytes kept; returns the full size when known."""
         if response.status == 206:
             match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
@@ -72,7 +71,7 @@ class Partial:
         length = response.headers.get("Content-Length")
         return int(length) if length and length.isdigit() else None
 
-    def take_validator(self, response: aiohttp.ClientResponse) -> None:
+    def take_validator(self, response: ResponseHead) -> None:
         """Keep the answer's validator; a changed one means the resource changed under us."""
         validator = _validator(response)
         if self.offset and self.validator and validator and validator != self.validator:
@@ -88,7 +87,7 @@ class Partial:
         )
 
 
-def _validator(response: aiohttp.ClientResponse) -> str | None:
+def _validator(response: ResponseHead) -> str | None:
     etag = response.headers.get("ETag")
     if etag and not etag.startswith("W/"):
         return etag

@@ -1,0 +1,191 @@
+"""Storage bodies received off the event loop: blocking HTTP/1.1 exchanges in worker threads.
+
+The storage hop (where a document's bytes come from after the API's redirect) is sent from
+a worker thread with the standard library's `http.client` (TLS included): `Exchange.open`
+sends the request and reads the head; after the event loop has judged the head, `pump`
+receives the body in BLOCK-sized `readinto` calls, each followed by the write and the hash
+of that block. Every expensive call (recv or SSL_read, write, hash) runs with the GIL
+released, and the loop hears back once per head and once per checkpoint instead of once per
+chunk. Measured against nginx on loopback (4,000 GETs of 4 KiB, 16 at a time, 2 busy CPUs):
+1.45-1.52 s in 16 threads against 2.68-2.69 s with aiohttp on the loop, the same CPU time.
+
+`Connections` keeps idle keep-alive connections per origin for the next exchange; a reused
+connection the server closed meanwhile is replaced once, transparently (a GET is
+idempotent). `abort` (from the loop, on cancellation) shuts the socket down so that a
+blocked read returns at once; what was written until then stays in the file, counted in
+`written`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import ssl
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+BLOCK = 256 * 1024  # one readinto, write and hash; also what a SIGKILL can lose unwritten
+CONNECT_TIMEOUT = 30.0
+READ_TIMEOUT = 120.0  # between two reads, as the event loop's sessions
+IDLE_PER_ORIGIN = 32
+# A kept-alive connection the server closed while it sat idle fails this way on reuse.
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+Origin = tuple[str, str, int | None]
+WriteAndHash = Callable[[BinaryIO, list[Any], Any], None]
+
+
+class Connections:
+    """Idle keep-alive connections per origin, shared by the worker threads."""
+
+    def __init__(self) -> None:
+        self._idle: defaultdict[Origin, list[http.client.HTTPConnection]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def take(self, origin: Origin) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to `origin` (and True), or a new one (and False)."""
+        with self._lock:
+            idle = self._idle[origin]
+            if idle:
+                return idle.pop(), True
+        return self.fresh(origin), False
+
+    def fresh(self, origin: Origin) -> http.client.HTTPConnection:
+        """A new, not yet connected connection to `origin`."""
+        scheme, host, port = origin
+        if scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=CONNECT_TIMEOUT, context=self._tls_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
+        return conn
+
+    def give_back(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle[origin]
+            if len(idle) < IDLE_PER_ORIGIN:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle = [conn for conns in self._idle.values() for conn in conns]
+            self._idle.clear()
+        for conn in idle:
+            conn.close()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._tls is None:
+                self._tls = ssl.create_default_context()  # the system's CAs, as aiohttp's
+            return self._tls
+
+
+class Exchange:
+    """One GET: its head once `open` returns, its body through `pump`, then `close`."""
+
+    def __init__(self, connections: Connections, url: str, headers: Mapping[str, str]) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self._origin: Origin = (parts.scheme, parts.hostname or "", parts.port)
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._headers = dict(headers)
+        self._connections = connections
+        self._conn: http.client.HTTPConnection | None = None
+        self._response: http.client.HTTPResponse | None = None
+        self._aborted = False
+        self.written = 0  # body bytes written to the file and hashed, across pump calls
+
+    def open(self) -> tuple[int, CIMultiDictProxy[str]]:
+        """Send the request and read the head: (status, headers). Runs in a worker thread."""
+        conn, reused = self._connections.take(self._origin)
+        self._conn = conn
+        try:
+            self._response = self._send(conn, fresh=not reused)
+        except STALE:
+            conn.close()
+            if not reused:
+                raise
+            self._conn = conn = self._connections.fresh(self._origin)
+            self._response = self._send(conn, fresh=True)
+        headers = CIMultiDictProxy(CIMultiDict(self._response.getheaders()))
+        return self._response.status, headers
+
+    def _send(self, conn: http.client.HTTPConnection, *, fresh: bool) -> http.client.HTTPResponse:
+        if fresh:
+            conn.connect()
+            if conn.sock is not None:
+                conn.sock.settimeout(READ_TIMEOUT)
+        conn.request("GET", self._target, headers=self._headers)
+        return conn.getresponse()
+
+    def pump(
+        self,
+        handle: BinaryIO,
+        digest: Any,
+        limit: int,
+        *,
+        write_and_hash: WriteAndHash,
+        pace: Callable[[int], None] | None = None,
+        block: int = BLOCK,
+    ) -> bool:
+        """Receive, write and hash up to `limit` bytes; True once the body is complete.
+
+        Runs in a worker thread. `pace(n)` is called after each block when a bandwidth
+        limit applies (it may block). Raises `http.client.HTTPException` or `OSError` when
+        the body breaks off; `written` counts what reached the file either way.
+        """
+        response = self._response
+        assert response is not None, "pump before open"
+        buffer = memoryview(bytearray(min(block, limit)))
+        done = 0
+        while done < limit:
+            n = response.readinto(buffer[: min(block, limit - done)])
+            if n == 0:
+                break
+            write_and_hash(handle, [buffer[:n]], digest)
+            self.written += n
+            done += n
+            if pace is not None:
+                pace(n)
+        if self._aborted:
+            raise ConnectionAbortedError("the transfer was stopped")
+        if not response.isclosed():
+            return False
+        self._release()
+        return True
+
+    def _release(self) -> None:
+        """The body was read to its end: the connection may serve another exchange."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        response = self._response
+        if response is not None and not response.will_close and not self._aborted:
+            self._connections.give_back(self._origin, conn)
+        else:
+            conn.close()
+
+    def abort(self) -> None:
+        """Make a blocked read in the worker thread return now (called from the loop)."""
+        self._aborted = True
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            # the plain socket's shutdown, under TLS too: the TLS object stays with the reader
+            with contextlib.suppress(OSError):  # already closed
+                socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Drop the connection unless its body was read to the end and it went back."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

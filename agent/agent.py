@@ -20,8 +20,9 @@ from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.registry import build_source
 from agent.state.store import Store
+from agent.transfer.digests import file_digest
 from agent.transfer.download import READ_BUFFER, Downloader
-from agent.transfer.files import hash_file, remove_stale_temps, staging_dir
+from agent.transfer.files import remove_stale_temps, staging_dir
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
 PassOutcome = PassStats | BaseException
@@ -58,15 +59,16 @@ def acquire_lock(state_dir: Path) -> IO[str]:
     return handle
 
 
-def _placed(dest: Path, size: int) -> tuple[str, int] | None:
-    """(sha256, mtime_ns) of `dest` when it is a file of exactly `size` bytes."""
+def _placed(dest: Path, size: int, like: str) -> tuple[str, int] | None:
+    """(digest, mtime_ns) of `dest` when it is a file of exactly `size` bytes, hashed with
+    the algorithm the digest `like` names."""
     try:
         stat = dest.stat()
     except FileNotFoundError:
         return None
     if not dest.is_file() or stat.st_size != size:
         return None
-    return hash_file(dest)[0].hexdigest(), stat.st_mtime_ns
+    return file_digest(dest, like), stat.st_mtime_ns
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Agent:
                     bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
                     min_free_space=agent_cfg.min_free_space,
                     threads=agent_cfg.max_concurrent_downloads,
+                    algorithm=agent_cfg.hash_algorithm,
                     sleep=sleep,
                 )
             )
@@ -162,19 +165,19 @@ class Agent:
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
-        for job, size, sha256 in await self.store.jobs.verified():
-            await self._adopt(staging, job, size, sha256)
+        for job, size, digest in await self.store.jobs.verified():
+            await self._adopt(staging, job, size, digest)
 
-    async def _adopt(self, staging: Path, job: JobSpec, size: int, sha256: str) -> None:
+    async def _adopt(self, staging: Path, job: JobSpec, size: int, digest: str) -> None:
         """A verified job whose temp file is gone and whose final file holds exactly the
         verified bytes was renamed into place before its row was committed: it is done."""
         if (staging / job.temp_name).exists():
             return  # not renamed yet: the next pass places it
         dest = self.config.agent.mirror_dir / job.rel_path
-        found = await asyncio.to_thread(_placed, dest, size)
-        if found is None or found[0] != sha256:
+        found = await asyncio.to_thread(_placed, dest, size, digest)
+        if found is None or found[0] != digest:
             return
-        if await self.store.documents.adopt_placed(job, size, sha256, found[1]):
+        if await self.store.documents.adopt_placed(job, size, digest, found[1]):
             self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=size)
 
     async def add_source(self, cfg: SourceConfig) -> None:

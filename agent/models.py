@@ -85,7 +85,7 @@ class JobSpec:
     expected_size: int | None = None
     validator: str | None = None
     temp_name: str = ""
-    sha256: str | None = None  # set once the bytes were verified for the rename
+    digest: str | None = None  # "<algorithm>:<hex>", set once verified for the rename
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ class Fetched:
 
     temp_path: str
     size: int
-    sha256: str
+    digest: str  # "<algorithm>:<hex>" (agent/transfer/digests.py)
     validator: str | None
 
 

@@ -36,6 +36,7 @@ Positive = Annotated[int, Meta(gt=0)]
 Words = tuple[Annotated[str, Meta(min_length=1)], ...]
 Duration = Annotated[float, Parse(parse_duration)]
 Url = Annotated[str, Parse(parse_url)]
+HashAlgorithm = Literal["blake3", "sha256"]  # what agent/transfer/digests.py can record
 
 
 class Table(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -61,6 +62,7 @@ class AgentConfig(Table, frozen=True, kw_only=True):
     listen: Annotated[str, Parse(parse_listen)] = "127.0.0.1:8749"
     bandwidth_limit: Annotated[int | None, Parse(parse_optional_size)] = None
     min_free_space: Annotated[int, Parse(parse_size)] = 1 << 30
+    hash_algorithm: HashAlgorithm = "blake3"  # of downloaded content
     shutdown_timeout: Duration = 30.0
     api_token: Secret | None = None
 

@@ -1,11 +1,11 @@
 """Puts verified downloads in place and records them, in batches.
 
 For each batch: fsync every temp file of the batch at once (`Durability`: the downloads
-themselves were written without a flush), record the verified size and sha256 of every job
+themselves were written without a flush), record the verified size and digest of every job
 (one transaction), rename the temp files into place and fsync their folders (one thread
 hop), then commit the document rows (one transaction). A crash anywhere in between leaves
 either a temp file the next pass places, or a placed file start-up adopts after checking its
-sha256; a job is recorded as verified only once its bytes are on disk.
+digest; a job is recorded as verified only once its bytes are on disk.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ class Committer:
                 return
             await self.durability.sync([Path(f.fetched.temp_path) for f in batch])
             await self.store.jobs.mark_verified(
-                [(f.job.job_id, f.fetched.size, f.fetched.sha256) for f in batch]
+                [(f.job.job_id, f.fetched.size, f.fetched.digest) for f in batch]
             )
-            recorded = await self.store.documents.recorded_sha256(
+            recorded = await self.store.documents.recorded_digests(
                 self.source, [f.item.doc.remote_id for f in batch if f.item.known is not None]
             )
             placed = await asyncio.to_thread(self._place_all, batch, recorded)
@@ -110,11 +110,11 @@ class Committer:
             fsync_dir(folder)
         return placed
 
-    def _place(self, finished: Finished, recorded_sha256: str | None) -> Placement:
+    def _place(self, finished: Finished, recorded_digest: str | None) -> Placement:
         item = finished.item
         dest = self.mirror_dir / item.rel_path
         kept_as = None
-        if dest.exists() and self._edited(item, dest, recorded_sha256):
+        if dest.exists() and self._edited(item, dest, recorded_digest):
             kept_as = keep_local_copy(dest).name
         dest.parent.mkdir(parents=True, exist_ok=True)
         Path(finished.fetched.temp_path).replace(dest)
@@ -128,7 +128,7 @@ class Committer:
             item.doc,
             item.rel_path,
             finished.fetched.size,
-            finished.fetched.sha256,
+            finished.fetched.digest,
             dest.stat().st_mtime_ns,
             meta_json,
             meta_hash,
@@ -136,12 +136,12 @@ class Committer:
         return Placement(mirrored, kept_as)
 
     @staticmethod
-    def _edited(item: Download, dest: Path, recorded_sha256: str | None) -> bool:
+    def _edited(item: Download, dest: Path, recorded_digest: str | None) -> bool:
         """Is the file at `dest` something other than what the agent last wrote there?"""
         known = item.known
-        if known is None or known.rel_path != item.rel_path or recorded_sha256 is None:
+        if known is None or known.rel_path != item.rel_path or recorded_digest is None:
             return True  # the agent never wrote this path for this document
-        return locally_edited(dest, known.size, known.mtime_ns, recorded_sha256)
+        return locally_edited(dest, known.size, known.mtime_ns, recorded_digest)
 
 
 def prune(path: Path) -> None:

@@ -192,7 +192,11 @@ class Engine:
         fetched = await self.downloader.fetch(job, endpoint, self.store.jobs.checkpoint)
         self._notify("done", item.rel_path, fetched.size, fetched.size)
         rt.log.info(
-            "download.done", remote_id=item.doc.remote_id, path=item.rel_path, bytes=fetched.size
+            "download.done",
+            remote_id=item.doc.remote_id,
+            path=item.rel_path,
+            bytes=fetched.size,
+            digest=fetched.digest,  # "<algorithm>:<hex>"
         )
         return Finished(item, job, fetched, metadata)
 

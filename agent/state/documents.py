@@ -32,7 +32,7 @@ class Mirrored:
     doc: RemoteDocument
     rel_path: str
     size: int
-    sha256: str
+    digest: str
     mtime_ns: int
     metadata_json: str | None
     metadata_hash: str | None
@@ -48,7 +48,7 @@ class DocumentRecord:
     rel_path: str | None
     state: DocState
     size: int | None
-    sha256: str | None
+    digest: str | None
     mtime_ns: int | None
     reason: str | None
     external_url: str | None
@@ -92,19 +92,19 @@ class Documents:
                 )
         return known
 
-    async def recorded_sha256(self, source: str, remote_ids: Sequence[str]) -> dict[str, str]:
-        """The sha256 the agent recorded for these documents' mirrored files."""
+    async def recorded_digests(self, source: str, remote_ids: Sequence[str]) -> dict[str, str]:
+        """The digests the agent recorded for these documents' mirrored files."""
         found: dict[str, str] = {}
         async with self.db.connect() as conn:
             for chunk in _chunks(remote_ids):
                 rows = await conn.execute(
-                    select(TABLE.c.remote_id, TABLE.c.sha256).where(
+                    select(TABLE.c.remote_id, TABLE.c.digest).where(
                         TABLE.c.source == source,
                         TABLE.c.remote_id.in_(chunk),
-                        TABLE.c.sha256.is_not(None),
+                        TABLE.c.digest.is_not(None),
                     )
                 )
-                found.update({rid: sha for rid, sha in rows if sha})
+                found.update({rid: digest for rid, digest in rows if digest})
         return found
 
     async def get(self, source: str, remote_id: str) -> DocumentRecord | None:
@@ -197,15 +197,15 @@ class Documents:
                     .values(name=name, rel_path=rel_path, updated_at=now)
                 )
 
-    async def adopt_placed(self, job: JobSpec, size: int, sha256: str, mtime_ns: int) -> bool:
+    async def adopt_placed(self, job: JobSpec, size: int, digest: str, mtime_ns: int) -> bool:
         """Record a file the job had renamed into place before its row was committed.
 
         Refuses (returns False) when the file is the document's previous version: the row
-        already holds its sha256 for another version.
+        already holds its digest for another version.
         """
         async with self.db.transaction() as s:
             row = (await _rows(s, job.source, [job.remote_id])).get(job.remote_id)
-            if row is not None and row.sha256 == sha256 and row.version != job.version:
+            if row is not None and row.digest == digest and row.version != job.version:
                 return False
             if row is None:
                 row = DocumentRow(
@@ -217,7 +217,7 @@ class Documents:
                 s.add(row)
             row.version, row.rel_path = job.version, job.rel_path
             row.state, row.reason, row.updated_at = DocState.MIRRORED, None, self.db.clock()
-            row.size, row.sha256, row.mtime_ns = size, sha256, mtime_ns
+            row.size, row.digest, row.mtime_ns = size, digest, mtime_ns
             await jobs.retire(s, [job.job_id])
             return True
 
@@ -242,7 +242,7 @@ def _mirrored_values(source: str, item: Mirrored, now: float) -> dict[str, Any]:
         "name": item.doc.name,
         "rel_path": item.rel_path,
         "size": item.size,
-        "sha256": item.sha256,
+        "digest": item.digest,
         "mtime_ns": item.mtime_ns,
         "state": DocState.MIRRORED,
         "reason": None,
@@ -273,7 +273,7 @@ def _record(row: Any) -> DocumentRecord:
         row.rel_path,
         DocState(row.state),
         row.size,
-        row.sha256,
+        row.digest,
         row.mtime_ns,
         row.reason,
         row.external_url,

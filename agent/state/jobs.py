@@ -78,17 +78,17 @@ class Jobs:
         return jobs
 
     async def mark_verified(self, items: Sequence[tuple[int, int, str]]) -> None:
-        """(job id, size, sha256) of files about to be renamed into place.
+        """(job id, size, digest) of files about to be renamed into place.
 
         Written before the rename, so that start-up can adopt a file a crash left in place
-        before its document row was committed, after checking its sha256.
+        before its document row was committed, after checking its digest.
         """
         if not items:
             return
         statement = (
             update(TABLE)
             .where(_one(bindparam("job_id")))
-            .values(bytes_done=bindparam("size"), sha256=bindparam("digest"))
+            .values(bytes_done=bindparam("size"), digest=bindparam("digest"))
         )
         async with self.db.begin() as conn:
             await conn.execute(
@@ -155,10 +155,10 @@ class Jobs:
             return [_spec(r) for r in rows]
 
     async def verified(self) -> list[tuple[JobSpec, int, str]]:
-        """Jobs whose bytes were verified for a rename: (job, size, sha256)."""
+        """Jobs whose bytes were verified for a rename: (job, size, digest)."""
         async with self.db.connect() as conn:
-            rows = await conn.execute(select(TABLE).where(TABLE.c.sha256.is_not(None)))
-            return [(_spec(r), r.bytes_done, r.sha256 or "") for r in rows]
+            rows = await conn.execute(select(TABLE).where(TABLE.c.digest.is_not(None)))
+            return [(_spec(r), r.bytes_done, r.digest or "") for r in rows]
 
 
 async def retire(conn: AsyncConnection | AsyncSession, job_ids: Sequence[int]) -> None:
@@ -236,7 +236,7 @@ def _spec(row: Any) -> JobSpec:
         expected_size=row.expected_size,
         validator=row.validator,
         temp_name=row.temp_name,
-        sha256=row.sha256,
+        digest=row.digest,
     )
 
 

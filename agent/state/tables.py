@@ -18,6 +18,7 @@ NAMING = {
 
 
 VENDOR_STRING = String(512).with_variant(Text(), "postgresql")
+DIGEST_LENGTH = 80  # "<algorithm>:<hex>", e.g. "blake3:" and 64 hex digits
 
 
 class Base(DeclarativeBase):
@@ -49,7 +50,7 @@ class DocumentRow(Base):
     name: Mapped[str] = mapped_column(Text)
     rel_path: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int | None] = mapped_column(BigInteger)
-    sha256: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))  # "<algorithm>:<hex>"
     mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
@@ -76,7 +77,7 @@ class JobRow(Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     validator: Mapped[str | None] = mapped_column(Text)
     temp_name: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))  # set once verified
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error_kind: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -3,10 +3,10 @@
 One `Downloader` serves every source through the download contract (`contract.py`). A fetch
 streams into a staging file, resuming from the bytes already there with `Range` guarded by
 `If-Range`; it follows redirects itself so that `Authorization` never leaves the first hop;
-it checks sizes and computes the hash while streaming, then hands the file over for the
-committer, which makes a batch of them durable before renaming them into place. What to do
-after an answer that is not the content is `retry.decide`'s call, the same rule API calls
-follow.
+it checks sizes and computes the content digest (`digests.py`) while streaming, then hands
+the file over to the committer, which makes a batch of them durable before renaming them
+into place. What to do after an answer that is not the content is `retry.decide`'s call,
+the same rule API calls follow.
 
 The first hop (the source's API, whose answer the source's own check may read) runs on the
 event loop; every hop after a redirect (the storage host) is sent and received in a worker
@@ -49,6 +49,7 @@ from agent.transfer.contract import (
     status_error,
     token_verdict,
 )
+from agent.transfer.digests import DEFAULT, Algorithm
 from agent.transfer.durable import Durability
 from agent.transfer.files import free_bytes
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter, wait_out
@@ -130,6 +131,7 @@ class Downloader:
         min_free_space: int = 0,
         max_attempts: int = 6,
         threads: int = 8,
+        algorithm: Algorithm = DEFAULT,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -138,6 +140,7 @@ class Downloader:
         self.bandwidth = bandwidth or BandwidthLimiter(None)
         self.min_free_space = min_free_space
         self.policy = RetryPolicy(max_attempts=max_attempts, cap=120.0)
+        self.algorithm = algorithm
         self.sleep = sleep
         self.clock = clock
         self.durability = Durability()
@@ -164,8 +167,8 @@ class Downloader:
         if not self._staging_ready:
             await asyncio.to_thread(self.staging.mkdir, parents=True, exist_ok=True)
             self._staging_ready = True
-        partial = await Partial.resume(self.staging, job)
-        if job.sha256 and partial.offset and partial.digest.hexdigest() == job.sha256:
+        partial = await Partial.resume(self.staging, job, self.algorithm)
+        if job.digest and partial.offset and partial.value() == job.digest:
             return partial.fetched()  # verified before a crash; only the rename was missing
         if partial.offset and not partial.validator:
             partial.reset()  # bytes with nothing to guard a Range by: start over

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 from pathlib import Path
 
+from agent.transfer.digests import file_digest
+
 STAGING = ".sync-agent"
-HASH_BLOCK = 1 << 20
 
 
 def staging_dir(mirror_dir: Path) -> Path:
@@ -33,21 +33,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]:
-    """sha256 of the first `limit` bytes (all when None) and how many bytes were read."""
-    digest = hashlib.sha256()
-    done = 0
-    with path.open("rb") as handle:
-        while limit is None or done < limit:
-            want = HASH_BLOCK if limit is None else min(HASH_BLOCK, limit - done)
-            block = handle.read(want)
-            if not block:
-                break
-            digest.update(block)
-            done += len(block)
-    return digest, done
-
-
 def place_file(temp: Path, dest: Path) -> int:
     """Rename a fsynced temp file into place and fsync the folder; returns the mtime_ns."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -67,17 +52,18 @@ def write_atomic(dest: Path, data: bytes, staging: Path) -> int:
     return place_file(temp, dest)
 
 
-def locally_edited(dest: Path, size: int | None, mtime_ns: int | None, sha256: str | None) -> bool:
-    """True when the file in the mirror is no longer the one the agent wrote."""
+def locally_edited(dest: Path, size: int | None, mtime_ns: int | None, digest: str | None) -> bool:
+    """True when the file in the mirror is no longer the one the agent wrote (its content
+    is hashed with the algorithm the recorded `digest` names)."""
     try:
         stat = dest.stat()
     except FileNotFoundError:
         return False
-    if size is None or sha256 is None:
+    if size is None or digest is None:
         return False  # nothing recorded to compare with: the agent never wrote it
     if stat.st_size == size and stat.st_mtime_ns == mtime_ns:
         return False
-    return hash_file(dest)[0].hexdigest() != sha256
+    return file_digest(dest, like=digest) != digest
 
 
 def keep_local_copy(dest: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from transfer_kit import SOURCE, World, payload, sha256
+from transfer_kit import SOURCE, World, payload
 
 from agent.agent import Agent
 from agent.models import PassStats, RemoteDocument
@@ -82,14 +82,14 @@ async def test_a_file_placed_before_its_row_was_committed_is_adopted(
     assert isinstance(await world.sync(), RuntimeError)
     monkeypatch.setattr(Documents, "commit_mirrored", real)
     assert (world.mirror / SOURCE / "placed.bin").read_bytes() == data
-    assert await world.row_sha256(doc_id) is None  # the row never said so
+    assert await world.row_digest(doc_id) is None  # the row never said so
     world.storage.log.clear()
 
     stats = _ok(await world.sync())
 
     assert stats.downloaded == 0  # adopted at start-up, not fetched again
     assert world.storage.log.matching("GET", "/b/") == []
-    assert await world.row_sha256(doc_id) == sha256(data)
+    assert await world.row_digest(doc_id) == world.digest(data)
     await world.assert_exact()
 
 
@@ -106,7 +106,7 @@ async def test_a_previous_version_in_place_is_not_adopted_as_the_new_one(world: 
 
     async with Agent.open(config, sleep=world.sleeps) as agent:
         assert [j.remote_id for j in await agent.store.jobs.views()] == [doc_id]
-    assert await world.row_sha256(doc_id) == sha256(old)
+    assert await world.row_digest(doc_id) == world.digest(old)
 
     _ok(await world.sync())
     await world.assert_exact()

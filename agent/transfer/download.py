@@ -21,7 +21,6 @@ import functools
 import http.client
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +53,7 @@ from agent.transfer.durable import Durability
 from agent.transfer.files import free_bytes
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter, wait_out
 from agent.transfer.partial import Partial, Restart, expected_size
-from agent.transfer.receive import BLOCK, Connections, Exchange
+from agent.transfer.receive import Exchange, Receiver
 from agent.transfer.retry import Action, RetryPolicy, decide
 
 READ_BUFFER = 256 * 1024  # what aiohttp buffers per connection before pausing the socket
@@ -144,8 +143,7 @@ class Downloader:
         self.sleep = sleep
         self.clock = clock
         self.durability = Durability()
-        self._receivers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
-        self._connections = Connections()
+        self._receiver = Receiver(threads, self.bandwidth)
         self._free = 0
         self._free_checked = -FREE_SPACE_TTL
         self._staging_ready = False
@@ -158,8 +156,7 @@ class Downloader:
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
-        self._receivers.shutdown(wait=True)
-        self._connections.close()
+        self._receiver.close()
         self.durability.close()
 
     async def fetch(self, job: JobSpec, endpoint: Endpoint, checkpoint: Checkpoint) -> Fetched:
@@ -279,10 +276,10 @@ class Downloader:
         self, run: _Fetch, url: str, sent: dict[str, str]
     ) -> Fetched | _Answered | _Redirect:
         """A hop after a redirect, sent and received in a worker thread (`receive.py`)."""
-        exchange = Exchange(self._connections, url, {**self.session.headers, **sent})
+        exchange = self._receiver.exchange(url, {**self.session.headers, **sent})
         try:
             try:
-                status, headers = await self._in_thread(exchange.open)
+                status, headers = await self._receiver.open(exchange)
             except (OSError, http.client.HTTPException) as exc:
                 raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
             head = ResponseHead(status, url, headers)
@@ -294,9 +291,6 @@ class Downloader:
             return await self._receive(run, head, functools.partial(self._pump, exchange))
         finally:
             exchange.close()
-
-    async def _in_thread(self, call: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._receivers, call)
 
     async def _judge(
         self,
@@ -386,59 +380,19 @@ class Downloader:
         """Receive a body in a worker thread, checkpointing every CHECKPOINT_BYTES."""
         partial, job = run.partial, run.job
         try:
-            while not await self._pump_some(exchange, partial):
+            while not await self._receiver.pump(
+                exchange, partial, CHECKPOINT_BYTES, _write_and_hash
+            ):
                 await run.checkpoint(job.job_id, partial.offset, partial.validator)
         except asyncio.CancelledError:  # shutting down: leave a resumable job behind
             await run.checkpoint(job.job_id, partial.offset, partial.validator)
             raise
-        except OSError as exc:
-            if (full := _space_error(exc)) is not None:
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, OSError) and (full := _space_error(exc)) is not None:
                 raise full from exc
             raise TransientError(
                 f"transfer interrupted: {type(exc).__name__}", url=exchange.url
             ) from exc
-        except http.client.HTTPException as exc:
-            raise TransientError(
-                f"transfer interrupted: {type(exc).__name__}", url=exchange.url
-            ) from exc
-
-    async def _pump_some(self, exchange: Exchange, partial: Partial) -> bool:
-        """Up to CHECKPOINT_BYTES more in the worker thread; True once the body is whole.
-
-        Cancelled, it stops the thread's transfer and waits for it, so that the file and
-        `partial.offset` agree on what was kept.
-        """
-        start, written = partial.offset, exchange.written
-        pace, block = self._pacer()
-        future = asyncio.get_running_loop().run_in_executor(
-            self._receivers,
-            functools.partial(
-                _pump_file, exchange, partial, CHECKPOINT_BYTES, pace=pace, block=block
-            ),
-        )
-        try:
-            done: bool = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            exchange.abort()
-            await asyncio.wait([future])
-            if not future.cancelled():
-                future.exception()  # its error is the abort's: mark it seen
-            raise
-        finally:
-            partial.offset = start + exchange.written - written
-        return done
-
-    def _pacer(self) -> tuple[Callable[[int], None] | None, int]:
-        """The bandwidth limit as a worker thread waits for it, and the block size to use."""
-        rate = self.bandwidth.rate
-        if not rate:
-            return None, BLOCK
-        loop = asyncio.get_running_loop()
-
-        def pace(size: int) -> None:
-            asyncio.run_coroutine_threadsafe(self.bandwidth.consume(size), loop).result()
-
-        return pace, max(16 * 1024, min(BLOCK, rate // 10))
 
     async def _finish(self, partial: Partial, expected: int | None, url: str) -> Fetched:
         if expected is not None and partial.offset < expected:
@@ -530,21 +484,6 @@ def _write_and_hash(handle: BinaryIO, chunks: list[bytes], digest: Any) -> None:
     for chunk in chunks:
         handle.write(chunk)
         digest.update(chunk)
-
-
-def _pump_file(
-    exchange: Exchange,
-    partial: Partial,
-    limit: int,
-    *,
-    pace: Callable[[int], None] | None,
-    block: int,
-) -> bool:
-    """Append up to `limit` body bytes to the staging file (runs in a worker thread)."""
-    with partial.path.open("ab" if partial.offset else "wb") as handle:
-        return exchange.pump(
-            handle, partial.digest, limit, write_and_hash=_write_and_hash, pace=pace, block=block
-        )
 
 
 def _space_error(exc: OSError) -> DiskSpaceError | None:

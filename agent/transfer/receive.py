@@ -1,5 +1,9 @@
 """Storage bodies received off the event loop: blocking HTTP/1.1 exchanges in worker threads.
 
+`Receiver` is the event loop's side: it owns the worker threads and the kept-alive
+connections, runs an `Exchange`'s blocking steps in a thread, paces them by the shared
+bandwidth limit, and stops a transfer cleanly when its task is cancelled.
+
 The storage hop (where a document's bytes come from after the API's redirect) is sent from
 a worker thread with the standard library's `http.client` (TLS included): `Exchange.open`
 sends the request and reads the head; after the event loop has judged the head, `pump`
@@ -18,17 +22,23 @@ blocked read returns at once; what was written until then stays in the file, cou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import http.client
 import socket
 import ssl
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from agent.transfer.pacing import BandwidthLimiter
+from agent.transfer.partial import Partial
 
 BLOCK = 256 * 1024  # one readinto, write and hash; also what a SIGKILL can lose unwritten
 CONNECT_TIMEOUT = 30.0
@@ -39,6 +49,85 @@ STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 Origin = tuple[str, str, int | None]
 WriteAndHash = Callable[[BinaryIO, list[Any], Any], None]
+Pace = Callable[[int], None]
+
+
+class Receiver:
+    """Worker threads and kept-alive connections for the storage hops; close when done."""
+
+    def __init__(self, threads: int, bandwidth: BandwidthLimiter) -> None:
+        self.bandwidth = bandwidth
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
+        self._connections = Connections()
+
+    def exchange(self, url: str, headers: Mapping[str, str]) -> Exchange:
+        return Exchange(self._connections, url, headers)
+
+    async def open(self, exchange: Exchange) -> tuple[int, CIMultiDictProxy[str]]:
+        """Send the exchange's request and read its head in a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, exchange.open)
+
+    async def pump(
+        self, exchange: Exchange, partial: Partial, limit: int, write_and_hash: WriteAndHash
+    ) -> bool:
+        """Up to `limit` more body bytes into the partial's file, in a worker thread; True
+        once the body is whole.
+
+        Cancelled, it stops the thread's transfer and waits for it, so that the file and
+        `partial.offset` agree on what was kept.
+        """
+        start, written = partial.offset, exchange.written
+        pace, block = self._pacer()
+        work = functools.partial(
+            _pump_file, exchange, partial, limit, write_and_hash, pace=pace, block=block
+        )
+        future = asyncio.get_running_loop().run_in_executor(self._threads, work)
+        try:
+            done: bool = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            exchange.abort()
+            await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # its error is the abort's: mark it seen
+            raise
+        finally:
+            partial.offset = start + exchange.written - written
+        return done
+
+    def _pacer(self) -> tuple[Pace | None, int]:
+        """The bandwidth limit as a worker thread waits for it, and the block size to use
+        (a tenth of a second's worth when limited, so that the pace stays even)."""
+        rate = self.bandwidth.rate
+        if not rate:
+            return None, BLOCK
+        loop = asyncio.get_running_loop()
+
+        def pace(size: int) -> None:
+            asyncio.run_coroutine_threadsafe(self.bandwidth.consume(size), loop).result()
+
+        return pace, max(16 * 1024, min(BLOCK, rate // 10))
+
+    def close(self) -> None:
+        """Wait for the worker threads (every transfer has ended) and close idle connections."""
+        self._threads.shutdown(wait=True)
+        self._connections.close()
+
+
+def _pump_file(
+    exchange: Exchange,
+    partial: Partial,
+    limit: int,
+    write_and_hash: WriteAndHash,
+    *,
+    pace: Pace | None,
+    block: int,
+) -> bool:
+    """Append up to `limit` body bytes to the staging file (runs in a worker thread)."""
+    with partial.path.open("ab" if partial.offset else "wb") as handle:
+        return exchange.pump(
+            handle, partial.digest, limit, write_and_hash=write_and_hash, pace=pace, block=block
+        )
 
 
 class Connections:
@@ -135,7 +224,7 @@ class Exchange:
         limit: int,
         *,
         write_and_hash: WriteAndHash,
-        pace: Callable[[int], None] | None = None,
+        pace: Pace | None = None,
         block: int = BLOCK,
     ) -> bool:
         """Receive, write and hash up to `limit` bytes; True once the body is complete.

@@ -1,0 +1,71 @@
+"""Migration 0004: sha256 values recorded before digests named their algorithm stay readable
+as "sha256:<hex>", on SQLite and on PostgreSQL, and a downgrade gives them back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from agent.state.database import MIGRATIONS
+
+OLD = "ab" * 32  # a sha256 hex value as revision 0003 stored it
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def _migrate(conn: Connection, revision: str, *, down: bool = False) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
+async def test_old_sha256_values_are_tagged_and_a_downgrade_restores_them(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(_migrate, "0003")
+        await conn.execute(
+            text(
+                "INSERT INTO documents (source, remote_id, version, name, state, prune, sha256, "
+                "updated_at) VALUES ('s', 'a', '1', 'a.pdf', 'mirrored', false, :old, 0), "
+                "('s', 'b', '1', 'b.pdf', 'pending', false, NULL, 0)"
+            ),
+            {"old": OLD},
+        )
+        await conn.run_sync(_migrate, "0004")
+        upgraded = (
+            await conn.execute(text("SELECT digest FROM documents ORDER BY remote_id"))
+        ).all()
+        await conn.execute(
+            text("UPDATE documents SET digest = :d WHERE remote_id = 'b'"),
+            {"d": "blake3:" + "cd" * 32},
+        )
+        await conn.run_sync(_migrate, "0003", down=True)
+        downgraded = (
+            await conn.execute(text("SELECT sha256 FROM documents ORDER BY remote_id"))
+        ).all()
+
+    assert upgraded == [(f"sha256:{OLD}",), (None,)]
+    assert downgraded == [(OLD,), (None,)]  # a BLAKE3 value means nothing to the old code

@@ -12,10 +12,13 @@ took 0.20-0.36 s but also waits for every other writer's dirty data on the volum
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from agent.errors import DiskSpaceError
 
 BATCH_THREADS = 64  # as many flushes in flight as a commit batch holds files
 
@@ -27,9 +30,26 @@ class Durability:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fsync")
 
     async def sync(self, paths: Sequence[Path]) -> None:
-        """Return once the content of every file in `paths` is on disk."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, fsync_file, p) for p in paths))
+        """Return once the content of every file in `paths` is on disk.
+
+        One hop off the loop hands the whole batch to the pool (a future per file cost the
+        loop 4 % of a 20,000-file pass).
+        """
+        if not paths:
+            return
+        try:
+            await asyncio.to_thread(self._sync_all, paths)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # delayed allocation: a file system may find out at the flush that it is full
+            raise DiskSpaceError(
+                "the disk is full; the batch is not placed, a later pass resumes it"
+            ) from exc
+
+    def _sync_all(self, paths: Sequence[Path]) -> None:
+        for _ in self._pool.map(fsync_file, paths):
+            pass  # map raises the first error
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -5,7 +5,8 @@ themselves were written without a flush), record the verified size and digest of
 (one transaction), rename the temp files into place and fsync their folders (one thread
 hop), then commit the document rows (one transaction). A crash anywhere in between leaves
 either a temp file the next pass places, or a placed file start-up adopts after checking its
-digest; a job is recorded as verified only once its bytes are on disk.
+digest; a job is recorded as verified only once its bytes are on disk. A full batch is
+committed in the background while the downloads go on.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from agent.transfer.files import (
 )
 
 COMMIT_BATCH = 64
+MAX_PENDING = 4 * COMMIT_BATCH  # finished downloads that may wait for the disk to catch up
 FLUSH_INTERVAL = 1.0  # seconds a verified file may wait for its batch
 SIDECAR_SUFFIX = ".meta.json"
 
@@ -72,13 +74,40 @@ class Committer:
         self.write_metadata = write_metadata
         self.pending: list[Finished] = []
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
+        self._failure: Exception | None = None
 
     async def add(self, finished: Finished) -> None:
+        """Queue a finished download. A full batch is committed in the background, so that
+        downloads go on while the disk flushes it; they wait only once MAX_PENDING do."""
+        self._raise_failure()
         self.pending.append(finished)
-        if len(self.pending) >= COMMIT_BATCH:
-            await self.flush()
+        if len(self.pending) >= MAX_PENDING:
+            await self._commit()
+        elif len(self.pending) >= COMMIT_BATCH and self._background is None:
+            self._background = asyncio.create_task(self._commit_in_background())
 
     async def flush(self) -> None:
+        """Commit everything finished so far; raise what a background batch ran into."""
+        if self._background is not None:
+            await asyncio.wait([self._background])
+        await self._commit()
+        self._raise_failure()
+
+    async def _commit_in_background(self) -> None:
+        try:
+            await self._commit()
+        except Exception as exc:  # raised in the next add() or flush(), in a pass's task
+            self._failure = exc
+        finally:
+            self._background = None
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    async def _commit(self) -> None:
         async with self._lock:
             batch, self.pending = self.pending, []
             if not batch:
@@ -101,7 +130,7 @@ class Committer:
         """Keep files appearing promptly while a long pass is still downloading."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            await self.flush()
+            await self._commit()
 
     def _place_all(self, batch: Sequence[Finished], recorded: Mapping[str, str]) -> list[Placement]:
         """Rename every file into place, then fsync each folder once (runs in a thread)."""

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from transfer_kit import SOURCE, World, payload
 
+from agent.engine.commit import COMMIT_BATCH
 from agent.models import PassStats
 from agent.state.documents import Documents
 from agent.state.store import Store
+from agent.transfer.durable import Durability
 from agent.transfer.receive import Connections, Exchange
 
 MIB = 1024 * 1024
@@ -219,3 +221,32 @@ def _write(handle: Any, chunks: list[Any], digest: Any) -> None:
     for chunk in chunks:
         handle.write(chunk)
         digest.update(chunk)
+
+
+async def test_downloads_go_on_while_a_full_batch_is_flushed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = COMMIT_BATCH + 6
+    for n in range(count):
+        world.add(f"many-{n:03d}.pdf", payload(1000, seed=n))
+    world.agent_options["max_concurrent_downloads"] = 1  # one worker: it must not wait
+    world.source_options["requests_per_minute"] = 1_000_000  # not the budget's pace either
+    real_sync = Durability.sync
+    seen_while_flushing: list[int] = []
+
+    async def slow_sync(self: Durability, paths: Any) -> None:
+        if not seen_while_flushing:  # the first batch: hold it until the rest has arrived
+            deadline = time.monotonic() + 20
+            while len(world.storage.log.matching("GET", "/b/")) < count:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            seen_while_flushing.append(len(world.storage.log.matching("GET", "/b/")))
+        await real_sync(self, paths)
+
+    monkeypatch.setattr(Durability, "sync", slow_sync)
+
+    _ok(await world.sync())
+
+    assert seen_while_flushing == [count]
+    await world.assert_exact()

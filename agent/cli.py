@@ -199,7 +199,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration OK: {names}")
     for override in config.overrides:  # secrets show as ***
         print(f"  {override.key} = {override.shown}  (from {override.variable})")
+    if warning := open_listen_warning(config):
+        print(f"sync-agent: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def open_listen_warning(config: Config) -> str | None:
+    """Why the API answers nothing but probes, when it listens off loopback without a token."""
+    from agent.web import Access, mutation_access  # noqa: PLC0415 - aiohttp.web only here
+
+    agent = config.agent
+    if mutation_access(agent.listen, agent.api_token and agent.api_token.reveal()) is not (
+        Access.REFUSED
+    ):
+        return None
+    return (
+        f"agent.listen = {agent.listen} is reachable from the network and no agent.api_token "
+        "is set: /status, /events and the POST routes refuse every request there (only "
+        "/healthz, /readyz and /metrics answer); set api_token (or api_token_file / "
+        "api_token_env), or listen on 127.0.0.1"
+    )
 
 
 async def cmd_run(args: argparse.Namespace) -> int:

@@ -17,10 +17,10 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent.models import DocState, JobSpec, KnownDocument, RemoteDocument
+from agent.models import DocState, EventType, JobSpec, KnownDocument, RemoteDocument
 from agent.state import jobs
 from agent.state.database import Database
-from agent.state.journal import EMPTY, EventType, Journal, NewEvent
+from agent.state.journal import EMPTY, Journal, NewEvent
 from agent.state.tables import DocumentRow, JobRow
 
 CHUNK = 500  # remote ids per IN (...) list

@@ -33,14 +33,13 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from types import MappingProxyType, SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from agent.models import PassStats
+from agent.models import EventType, PassStats
 from agent.state.database import Database
 from agent.state.tables import EventRow
 
@@ -50,17 +49,6 @@ PRUNE_BATCH = 1000  # entries deleted per transaction
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-class EventType(StrEnum):
-    ADDED = "document.added"  # a document's first file is in the mirror
-    UPDATED = "document.updated"  # a new version replaced the file
-    MOVED = "document.moved"  # renamed or moved remotely: the file followed
-    REMOVED = "document.removed"  # gone from the listing (the file is kept unless pruned)
-    LOCAL_COPY_KEPT = "document.local_copy_kept"  # a local edit was moved aside, not lost
-    FAILED = "document.failed"  # the download gave up after its retries
-    PASS_COMPLETED = "source.pass_completed"  # noqa: S105 - a pass ended; counts in `data`
-
-
-EVENT_TYPES = tuple(t.value for t in EventType)
 CHANGES = frozenset(
     {
         EventType.ADDED,

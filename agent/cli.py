@@ -209,9 +209,8 @@ def open_listen_warning(config: Config) -> str | None:
     from agent.web import Access, mutation_access  # noqa: PLC0415 - aiohttp.web only here
 
     agent = config.agent
-    if mutation_access(agent.listen, agent.api_token and agent.api_token.reveal()) is not (
-        Access.REFUSED
-    ):
+    token = agent.api_token.reveal() if agent.api_token is not None else None
+    if mutation_access(agent.listen, token) is not Access.REFUSED:
         return None
     return (
         f"agent.listen = {agent.listen} is reachable from the network and no agent.api_token "

@@ -4,7 +4,8 @@
     starter, templates, __main__
     daemon, web, metrics, notify      the service shell
     agent (agent.py)                  the composition root: opens and wires everything
-    engine                            one pass: list, plan, download, record
+    engine, events                    one pass: list, plan, download, record; telling
+                                      applications what changed (webhooks, hooks)
     sources                           one module per remote API; vendor JSON stops here
     transfer                          the download contract, retries, pacing, durable files
     state                             the state database
@@ -42,6 +43,7 @@ LAYERS: Mapping[str, int] = {
     "notify": 6,
     "agent": 5,
     "engine": 4,
+    "events": 4,
     "sources": 3,
     "transfer": 2,
     "state": 1,

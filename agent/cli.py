@@ -16,6 +16,7 @@ import shtab
 from agent import __version__, starter
 from agent.agent import Agent, PassOutcome
 from agent.config import SOURCE_TYPES, Config, load_config
+from agent.config.values import parse_download_reason
 from agent.errors import (
     EXIT_AUTH,
     EXIT_CONFIG,
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=300.0, help="seconds to wait for the browser"
         )
     add_init_parser(sub)
+    add_events_parsers(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
@@ -119,6 +121,40 @@ def add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     init.add_argument("--user-name", metavar="'FIRST LAST'", help="Index Health: who you are")
     init.add_argument("--user-email", metavar="EMAIL", help="Index Health: your e-mail")
+
+
+def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    events = sub.add_parser(
+        "events",
+        help="print the change journal: what was added, updated, moved, removed or failed",
+        description=(
+            "Print the change journal from the state database (no daemon needed): human "
+            "lines on a terminal, JSON lines otherwise or with --json."
+        ),
+    )
+    events.add_argument(
+        "--since", type=int, default=0, metavar="SEQ", help="only entries after this seq"
+    )
+    events.add_argument("--follow", "-f", action="store_true", help="wait for new entries")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    get = sub.add_parser(
+        "get",
+        help="download one document now, outside the schedule",
+        description=(
+            "Download one document into the mirror now (through the running daemon if there "
+            "is one), recorded in the change journal. --output also writes a copy there."
+        ),
+    )
+    get.add_argument("source", help="source name")
+    get.add_argument("document_id", help="the document's id in the source")
+    get.add_argument(
+        "--reason",
+        default="open-file-other-app",
+        help="Huddle's x-download-reason (default open-file-other-app)",
+    )
+    get.add_argument(  # type: ignore[attr-defined]
+        "--output", "-o", metavar="PATH", help="also copy the file here (a folder or a file)"
+    ).complete = shtab.FILE
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -228,6 +264,29 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return await run_daemon(config, path)
 
 
+async def cmd_events(args: argparse.Namespace) -> int:
+    from agent.changes import print_events  # noqa: PLC0415 - only for this command
+
+    config = load(args, secrets=False)  # reads the state only
+    as_json = args.json or not sys.stdout.isatty()
+    await print_events(config, args.since, follow=args.follow, as_json=as_json)
+    return EXIT_OK
+
+
+async def cmd_get(args: argparse.Namespace) -> int:
+    from agent.changes import copy_out, get_document  # noqa: PLC0415 - only for this command
+
+    config = load(args)
+    reason = parse_download_reason(args.reason, "--reason")
+    fetched = await get_document(config, args.source, args.document_id, reason)
+    where = config.agent.mirror_dir / fetched.rel_path
+    if args.output:
+        output = Path(args.output)
+        where = await asyncio.to_thread(copy_out, config.agent.mirror_dir, fetched, output)
+    print(f"{fetched.source}: {fetched.rel_path} ({fetched.size} bytes) -> {where}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo, serve_demo  # noqa: PLC0415 - only the demo needs sandboxes
 
@@ -330,6 +389,8 @@ COMMANDS = {
     "run": cmd_run,
     "login": cmd_login,
     "select": cmd_select,
+    "events": cmd_events,
+    "get": cmd_get,
 }
 
 SYNC_COMMANDS = {  # plain functions: no event loop

@@ -1,7 +1,8 @@
 """Imports between the parts of `agent/` point one way: down the layers, never in a cycle.
 
     cli, progress, demo, demo_world,  the command line and what only it uses
-    starter, templates, __main__
+    starter, templates, changes,
+    __main__
     daemon, web, metrics, notify      the service shell
     agent (agent.py)                  the composition root: opens and wires everything
     engine, events                    one pass: list, plan, download, record; telling
@@ -36,6 +37,7 @@ LAYERS: Mapping[str, int] = {
     "demo_world": 7,
     "starter": 7,
     "templates": 7,
+    "changes": 7,
     "__main__": 7,
     "daemon": 6,
     "web": 6,

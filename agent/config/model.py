@@ -21,6 +21,7 @@ from agent.config.values import (
     parse_directory,
     parse_download_reason,
     parse_duration,
+    parse_durations,
     parse_endpoint,
     parse_event_types,
     parse_listen,
@@ -38,6 +39,9 @@ Positive = Annotated[int, Meta(gt=0)]
 Words = tuple[Annotated[str, Meta(min_length=1)], ...]
 Duration = Annotated[float, Parse(parse_duration)]
 Url = Annotated[str, Parse(parse_url)]
+# The Standard Webhooks specification's example schedule, each delay after the failed attempt
+# before it: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (about three days).
+WEBHOOK_RETRIES = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
 class Table(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -141,6 +145,7 @@ class WebhookConfig(Table, frozen=True, kw_only=True):
     name: Annotated[str, Parse(parse_name)] = ""  # "": taken from the URL's host and path
     types: Annotated[tuple[str, ...], Parse(parse_event_types)] = ()  # (): every type
     sources: Words = ()  # (): every source
+    retry_schedule: Annotated[tuple[float, ...], Parse(parse_durations)] = WEBHOOK_RETRIES
 
 
 @dataclass(frozen=True)

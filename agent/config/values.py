@@ -97,6 +97,13 @@ def parse_mime_types(value: object, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def parse_durations(value: object, key: str) -> tuple[float, ...]:
+    """A list of 1 to 20 durations (a retry schedule)."""
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= 20:
+        raise ConfigError(key, f"expected a list of 1 to 20 durations such as '5s', got {value!r}")
+    return tuple(parse_duration(item, f"{key}[{i}]") for i, item in enumerate(value))
+
+
 def parse_event_types(value: object, key: str) -> tuple[str, ...]:
     """A list of change-journal event types (`document.added`, `source.pass_completed`...)."""
     if not isinstance(value, list | tuple):

@@ -213,7 +213,8 @@ class Worker:
 
     async def _failed(self, head: Head, event: Event, attempt: Attempt) -> None:
         failures = head.attempts + 1
-        delay = next_delay(failures, attempt.retry_after, self.jitter())
+        schedule = self.target.config.retry_schedule
+        delay = next_delay(schedule, failures, attempt.retry_after, self.jitter())
         log = self.log.bind(event_id=event.id, seq=event.seq, error=attempt.error)
         if delay is None:
             await self.store.outbox.gave_up(self.name, self.owner, event.seq, attempt.error)

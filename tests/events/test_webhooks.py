@@ -186,11 +186,12 @@ async def test_replicas_sharing_a_database_deliver_each_entry_once(
     async with (
         Store.open(pg_migrated_url, tmp_path / "a") as one,
         Store.open(pg_migrated_url, tmp_path / "b") as two,
+        deliveries(one, [hook(receiver)]),
+        deliveries(two, [hook(receiver)]),
     ):
-        async with deliveries(one, [hook(receiver)]), deliveries(two, [hook(receiver)]):
-            sent = await changes(one, 6) + await changes(two, 6)
-            await receiver.until_accepted(12)
-            await asyncio.sleep(0.5)
+        sent = await changes(one, 6) + await changes(two, 6)
+        await receiver.until_accepted(12)
+        await asyncio.sleep(0.5)
     assert Counter(receiver.ids()) == Counter(e.id for e in sent)
     assert max(Counter(receiver.attempts).values()) == 1
     assert receiver.seqs() == sorted(receiver.seqs())

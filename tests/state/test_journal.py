@@ -160,10 +160,14 @@ async def test_pruning_deletes_old_entries_in_batches_and_keeps_recent_ones(
 async def test_subscribers_get_what_committed_and_nothing_of_a_rollback(store: Store) -> None:
     seen: list[str] = []
     unsubscribe = store.journal.subscribe(lambda events: seen.extend(e.type for e in events))
-    with pytest.raises(RuntimeError):
+
+    async def rolled_back() -> None:
         async with store.db.begin() as conn:
             await store.journal.append(conn, [NewEvent(EventType.ADDED, SRC)])
             raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await rolled_back()
     assert await store.journal.read(0, 10) == []
     await mirror(store, doc("a"))
     unsubscribe()

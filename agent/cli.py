@@ -29,6 +29,7 @@ from agent.errors import (
     ConfigError,
     StateError,
 )
+from agent.events.webhooks import deliver_due
 from agent.log import configure_logging
 from agent.models import PassStats
 from agent.state.store import Store
@@ -195,9 +196,11 @@ async def cmd_sync(args: argparse.Namespace) -> int:
         with terminal_progress(sys.stderr) as progress:
             async with Agent.open(config, progress=progress) as agent:
                 results = await agent.sync_once(names)
+                await deliver_due(agent.store, config.webhooks)
     else:
         async with Agent.open(config) as agent:
             results = await agent.sync_once(names)
+            await deliver_due(agent.store, config.webhooks)
     print_summary(results)
     return sync_exit_code(results)
 

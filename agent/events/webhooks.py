@@ -47,6 +47,7 @@ LEASE_SECONDS = 90.0  # longer than an attempt, renewed at every step
 IDLE_POLL = 10.0  # how often a caught-up worker looks for entries another process wrote
 CLAIM_POLL = 30.0  # how often a worker without the lease (or waiting to retry) looks again
 STOP_GRACE = 5.0  # how long shutdown lets an attempt in flight finish
+SYNC_DELIVERY = 30.0  # how long `sync-agent sync` delivers what is due before it exits
 Clock = Callable[[], float]
 
 
@@ -301,6 +302,16 @@ async def deliveries(
             if tasks:
                 _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
                 await _cancel(late)
+
+
+async def deliver_due(
+    store: Store, webhooks: Sequence[WebhookConfig], within: float = SYNC_DELIVERY
+) -> None:
+    """Deliver what is due now, for a command that does not stay (`sync`): the rest waits in
+    the outbox for the next `sync` or `run`."""
+    if webhooks:
+        async with deliveries(store, webhooks, run=False) as due:
+            await due.drain(within)
 
 
 async def _cancel(tasks: Collection[asyncio.Future[Any]]) -> None:

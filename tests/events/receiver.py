@@ -4,6 +4,7 @@ algorithm, answers a programmed list of statuses first, and can go down and come
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections import deque
 from collections.abc import Iterable
@@ -13,6 +14,8 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from agent.events.shape import CLOUDEVENTS_TYPE
+
+SECRET = "whsec_" + base64.b64encode(b"receiver-secret-of-32-bytes!!!!!").decode()
 
 
 class Receiver:

@@ -19,8 +19,7 @@ from agent.metrics import Metrics
 from agent.models import EventType
 from agent.state.journal import Event, NewEvent
 from agent.state.store import Store
-from tests.events.conftest import SECRET
-from tests.events.receiver import Receiver
+from tests.events.receiver import SECRET, Receiver
 
 Receivers = Callable[..., Awaitable[Receiver]]
 FAST = (0.05, 0.05, 0.1, 0.1, 0.2, 0.2, 0.2, 0.2)  # a retry schedule for tests

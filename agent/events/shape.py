@@ -8,6 +8,7 @@ as `webhook-id` too, and whose `data` is that same JSON form without the envelop
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,19 +27,8 @@ def iso_time(epoch: float) -> str:
 
 def event_json(event: Event) -> dict[str, Any]:
     """An entry as JSON: the form of `/events`, `events --json` and the hook's stdin."""
-    return {
-        "seq": event.seq,
-        "id": event.id,
-        "type": event.type,
-        "time": iso_time(event.time),
-        "source": event.source,
-        "document_id": event.document_id,
-        "version": event.version,
-        "path": event.path,
-        "size": event.size,
-        "sha256": event.sha256,
-        "data": dict(event.data),
-    }
+    shown = {field.name: getattr(event, field.name) for field in fields(event)}
+    return {**shown, "time": iso_time(event.time), "data": dict(event.data)}
 
 
 def cloud_event(event: Event) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from agent.errors import (
     ConfigError,
     FatalSourceError,
 )
-from agent.events.hooks import Command, on_change_hooks
+from agent.events.hooks import Command, Hooks, on_change_hooks
 from agent.events.webhooks import outbox_endpoint
 from agent.log import get_logger
 from agent.models import JobSpec, PassStats
@@ -106,6 +106,7 @@ class Agent:
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
         self.signed_in_since_rebuild: set[str] = set()
+        self.hooks: Hooks | None = None  # the on_change commands, once open
         self.log = get_logger()
 
     @classmethod
@@ -150,7 +151,7 @@ class Agent:
             agent = cls(config, store, engine, stack, sleep=sleep, rate_window=rate_window)
             # events: endpoints known before any pass journals, so they miss none of it
             await store.outbox.register([outbox_endpoint(h) for h in config.webhooks])
-            await stack.enter_async_context(
+            agent.hooks = await stack.enter_async_context(
                 on_change_hooks(store.journal, agent.on_change, agent_cfg.on_change_timeout)
             )
             await agent.reconcile()

@@ -34,6 +34,7 @@ from agent.transfer.files import free_bytes
 from agent.web import serve_web, status_json
 
 PRUNE_INTERVAL = 3600.0  # seconds between prunings of the change journal
+HOOK_GRACE = 10.0  # seconds a running on_change command gets when the daemon stops
 
 
 class Daemon:
@@ -126,6 +127,8 @@ class Daemon:
                 watchdog.cancel()
             self.scheduler.remove_all_jobs()
             await self._drain()
+            if self.agent.hooks is not None:
+                await self.agent.hooks.stop(HOOK_GRACE)
         self.log.info("daemon.stopped")
         return self.exit_code
 

@@ -7,9 +7,10 @@ reads them as JSON on stdin: `{"events": [...]}`, each in the form of `GET /even
 
 A command never runs twice at once: what arrives while it runs waits, and the batches of
 every pass finished meanwhile go together in its next run. A run is stopped (its whole
-process group: SIGTERM, then SIGKILL) after `on_change_timeout`; its exit code and the tail
-of its output are logged. Nothing is retried: the journal, not the hook, is the durable
-record (a hook that failed can replay it with `sync-agent events --since`).
+process group: SIGTERM, then SIGKILL) after `on_change_timeout`, or when the daemon stops
+and it has not ended within a short grace; its exit code and the tail of its output are
+logged. `sync` waits for the runs its passes started. Nothing is retried: the journal, not
+the hook, is the durable record (a hook that failed can replay it with `events --since`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ class HookRunner:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
+    async def stop(self, within: float) -> None:
+        """Let a run end for `within` seconds, then stop it; what waited is dropped."""
+        task, self._pending = self._task, []
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), within)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self.log.warning("hook.stopped", reason="the agent is stopping")
+
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
@@ -81,6 +94,9 @@ class HookRunner:
             await _stop(process)
             self.log.error("hook.timed_out", timeout=self.timeout, events=len(batch))
             return None
+        except asyncio.CancelledError:
+            await _stop(process)
+            raise
         code = process.returncode
         seconds = round(time.monotonic() - started, 3)
         tail = output.decode(errors="replace")[-OUTPUT_TAIL:].strip()
@@ -129,6 +145,10 @@ class Hooks:
     async def wait(self) -> None:
         for runner in list(self.runners.values()):
             await runner.wait()
+
+    async def stop(self, within: float) -> None:
+        """Give running commands `within` seconds, then stop them (the daemon is stopping)."""
+        await asyncio.gather(*(runner.stop(within) for runner in self.runners.values()))
 
 
 @asynccontextmanager

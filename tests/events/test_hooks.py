@@ -118,3 +118,15 @@ async def test_a_command_that_cannot_start_is_logged(store: Store, tmp_path: Pat
     with capture_logs() as logs:
         assert await runner.run(await store.journal.record([change("a")])) is None
     assert [e["event"] for e in logs] == ["hook.not_started"]
+
+
+async def test_stopping_gives_a_running_command_its_grace_then_stops_it(
+    store: Store, tmp_path: Path
+) -> None:
+    runner = HookRunner(command(tmp_path, sleep=30), 60.0)
+    runner.submit(await store.journal.record([change("a")]))
+    await asyncio.sleep(0.3)
+    with capture_logs() as logs:
+        await asyncio.wait_for(runner.stop(0.2), 10)
+    assert [e["event"] for e in logs] == ["hook.stopped"]
+    assert runs(tmp_path) == []  # it never got to record its run

@@ -5,6 +5,8 @@ store.documents     documents and mirrored files    (agent.state.documents)
 store.jobs          the download job queue          (agent.state.jobs)
 store.credentials   tokens and cursors              (agent.state.credentials)
 store.status        pass records, the status model  (agent.state.status)
+store.journal       the change journal              (agent.state.journal)
+store.outbox        webhook endpoints' cursors      (agent.state.outbox)
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from agent.state.credentials import Credentials
 from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
+from agent.state.journal import Journal
+from agent.state.outbox import Outbox
 from agent.state.source_state import SourceState
 from agent.state.status import Status
 
@@ -32,11 +36,16 @@ class Store:
     jobs: Jobs
     credentials: Credentials
     status: Status
+    journal: Journal
+    outbox: Outbox
 
     @classmethod
     def over(cls, db: Database) -> Store:
-        jobs = Jobs(db)
-        return cls(db, Documents(db), jobs, Credentials(db), Status(db, jobs))
+        jobs, journal = Jobs(db), Journal(db)
+        documents = Documents(db, journal)
+        return cls(
+            db, documents, jobs, Credentials(db), Status(db, jobs), journal, Outbox(db, journal)
+        )
 
     @classmethod
     @asynccontextmanager

@@ -1,4 +1,4 @@
-"""Migration 0004: sha256 values recorded before digests named their algorithm stay readable
+"""Migration 0005: sha256 values recorded before digests named their algorithm stay readable
 as "sha256:<hex>", on SQLite and on PostgreSQL, and a downgrade gives them back."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agent.state.database import MIGRATIONS
 
-OLD = "ab" * 32  # a sha256 hex value as revision 0003 stored it
+BEFORE, AFTER = "0004", "0005"  # the migration under test, and the revision before it
+OLD = "ab" * 32  # a sha256 hex value as the revision before stored it
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -45,7 +46,7 @@ async def test_old_sha256_values_are_tagged_and_a_downgrade_restores_them(
     engine: AsyncEngine,
 ) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(_migrate, "0003")
+        await conn.run_sync(_migrate, BEFORE)
         await conn.execute(
             text(
                 "INSERT INTO documents (source, remote_id, version, name, state, prune, sha256, "
@@ -54,7 +55,7 @@ async def test_old_sha256_values_are_tagged_and_a_downgrade_restores_them(
             ),
             {"old": OLD},
         )
-        await conn.run_sync(_migrate, "0004")
+        await conn.run_sync(_migrate, AFTER)
         upgraded = (
             await conn.execute(text("SELECT digest FROM documents ORDER BY remote_id"))
         ).all()
@@ -62,7 +63,7 @@ async def test_old_sha256_values_are_tagged_and_a_downgrade_restores_them(
             text("UPDATE documents SET digest = :d WHERE remote_id = 'b'"),
             {"d": "blake3:" + "cd" * 32},
         )
-        await conn.run_sync(_migrate, "0003", down=True)
+        await conn.run_sync(_migrate, BEFORE, down=True)
         downgraded = (
             await conn.execute(text("SELECT sha256 FROM documents ORDER BY remote_id"))
         ).all()

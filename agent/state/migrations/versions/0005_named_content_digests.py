@@ -1,24 +1,26 @@
 """Content digests name their algorithm: `sha256` becomes `digest`, holding "<algorithm>:<hex>".
 
+In the documents, the jobs and the change journal (whose entries carry it as `digest`).
+
 The agent records BLAKE3 by default now (sha256 on request, `agent.hash_algorithm`), so the
 column says which one each value is: existing values, all sha256, become "sha256:<hex>" and
 stay readable (a local-edit check hashes the file with the algorithm its row names). The
 column widens to 80 characters for the prefix. A downgrade keeps the sha256 values and
 forgets the others (the old code could not check a file against them).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-TABLES = ("documents", "jobs")
+TABLES = ("documents", "jobs", "events")
 SHA256 = "sha256:"
 
 

@@ -70,3 +70,20 @@ async def test_old_sha256_values_are_tagged_and_a_downgrade_restores_them(
 
     assert upgraded == [(f"sha256:{OLD}",), (None,)]
     assert downgraded == [(OLD,), (None,)]  # a BLAKE3 value means nothing to the old code
+
+
+async def test_the_journal_keeps_its_numbering_across_the_migration(engine: AsyncEngine) -> None:
+    entry = (
+        "INSERT INTO events (id, type, source, time, data) VALUES (:id, 'document.added', 's', 0, "
+        "'{}')"
+    )
+    async with engine.begin() as conn:
+        await conn.run_sync(_migrate, BEFORE)
+        for n in range(3):
+            await conn.execute(text(entry), {"id": f"evt_{n}"})
+        await conn.execute(text("DELETE FROM events"))  # every entry pruned
+        await conn.run_sync(_migrate, AFTER)
+        await conn.execute(text(entry), {"id": "evt_after"})
+        seq = (await conn.execute(text("SELECT seq FROM events"))).scalar_one()
+
+    assert seq > 3  # a reader that saw seq 3 must not miss the next entry

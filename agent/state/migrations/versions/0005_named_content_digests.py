@@ -26,14 +26,7 @@ SHA256 = "sha256:"
 
 def upgrade() -> None:
     for table in TABLES:
-        with op.batch_alter_table(table) as batch:
-            batch.alter_column(
-                "sha256",
-                new_column_name="digest",
-                type_=sa.String(80),
-                existing_type=sa.String(64),
-                existing_nullable=True,
-            )
+        _rename(table, "sha256", "digest", sa.String(80), sa.String(64))
         rows = sa.table(table, sa.column("digest", sa.String))
         op.execute(
             sa.update(rows)
@@ -51,11 +44,30 @@ def downgrade() -> None:
             .where(rows.c.digest.is_not(None))
             .values(digest=sa.func.substr(rows.c.digest, len(SHA256) + 1))
         )
-        with op.batch_alter_table(table) as batch:
-            batch.alter_column(
-                "digest",
-                new_column_name="sha256",
-                type_=sa.String(64),
-                existing_type=sa.String(80),
-                existing_nullable=True,
-            )
+        _rename(table, "digest", "sha256", sa.String(64), sa.String(80))
+
+
+def _rename(table: str, old: str, new: str, type_: sa.String, existing: sa.String) -> None:
+    """Rename and retype a column; SQLite copies the table for that, so the journal keeps
+    its AUTOINCREMENT and its last number (an entry's `seq` is never used twice)."""
+    bind = op.get_bind()
+    sqlite = bind.dialect.name == "sqlite"
+    keep = sqlite and table == "events"
+    last = _last_seq(bind) if keep else None
+    kwargs = {"sqlite_autoincrement": True} if keep else {}
+    with op.batch_alter_table(table, table_kwargs=kwargs) as batch:
+        batch.alter_column(
+            old, new_column_name=new, type_=type_, existing_type=existing, existing_nullable=True
+        )
+    if last is not None:
+        bind.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = 'events'"))
+        bind.execute(
+            sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', :seq)"),
+            {"seq": last},
+        )
+
+
+def _last_seq(bind: sa.Connection) -> int | None:
+    found = bind.execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'events'"))
+    value = found.scalar()
+    return None if value is None else int(value)

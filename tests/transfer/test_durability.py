@@ -123,7 +123,8 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         real_fsync(fd)
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        events.append(("rename", f"{src} -> {dst}"))
+        src_path = _at(kwargs.get("src_dir_fd"), src)
+        events.append(("rename", f"{src_path} -> {_at(kwargs.get('dst_dir_fd'), dst)}"))
         real_replace(src, dst, **kwargs)
 
     async def commit(self: Store, source: str, items: Any) -> None:
@@ -152,3 +153,8 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         ("commit", f"{SOURCE}/ordered.bin"),
     ]
     assert Path(temp_path).parent == world.staging
+
+
+def _at(dir_fd: int | None, name: Any) -> str:
+    """The real path `name` names, relative to `dir_fd` when given."""
+    return str(name) if dir_fd is None else f"{os.readlink(f'/proc/self/fd/{dir_fd}')}/{name}"

@@ -113,30 +113,29 @@ class Presence:
     source_folder: bool  # the source's own folder exists (as a real folder)
 
 
-def find_missing(fs: MirrorFS, source: str, rel_paths: Iterable[str]) -> Presence:
+def find_missing(
+    fs: MirrorFS, source: str, rel_paths: Iterable[str], set_limit: int = SCAN_SET_LIMIT
+) -> Presence:
     """One `scandir` per folder (no stat per file) tells which of `rel_paths` are gone.
 
     Read-only: a link in the way counts as absent and is left for the placing code.
     """
-    by_folder: dict[str, list[str]] = defaultdict(list)
-    for rel in rel_paths:
-        by_folder[rel.rpartition("/")[0]].append(rel)
     missing: set[str] = set()
-    for parent, paths in by_folder.items():
+    for parent, paths in _by_folder(rel_paths).items():
         folder = fs.folder(parent, repair=False)
         if folder is None:
             missing.update(paths)
             continue
         with folder:
-            missing.update(_absent(folder, paths, len(parent) + 1 if parent else 0))
+            missing.update(_absent(folder, paths, len(parent) + 1 if parent else 0, set_limit))
     source_dir = fs.folder(source, repair=False)
     if source_dir is not None:
         source_dir.close()
     return Presence(missing, source_dir is not None)
 
 
-def _absent(folder: Folder, paths: list[str], cut: int) -> list[str]:
-    if len(paths) > SCAN_SET_LIMIT:
+def _absent(folder: Folder, paths: list[str], cut: int, set_limit: int) -> list[str]:
+    if len(paths) > set_limit:
         return [p for p in paths if not _is_file(folder.lstat(p[cut:]))]
     present = {e.name for e in folder.scandir() if e.is_file(follow_symlinks=False)}
     return [p for p in paths if p[cut:] not in present]
@@ -148,11 +147,8 @@ def _is_file(found: os.stat_result | None) -> bool:
 
 def lstat_all(fs: MirrorFS, rel_paths: Iterable[str]) -> dict[str, os.stat_result]:
     """What is at each of `rel_paths` (absent paths are left out), one folder open each."""
-    by_folder: dict[str, list[str]] = defaultdict(list)
-    for rel in rel_paths:
-        by_folder[rel.rpartition("/")[0]].append(rel)
     found: dict[str, os.stat_result] = {}
-    for parent, paths in by_folder.items():
+    for parent, paths in _by_folder(rel_paths).items():
         folder = fs.folder(parent, repair=False)
         if folder is None:
             continue
@@ -162,3 +158,11 @@ def lstat_all(fs: MirrorFS, rel_paths: Iterable[str]) -> dict[str, os.stat_resul
                 if result is not None:
                     found[rel] = result
     return found
+
+
+def _by_folder(rel_paths: Iterable[str]) -> dict[str, list[str]]:
+    """The paths grouped by their folder (the same string objects: no copies)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rel in rel_paths:
+        groups[rel.rpartition("/")[0]].append(rel)
+    return groups

@@ -225,13 +225,14 @@ class MirrorFS:
 
     def folder(self, rel: str, *, create: bool = False, repair: bool = True) -> Folder | None:
         """The folder at the relative POSIX path `rel` ("" is the root); see `Folder.child`."""
+        parts = [p for p in rel.split("/") if p]
+        if "." in parts or ".." in parts:
+            raise ValueError(f"not a mirror path: {rel!r}")
         current = self.open_root(create=create)
-        for part in (p for p in rel.split("/") if p):
+        for part in parts:
             if current is None:
                 break
             with current:
-                if part in (".", ".."):
-                    raise ValueError(f"not a mirror path: {rel!r}")
                 current = current.child(part, create=create, repair=repair)
         return current
 

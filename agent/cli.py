@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import shtab
 
 from agent import __version__, starter
-from agent.agent import Agent, PassOutcome
+from agent.agent import Agent, PassOutcome, acquire_lock
 from agent.config import Config, load_config
 from agent.errors import (
     EXIT_AUTH,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=300.0, help="seconds to wait for the browser"
         )
     add_init_parser(sub)
+    add_verify_parser(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
@@ -120,6 +122,23 @@ def add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     init.add_argument("--user-name", metavar="'FIRST LAST'", help="Index Health: who you are")
     init.add_argument("--user-email", metavar="EMAIL", help="Index Health: your e-mail")
+
+
+def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = sub.add_parser(
+        "verify",
+        help="check the mirror against the state (exit 0 clean, 1 otherwise)",
+        description=(
+            "Walk the mirror against the state: files missing, changed or unknown, and stale "
+            "staging files. --repair marks missing and changed files for download on the next "
+            "pass (a changed file is then kept beside as a local copy), adopts unknown files "
+            "identical to a missing one and deletes stale staging files. Exit status: 0 the "
+            "mirror was clean, 1 it was not (whether or not it was repaired)."
+        ),
+    )
+    verify.add_argument("--source", action="append", help="only this source (repeatable)")
+    verify.add_argument("--repair", action="store_true", help="repair what can be repaired")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -187,6 +206,33 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
         print_status(status)
     return EXIT_OK
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    from agent.engine.verify import iter_lines, verify  # noqa: PLC0415 - only verify needs it
+    from agent.progress import verify_progress  # noqa: PLC0415 - rich only here
+    from agent.transfer.mirrorfs import STAGING, MirrorFS  # noqa: PLC0415
+
+    config = load(args, secrets=False)  # the state and the disk only: no secret needed
+    names = args.source or [s.name for s in config.sources]
+    for name in names:
+        config.source(name)
+    fs = MirrorFS(config.agent.mirror_dir)
+    with contextlib.ExitStack() as held:
+        if args.repair:  # no pass may run while the state and the mirror are repaired
+            held.callback(acquire_lock(config.agent.state_dir).close)
+        staging = fs.folder("/".join(STAGING), repair=False)
+        if staging is not None:
+            held.enter_context(staging)
+        tally = held.enter_context(verify_progress(sys.stderr))
+        async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
+            report = await verify(store, fs, staging, names, repair=args.repair, tally=tally)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        for line in iter_lines(report):
+            print(line)
+    return EXIT_OK if report.clean else EXIT_FAILURES
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -306,6 +352,7 @@ COMMANDS = {
     "run": cmd_run,
     "login": cmd_login,
     "select": cmd_select,
+    "verify": cmd_verify,
 }
 
 SYNC_COMMANDS = {  # plain functions: no event loop

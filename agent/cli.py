@@ -16,7 +16,7 @@ import shtab
 
 from agent import __version__, starter
 from agent.agent import Agent, PassOutcome, acquire_lock
-from agent.config import Config, load_config
+from agent.config import SOURCE_TYPES, Config, load_config
 from agent.errors import (
     EXIT_AUTH,
     EXIT_CONFIG,
@@ -31,7 +31,6 @@ from agent.errors import (
 from agent.log import configure_logging
 from agent.models import PassStats
 from agent.state.store import Store
-from agent.templates import SOURCE_TYPES
 
 EXIT_RUNNING = 75  # EX_TEMPFAIL: another instance holds the state folder
 EXIT_STATE = 74  # EX_IOERR: the state database cannot be used
@@ -239,6 +238,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(config_path(args))
     names = ", ".join(f"{s.name} ({s.type})" for s in config.sources) or "no sources"
     print(f"configuration OK: {names}")
+    for override in config.overrides:  # secrets show as ***
+        print(f"  {override.key} = {override.shown}  (from {override.variable})")
     return EXIT_OK
 
 

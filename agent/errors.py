@@ -104,17 +104,6 @@ class TransientError(DocumentError):
 
     kind = "transient"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str | None = None,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, url=url, status=status)
-
 
 class ExpiredUrlError(TransientError):
     """The storage host refused a signed URL (expired or invalid signature)."""

@@ -59,31 +59,6 @@ class RemoteDocument:
 
 
 @dataclass(frozen=True, slots=True)
-class DownloadTarget:
-    """Where to GET a document's bytes.
-
-    `headers` go to the first hop only. A redirect never carries `Authorization`, and
-    carries none of these headers at all when it leaves the first hop's origin.
-    `paced` says the first hop is an API call that counts against the source's budget.
-    """
-
-    url: str
-    headers: Mapping[str, str] = field(default_factory=lambda: EMPTY)
-    paced: bool = True
-    json_errors: bool = False  # a JSON body on the first hop may be an error envelope
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
-    """What a source may inspect of a download response before the body is kept."""
-
-    status: int
-    url: str
-    headers: Mapping[str, str]
-    body: bytes | None = None  # only for small JSON bodies when `json_errors` is set
-
-
-@dataclass(frozen=True, slots=True)
 class KnownDocument:
     """What the state database remembers of a document, as the planner needs it."""
 
@@ -122,8 +97,6 @@ class Fetched:
     size: int
     sha256: str
     validator: str | None
-    content_type: str | None = None
-    filename: str | None = None  # from Content-Disposition, for sources that need it
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agent.config import SOURCE_TYPES
+from agent.config.values import NAME_RE
 from agent.errors import AgentError
 from agent.templates import (
     DEFAULT_NAMES,
     PLACEHOLDER_CLIENT_ID,
     SECRET_KEYS,
-    SOURCE_TYPES,
     SecretRef,
     SourceAnswers,
     env_name,
@@ -29,7 +29,6 @@ from agent.templates import (
     shell_word,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_MIRROR = "~/sync-agent-mirror"
 EX_CANTCREAT = 73  # sysexits.h: the output file exists or cannot be created
 EXIT_USAGE = 2  # as argparse: the options do not make sense

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from string import Template
 
-SOURCE_TYPES = ("standard-metrics", "huddle", "index-health", "opencde")
 DEFAULT_NAMES = {
     "standard-metrics": "portfolio",
     "huddle": "huddle",

@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import signal
 
-from agent.sandbox.standard_metrics import StandardMetricsSandbox
+from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 
 
 def build(documents: int, redirect: str) -> StandardMetricsSandbox:
     prefix = redirect.rstrip("/")
     sandbox = StandardMetricsSandbox(
-        StorageHost(), redirect_to=lambda _doc_id, name: f"{prefix}/{name}"
+        StorageHost(), redirect_to=lambda _doc_id, name: f"{prefix}/{name}", **RICH
     )
     sandbox.add_listing_only(documents)
     return sandbox

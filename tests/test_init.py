@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.templates import HEADER, SECRET_KEYS, SOURCE_TYPES, TEMPLATES, toml_string
+from agent.config import SOURCE_TYPES
+from agent.templates import HEADER, SECRET_KEYS, TEMPLATES, toml_string
 
 CONFIG_DIR = Path(__file__).parent.parent / "config"
 SECRETS = {  # what the *_env references init writes by default name

@@ -4,11 +4,13 @@ Faithful to the Huddle API documentation (seed 002, API-NOTES section 3):
 
 - `POST /token` (form-encoded refresh-token grant) returns a NEW single-use refresh token
   every time; a reused one gets 400 `invalid_grant` and lands in `reused_refresh_tokens`.
-- Every other route needs `Authorization: Bearer <t>` or `OAuth2 <t>`; an expired or
-  unknown token gets `expired_status` (401 newer docs, 403 older docs).
+  With `refresh_revokes_access` (the default) it also kills older access tokens.
+- Every other route needs `Authorization: Bearer <t>` (or `OAuth2 <t>`, as `auth_scheme`
+  allows); an expired or unknown token gets `expired_status` (401 newer docs, 403 older).
 - `GET /entry` -> 303 to `/users/{id}`, which lists the workspaces; each workspace links
   its root folder `/files/workspaces/{id}/folders/root`.
-- `GET /files/folders/{id}`: inline child folders and documents; `Last-Modified` is the
+- `GET /files/folders/{id}`: inline child folders and documents (in the `summaries`
+  shape: by default only their `self` links); `Last-Modified` is the
   newest change anywhere in the folder's subtree, so `If-Modified-Since` -> 304 skips an
   unchanged subtree with one request. 404 missing, 410 deleted, 423 locked.
 - `GET /files/pagedfolders/{id}?size=N&key=K`: keyset pages of folders then documents, in
@@ -17,20 +19,30 @@ Faithful to the Huddle API documentation (seed 002, API-NOTES section 3):
 - `GET /files/documents/{id}`: full document JSON; no `content` link without download
   permission. Content and conversions are in `huddle_content`.
 
-All JSON is `application/vnd.huddle.data+json` with absolute link hrefs.
+All JSON is `application/vnd.huddle.data+json` with absolute link hrefs. Where the
+documentation allows several readings a keyword chooses one (`HuddleKnobs`); the defaults
+are the least it promises and `RICH` holds the friendliest (docs/conformance.md).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final, Unpack
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from agent.sandbox.huddle_auth import TokenIssuer, auth_refusal, token_endpoint
 from agent.sandbox.huddle_content import ContentService, Conversions
-from agent.sandbox.huddle_http import HuddleOptions, error, http_date, huddle_json, not_modified
+from agent.sandbox.huddle_http import (
+    HuddleKnobs,
+    HuddleOptions,
+    error,
+    http_date,
+    huddle_json,
+    not_modified,
+)
 from agent.sandbox.huddle_model import Document, Folder, HuddleTree, populate_bulk, populate_demo
 from agent.sandbox.huddle_render import Json, Renderer, decode_key
 from agent.sandbox.server import (
@@ -48,6 +60,18 @@ MAX_PAGE_SIZE = 250
 USER_ID = "10001"
 USER_NAME = "Sandbox User"
 
+# Every knob at its friendliest documented reading (the defaults are the least promised).
+RICH: Final[HuddleKnobs] = {
+    "summaries": "full",
+    "expired_status": 401,
+    "no_content_status": 204,
+    "auth_scheme": None,
+    "rfc1123_dates": False,
+    "paged_view": True,
+    "refresh_revokes_access": False,
+    "conversion_links_in_body": True,
+}
+
 
 class HuddleSandbox(Served):
     """A local Huddle API: data methods for tests, an aiohttp app, a request log, faults."""
@@ -60,23 +84,11 @@ class HuddleSandbox(Served):
         client_secret: str | None = None,
         refresh_token: str = "demo-refresh-0",  # noqa: S107 - a sandbox's fake credential
         token_lifetime: int = 1200,
-        expired_status: int = 401,
-        no_content_status: int = 204,
-        auth_scheme: str | None = None,
-        rfc1123_dates: bool = False,
-        content_redirect: bool = False,
-        conversion_polls: int = 2,
         clock: Callable[[], float] = time.time,
+        **knobs: Unpack[HuddleKnobs],
     ) -> None:
         self.storage = storage
-        self.options = HuddleOptions(
-            expired_status=expired_status,
-            no_content_status=no_content_status,
-            auth_scheme=auth_scheme,
-            rfc1123_dates=rfc1123_dates,
-            content_redirect=content_redirect,
-            conversion_polls=conversion_polls,
-        )
+        self.options = HuddleOptions(**knobs)
         self.tree = HuddleTree(clock)
         self.tokens = TokenIssuer(client_id, client_secret, token_lifetime, clock)
         self.tokens.add_refresh_token(refresh_token)
@@ -261,12 +273,12 @@ class HuddleSandbox(Served):
         return authenticate
 
     def _renderer(self, request: web.Request) -> Renderer:
-        return Renderer(
-            self.tree, str(request.url.origin()), rfc1123_dates=self.options.rfc1123_dates
-        )
+        return Renderer(self.tree, str(request.url.origin()), self.options)
 
     async def _token(self, request: web.Request) -> web.Response:
-        return await token_endpoint(self.tokens, request)
+        return await token_endpoint(
+            self.tokens, request, revoke_access=self.options.refresh_revokes_access
+        )
 
     async def _entry(self, request: web.Request) -> web.Response:
         location = f"{request.url.origin()}/users/{self.user_id}"

@@ -55,12 +55,17 @@ class TokenIssuer:
     def revoke_refresh_tokens(self) -> None:
         self._live_refresh.clear()
 
-    def spend(self, refresh_token: str) -> dict[str, object] | None:
-        """A new token pair for a live refresh token, or None (recording any reuse)."""
+    def spend(self, refresh_token: str, *, revoke_access: bool) -> dict[str, object] | None:
+        """A new token pair for a live refresh token, or None (recording any reuse).
+
+        With `revoke_access` every access token issued before dies with the refresh.
+        """
         if refresh_token not in self._live_refresh:
             if refresh_token in self._spent_refresh:
                 self.reused_refresh_tokens.append(refresh_token)
             return None
+        if revoke_access:
+            self._access.clear()
         self._live_refresh.discard(refresh_token)
         self._spent_refresh.add(refresh_token)
         self._counter += 1
@@ -80,7 +85,9 @@ class TokenIssuer:
         return client_secret is not None and hmac.compare_digest(client_secret, self.client_secret)
 
 
-async def token_endpoint(issuer: TokenIssuer, request: web.Request) -> web.Response:
+async def token_endpoint(
+    issuer: TokenIssuer, request: web.Request, *, revoke_access: bool
+) -> web.Response:
     """`POST /token` with the refresh-token grant."""
     form = await request.post()
     client_id, client_secret = _client_credentials(request, form)
@@ -92,7 +99,7 @@ async def token_endpoint(issuer: TokenIssuer, request: web.Request) -> web.Respo
     refresh_token = form.get("refresh_token")
     if not isinstance(refresh_token, str) or not refresh_token:
         return json_body({"error": "invalid_request"}, 400)
-    pair = issuer.spend(refresh_token)
+    pair = issuer.spend(refresh_token, revoke_access=revoke_access)
     if pair is None:
         return json_body({"error": "invalid_grant"}, 400)
     return json_body(pair, headers={"Cache-Control": "no-store"})

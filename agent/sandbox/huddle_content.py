@@ -3,7 +3,9 @@
 `GET /files/documents/{id}/content` with no `Accept` (or `*/*`, or the original type) gives
 the original bytes. Another type in `Accept` or `?mimetype=` is negotiated against the
 document's supported conversions: a finished rendition is served, an unstarted one answers
-202 with a progress resource in `Location`, an unsupported type 406. Range requests are
+202 with a progress resource in `Location`, an unsupported type 406. A finished conversion
+names its content link in the progress body (the JSON example) or only in a `Link` header
+(the sequence diagram), as `conversion_links_in_body` chooses. Range requests are
 single-range: malformed or multi-range headers are ignored (200), a range starting past
 the end is 416.
 """
@@ -223,11 +225,17 @@ class ContentService:
         if doc is None or job is None:
             return json_body({"message": "No such conversion"}, 404)
         base = str(request.url.origin())
-        links = [
-            {"rel": "self", "href": base + conversion_path(doc, mime, version_id)},
-            {"rel": "content", "href": f"{base}/files/documents/{doc.id}/content"},
-        ]
+        content = f"{base}/files/documents/{doc.id}/content"
+        body: dict[str, object] = {"status": job.status}
+        headers = {}
+        if self.options.conversion_links_in_body:
+            body["links"] = [
+                {"rel": "self", "href": base + conversion_path(doc, mime, version_id)},
+                {"rel": "content", "href": content},
+            ]
+        elif job.status == COMPLETE:
+            headers["Link"] = f'<{content}>; rel="content"'
         if job.status == FAILED:
-            message = f"Conversion of {doc.filename} to {mime} failed"
-            return json_body({"status": FAILED, "message": message, "links": links}, 500)
-        return json_body({"status": job.status, "links": links})
+            body["message"] = f"Conversion of {doc.filename} to {mime} failed"
+            return json_body(body, 500)
+        return json_body(body, headers=headers)

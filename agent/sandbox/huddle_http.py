@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
+from typing import TypedDict
 from urllib.parse import quote
 
 from aiohttp import web
@@ -30,24 +31,57 @@ _OTHER_MAX = 100
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
+SUMMARY_SHAPES = ("self", "links", "full")
+
+
 @dataclass
 class HuddleOptions:
-    """Switches between documented behaviours; tests may flip them while serving."""
+    """Switches between documented readings; tests may flip them while serving.
 
-    expired_status: int = 401  # 401 in newer docs, 403 in older ones
-    no_content_status: int = 204  # 204 in older docs, 404 in newer ones
-    auth_scheme: str | None = None  # "Bearer" or "OAuth2" to require one; None takes both
-    rfc1123_dates: bool = False  # JSON dates as RFC 1123 instead of ISO-8601
+    Each default is the least the documentation promises (see docs/conformance.md);
+    `RICH` in `agent.sandbox.huddle` turns every switch to its friendliest reading.
+    """
+
+    # Inline child items of folders and paged folders: "self" = only `self` (and
+    # `parentCollection`) links, as the Folder pages show before "... other document
+    # elements ..."; "links" = title, `updated` and every link (`content` when the user may
+    # download); "full" = every field and link of the Document resource.
+    summaries: str = "self"
+    expired_status: int = 403  # 401 in newer docs, 403 in older ones
+    no_content_status: int = 404  # 204 in older docs, 404 in newer ones
+    auth_scheme: str | None = "Bearer"  # "Bearer" or "OAuth2" to require one; None takes both
+    rfc1123_dates: bool = True  # JSON dates as RFC 1123 ("seen too") instead of ISO-8601
+    paged_view: bool = True  # folders link their paged `collection` view
+    refresh_revokes_access: bool = True  # a refresh kills every access token issued before
+    conversion_links_in_body: bool = False  # finished conversion: links in the JSON body, or
+    # only in a `Link` header as the sequence diagram shows
     content_redirect: bool = False  # content answers 302 to a signed storage URL
     conversion_polls: int = 2  # progress polls that answer InProgress before the outcome
 
     def __post_init__(self) -> None:
+        if self.summaries not in SUMMARY_SHAPES:
+            raise ValueError(f"summaries must be one of {SUMMARY_SHAPES}")
         if self.expired_status not in (401, 403):
             raise ValueError("expired_status must be 401 or 403")
         if self.no_content_status not in (204, 404):
             raise ValueError("no_content_status must be 204 or 404")
         if self.auth_scheme is not None and self.auth_scheme.lower() not in ("bearer", "oauth2"):
             raise ValueError("auth_scheme must be 'Bearer', 'OAuth2' or None")
+
+
+class HuddleKnobs(TypedDict, total=False):
+    """The constructor keywords of `HuddleSandbox` that choose a documented reading."""
+
+    summaries: str
+    expired_status: int
+    no_content_status: int
+    auth_scheme: str | None
+    rfc1123_dates: bool
+    paged_view: bool
+    refresh_revokes_access: bool
+    conversion_links_in_body: bool
+    content_redirect: bool
+    conversion_polls: int
 
 
 def http_date(ts: float) -> str:

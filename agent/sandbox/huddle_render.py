@@ -1,7 +1,9 @@
 """Huddle sandbox JSON bodies: users, workspaces, folders, paged folders, documents.
 
 Links are `{"rel","href","type"?,"title"?}` with absolute hrefs. Bodies carry no `id`
-field: as in Huddle, a resource is named by its `self` link.
+field: as in Huddle, a resource is named by its `self` link. Child items inside folders and
+paged folders come in the shape `HuddleOptions.summaries` chooses: only `self` (the least
+the documentation shows), title and every link, or the whole Document resource.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import base64
 import binascii
 from urllib.parse import urlencode
 
-from agent.sandbox.huddle_http import http_date, iso_date
+from agent.sandbox.huddle_http import HuddleOptions, http_date, iso_date
 from agent.sandbox.huddle_model import (
     DOCUMENT_RANK,
     FOLDER_RANK,
@@ -48,17 +50,17 @@ def decode_key(value: str) -> tuple[str, ItemKey] | None:
 class Renderer:
     """Builds JSON for one request: knows the base URL and the date style to use."""
 
-    def __init__(self, tree: HuddleTree, base: str, *, rfc1123_dates: bool) -> None:
+    def __init__(self, tree: HuddleTree, base: str, options: HuddleOptions) -> None:
         self.tree = tree
         self.base = base.rstrip("/")
-        self.rfc1123_dates = rfc1123_dates
+        self.options = options
 
     def url(self, path: str) -> str:
         return self.base + path
 
     def date(self, ts: float) -> str:
         self.tree.observe(ts)
-        return http_date(ts) if self.rfc1123_dates else iso_date(ts)
+        return http_date(ts) if self.options.rfc1123_dates else iso_date(ts)
 
     def link(self, rel: str, path: str, **extra: str) -> Link:
         return {"rel": rel, "href": self.url(path), **extra}
@@ -91,15 +93,9 @@ class Renderer:
             links.append(self.link("parent", f"/files/folders/{folder.parent_id}"))
         else:
             links.append(self.link("workspace", f"/workspaces/{folder.workspace_id}"))
-        links.append(self.link("collection", f"/files/pagedfolders/{folder.id}"))
+        if self.options.paged_view:
+            links.append(self.link("collection", f"/files/pagedfolders/{folder.id}"))
         return links
-
-    def folder_brief(self, folder: Folder) -> Json:
-        return {
-            "title": folder.title,
-            "updated": self.date(folder.updated),
-            "links": [self.link("self", f"/files/folders/{folder.id}")],
-        }
 
     def folder(self, folder: Folder) -> Json:
         children = [self.tree.item(key) for key in folder.children]
@@ -109,13 +105,18 @@ class Renderer:
             "created": self.date(folder.created),
             "updated": self.date(folder.updated),
             "links": self.folder_links(folder),
-            "folders": [self.folder_brief(c) for c in children if isinstance(c, Folder)],
-            "documents": [self.document_brief(c) for c in children if isinstance(c, Document)],
+            "folders": [self.folder_summary(c) for c in children if isinstance(c, Folder)],
+            "documents": [self.document_summary(c) for c in children if isinstance(c, Document)],
         }
 
-    def folder_item(self, folder: Folder) -> Json:
+    def folder_summary(self, folder: Folder) -> Json:
+        """A child folder as its parent lists it, in the configured summary shape."""
+        own = [self.link("self", f"/files/folders/{folder.id}")]
+        if self.options.summaries == "self":
+            return {"links": own}
+        if self.options.summaries == "links":
+            return {"title": folder.title, "updated": self.date(folder.updated), "links": own}
         return {
-            "type": "folder",
             "title": folder.title,
             "description": folder.description,
             "created": self.date(folder.created),
@@ -141,7 +142,9 @@ class Renderer:
             "title": folder.title,
             "links": links,
             "items": [
-                self.folder_item(i) if isinstance(i, Folder) else self.document_item(i)
+                {"type": "folder", **self.folder_summary(i)}
+                if isinstance(i, Folder)
+                else {"type": "document", **self.document_summary(i)}
                 for i in items
             ],
         }
@@ -159,12 +162,18 @@ class Renderer:
         links.append(self.link("version-history", f"{path}/versions"))
         return links
 
-    def document_brief(self, doc: Document) -> Json:
-        return {
-            "title": doc.title,
-            "updated": self.date(doc.updated),
-            "links": self.document_links(doc),
-        }
+    def document_summary(self, doc: Document) -> Json:
+        """A document as a folder lists it, in the configured summary shape."""
+        if self.options.summaries == "self":
+            parent = self.link("parentCollection", f"/files/pagedfolders/{doc.folder_id}")
+            return {"links": [self.link("self", f"/files/documents/{doc.id}"), parent]}
+        if self.options.summaries == "links":
+            return {
+                "title": doc.title,
+                "updated": self.date(doc.updated),
+                "links": self.document_links(doc),
+            }
+        return self.document(doc)
 
     def document(self, doc: Document) -> Json:
         return {
@@ -179,9 +188,6 @@ class Renderer:
             "extension": doc.extension,
             "links": self.document_links(doc),
         }
-
-    def document_item(self, doc: Document) -> Json:
-        return {"type": "document", **self.document(doc)}
 
     def versions(self, doc: Document) -> Json:
         return {

@@ -3,36 +3,47 @@
 Faithful to the public documentation (seeds 001 and 003, API-NOTES section 2):
 
 - ``POST /generate-client-auth-token`` issues JWT-like bearer tokens. The success body
-  has two documented shapes, chosen by ``token_key`` and ``status_key``.
+  has two documented shapes, chosen by ``token_key`` and ``status_key``. A token's
+  lifetime is undocumented: here it dies after ``token_lifetime`` seconds or
+  ``token_uses`` accepted calls, whichever comes first (``index_health_tokens``).
 - ``POST /get-plans``, ``POST /get-documents``, ``POST /get-document-details`` and
   ``POST /download`` take JSON bodies and answer ``{"statusCode", "data", "message"}``.
 - ``GET /download/{document_id}`` streams the bytes with Range/If-Range support.
 - Every error body carries ``statusCode``; with ``errors_as_http_status=False`` every
   response is HTTP 200 and only the body tells the error, as some deployments do.
+- Fields the documentation marks optional are left out (``optional_fields="omitted"``),
+  present when they have a value (``"present"``) or present and null (``"null"``).
 
-The sandbox never imports anything from ``agent/`` outside ``agent/sandbox/``.
+Each keyword above is a documented ambiguity; its default is the least the documentation
+promises and ``RICH`` holds the friendliest reading (docs/conformance.md). The sandbox
+never imports anything from ``agent/`` outside ``agent/sandbox/``.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
-import os
-import random
-import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Final
-from urllib.parse import quote
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, TypedDict
 
 from aiohttp import web
 
+from agent.sandbox.index_health_demo import populate_demo
+from agent.sandbox.index_health_http import (
+    EXTENSION_BY_TYPE,
+    content_type_for,
+    extension_of,
+    file_response,
+    iso_timestamp,
+    json_object,
+    missing_auth_field,
+    slug,
+)
+from agent.sandbox.index_health_tokens import TokenIssuer, TokenLedger
 from agent.sandbox.server import (
     FaultPlan,
     RequestLog,
@@ -48,107 +59,50 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DOCUMENT_TYPES: Final = ("PDF", "DOCX", "TXT", "IMG", "OTHER")
 TOKEN_KEYS: Final = ("auth_token", "access_token")
 STATUS_KEYS: Final = ("status", "statusCode")
+OPTIONAL_FIELDS: Final = ("omitted", "present", "null")
+# Optional listing fields that say nothing about whether the document has a file.
+_OPTIONAL: Final = (
+    "document_description",
+    "document_type",
+    "document_priority",
+    "document_tags",
+    "collection_name",
+    "avg_progress",
+)
+
+
+class IndexHealthKnobs(TypedDict, total=False):
+    """The constructor keywords of `IndexHealthSandbox` that choose a documented reading."""
+
+    token_key: str
+    status_key: str
+    token_lifetime: float
+    token_uses: int | None
+    errors_as_http_status: bool
+    optional_fields: str
+
+
+# Every knob at its friendliest documented reading (the defaults are the least promised).
+RICH: Final[IndexHealthKnobs] = {
+    "token_key": "access_token",
+    "status_key": "statusCode",
+    "token_lifetime": 3600.0,
+    "token_uses": None,
+    "errors_as_http_status": True,
+    "optional_fields": "present",
+}
 
 _OKAY: Final = "OKAY"
 _UNAUTHORIZED: Final = "UNAUTHORIZED"
 _NOT_FOUND: Final = "Document not found"
 _NO_FILE_PATH: Final = "Document has no file path"
 _ID_REQUIRED: Final = "Document ID is required"
-_IDENTITY_FIELDS: Final = ("date_of_birth", "email", "uid", "eid")
 
 _TYPE_BY_EXTENSION: Final = {".pdf": "PDF", ".docx": "DOCX", ".txt": "TXT"} | dict.fromkeys(
     (".png", ".jpg", ".jpeg", ".gif"), "IMG"
 )
-_EXTENSION_BY_TYPE: Final = {
-    "PDF": ".pdf",
-    "DOCX": ".docx",
-    "TXT": ".txt",
-    "IMG": ".png",
-    "OTHER": ".bin",
-}
-_CONTENT_TYPES: Final = {
-    ".pdf": "application/pdf",
-    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    ".txt": "text/plain; charset=utf-8",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-}
 _PLAN_COLORS: Final = ("#FF5733", "#33A1FF", "#2ECC71", "#9B59B6", "#F1C40F", "#E67E22")
 _ID_NAMESPACE: Final = uuid.UUID("6f1c3a52-5d7e-4b8e-9a43-1d2f0c9e7b10")
-_EXTENSION_RE: Final = re.compile(r"\.[A-Za-z0-9]{1,5}$")
-_RANGE_RE: Final = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-class UnsatisfiableRangeError(Exception):
-    """The Range header is well formed but selects no byte of the representation."""
-
-
-def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """Return the inclusive ``(first, last)`` byte positions a single-range header selects.
-
-    ``None`` means the header is to be ignored (malformed, or several ranges, which this
-    S3-like server does not support), so the whole body is sent with 200.
-    Raises ``UnsatisfiableRangeError`` when a 416 is due.
-    """
-    match = _RANGE_RE.match(header.strip())
-    if match is None:
-        return None
-    first_text, last_text = match.groups()
-    if not first_text and not last_text:
-        return None
-    if not first_text:
-        suffix = int(last_text)
-        if suffix == 0 or size == 0:
-            raise UnsatisfiableRangeError(header)
-        return max(size - suffix, 0), size - 1
-    first = int(first_text)
-    last = int(last_text) if last_text else size - 1
-    if last_text and last < first:
-        return None
-    if first >= size:
-        raise UnsatisfiableRangeError(header)
-    return first, min(last, size - 1)
-
-
-def iso_timestamp(seconds: float) -> str:
-    """Format epoch seconds the way the (Node-based) API does: ``2024-01-15T10:30:00.000Z``."""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def extension_of(name: str) -> str:
-    """Lower-cased extension of a file name, with its dot, or ``""`` when it has none."""
-    match = _EXTENSION_RE.search(name)
-    return match.group(0).lower() if match else ""
-
-
-def content_type_for(file_name: str) -> str:
-    """MIME type the server sends for a file name (by extension)."""
-    return _CONTENT_TYPES.get(extension_of(file_name), "application/octet-stream")
-
-
-def content_disposition(file_name: str) -> str:
-    """``attachment; filename="..."``, with an RFC 5987 ``filename*`` for non-ASCII names."""
-    ascii_name = file_name.encode("ascii", "replace").decode("ascii").replace("?", "_")
-    quoted = ascii_name.replace("\\", "\\\\").replace('"', '\\"')
-    value = f'attachment; filename="{quoted}"'
-    if ascii_name != file_name:
-        value += f"; filename*=UTF-8''{quote(file_name, safe='')}"
-    return value
-
-
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return slug or "document"
-
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 # --------------------------------------------------------------------------- data
@@ -205,36 +159,6 @@ class _Failure:
     remaining: int
 
 
-@dataclass
-class _Tokens:
-    lifetime: float
-    clock: Callable[[], float]
-    key: bytes = field(default_factory=lambda: os.urandom(32))
-    expiries: dict[str, float] = field(default_factory=dict)
-    issued: int = 0
-
-    def issue(self, client_id: str, fingerprint: str) -> str:
-        now = self.clock()
-        self.issued += 1
-        header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        claims = {
-            "sub": client_id,
-            "fingerprint": fingerprint,
-            "iat": int(now),
-            "exp": int(now + self.lifetime),
-            "jti": self.issued,
-        }
-        payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        signature = hmac.new(self.key, f"{header}.{payload}".encode(), hashlib.sha256)
-        token = f"{header}.{payload}.{_b64url(signature.digest())}"
-        self.expiries[token] = now + self.lifetime
-        return token
-
-    def valid(self, token: str) -> bool:
-        expiry = self.expiries.get(token)
-        return expiry is not None and self.clock() < expiry
-
-
 # --------------------------------------------------------------------------- sandbox
 
 
@@ -249,8 +173,10 @@ class IndexHealthSandbox(Served):
         client_secret: str = "demo-secret",  # noqa: S107 -- the sandbox's public demo secret
         token_key: str = "auth_token",  # noqa: S107 -- a JSON key name, not a secret
         status_key: str = "status",
-        token_lifetime: float = 3600.0,
-        errors_as_http_status: bool = True,
+        token_lifetime: float = 10.0,
+        token_uses: int | None = 5,
+        errors_as_http_status: bool = False,
+        optional_fields: str = "omitted",
         root_group: bool = False,
         presign_ttl: float = 3600.0,
         clock: Callable[[], float] = time.time,
@@ -259,16 +185,20 @@ class IndexHealthSandbox(Served):
             raise ValueError(f"token_key must be one of {TOKEN_KEYS}, not {token_key!r}")
         if status_key not in STATUS_KEYS:
             raise ValueError(f"status_key must be one of {STATUS_KEYS}, not {status_key!r}")
+        if optional_fields not in OPTIONAL_FIELDS:
+            raise ValueError(f"optional_fields must be one of {OPTIONAL_FIELDS}")
         self._storage = storage
         self._client_id = client_id
         self._client_secret = client_secret
         self._token_key = token_key
         self._status_key = status_key
         self._errors_as_http_status = errors_as_http_status
+        self._optional_fields = optional_fields
+        self._client_revoked = False
         self._root_group = root_group
         self._presign_ttl = presign_ttl
         self._clock = clock
-        self._tokens = _Tokens(lifetime=token_lifetime, clock=clock)
+        self._tokens = TokenIssuer(token_lifetime, token_uses, clock)
         self._collections: dict[str, str] = {}
         self._plans: dict[str, Plan] = {}
         self._documents: dict[str, _Document] = {}
@@ -307,10 +237,19 @@ class IndexHealthSandbox(Served):
         """How many tokens ``/generate-client-auth-token`` has handed out."""
         return self._tokens.issued
 
+    @property
+    def token_ledger(self) -> TokenLedger:
+        """Every call accepted or refused, per task, and every token issued."""
+        return self._tokens.ledger
+
     def expire_all_tokens(self) -> None:
         """Make every token issued so far answer 403 UNAUTHORIZED."""
-        for token in self._tokens.expiries:
-            self._tokens.expiries[token] = float("-inf")
+        self._tokens.expire_all()
+
+    def revoke_client_credentials(self) -> None:
+        """The client is revoked: its tokens die and the token endpoint answers 401."""
+        self._client_revoked = True
+        self._tokens.expire_all()
 
     # ----------------------------------------------------------------- data
 
@@ -447,60 +386,14 @@ class IndexHealthSandbox(Served):
         """The file name the direct download announces in Content-Disposition."""
         return self._require_document(document_id).download_name
 
-    # ----------------------------------------------------------------- demo data
-
     def populate_demo(self, n: int = 36, seed: int = 0) -> list[str]:
-        """Add two collections and ``n`` deterministic documents; return their ids.
+        """Add two collections and ``n`` deterministic documents; return their ids."""
+        return populate_demo(self, n, seed, self._clock())
 
-        About one in seven is URL-based, one in five has a name without extension, and
-        timestamps lie in the past month. Content is small (under 4 KiB each).
-        """
-        rng = random.Random(seed)
-        collections = [
-            self.add_collection("Clinical Guidelines"),
-            self.add_collection("Operations"),
-        ]
-        base = self._clock() - 30 * 86400.0
-        step = min(3600.0, 15 * 86400.0 / max(n, 1))  # all created in the first half-month
-        return [
-            self._demo_document(rng, index, collections[index % 2], base + index * step)
-            for index in range(n)
-        ]
-
-    def _demo_document(
-        self, rng: random.Random, index: int, collection_id: str, created_at: float
-    ) -> str:
-        kind = DOCUMENT_TYPES[index % 4]
-        topic = f"{rng.choice(_DEMO_ADJECTIVES)} {rng.choice(_DEMO_NOUNS)} {index:03d}"
-        extension = _EXTENSION_BY_TYPE[kind]
-        tags = rng.sample(_DEMO_TAGS, k=rng.randint(0, 3))
-        if index % 7 == 6:
-            doc_id = self.add_document(
-                collection_id,
-                topic,
-                None,
-                url=f"https://example.org/guides/{_slug(topic)}",
-                description=f"External page about {topic.lower()}",
-                doc_type="OTHER",
-                tags=tags,
-            )
-        else:
-            name = topic if index % 5 == 4 else topic + extension
-            data = _demo_bytes(rng, kind, topic)
-            doc_id = self.add_document(
-                collection_id,
-                name,
-                data,
-                file_path=f"docs/{index:03d}-{_slug(topic)}{extension}",
-                doc_type=kind,
-                priority=rng.choice(("low", "normal", "high")),
-                tags=tags,
-            )
-        doc = self._documents[doc_id]
-        doc.created_at = created_at
-        doc.updated_at = created_at + rng.randint(0, 14) * 86400.0
-        doc.avg_progress = rng.randint(0, 100)
-        return doc_id
+    def backdate(self, document_id: str, created_at: float, updated_at: float) -> None:
+        """Set a document's ``created_at`` and ``updated_at`` (epoch seconds)."""
+        doc = self._require_document(document_id)
+        doc.created_at, doc.updated_at = created_at, updated_at
 
     # ----------------------------------------------------------------- internals
 
@@ -552,7 +445,15 @@ class IndexHealthSandbox(Served):
             "collection_name": self._collections[doc.collection_id],
             "avg_progress": doc.avg_progress,
         }
-        # Optional fields are absent, not null, as JSON.stringify drops undefined values.
+        return self._optional(entry, _OPTIONAL)
+
+    def _optional(self, entry: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:
+        """Drop (or null) what the documentation lets the server leave out."""
+        if self._optional_fields == "omitted":
+            entry = {k: v for k, v in entry.items() if k not in optional}
+        if self._optional_fields == "null":
+            return entry
+        # Without a value a field is absent, not null, as JSON.stringify drops undefined.
         return {key: value for key, value in entry.items() if value is not None}
 
     def _details_entry(self, doc: _Document) -> dict[str, Any]:
@@ -562,7 +463,7 @@ class IndexHealthSandbox(Served):
             for plan in self._plans.values()
             if plan.collection_id == doc.collection_id
         ]
-        return entry
+        return self._optional(entry, ("associated_plans",))
 
     def _take_failure(self, kind: str, document_id: str) -> int | None:
         failure = self._failures.get((kind, document_id))
@@ -586,7 +487,8 @@ class IndexHealthSandbox(Served):
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not self._tokens.valid(token.strip()):
+            task = await _task(request)
+            if scheme.lower() != "bearer" or not self._tokens.spend(token.strip(), task):
                 return self._error(403, _UNAUTHORIZED)
             return await handler(request)
 
@@ -595,17 +497,17 @@ class IndexHealthSandbox(Served):
     # ----------------------------------------------------------------- handlers
 
     async def _handle_token(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+        body = await json_object(request)
         user = body.get("user")
         self.auth_requests.append(
             AuthRequest(self._clock(), body.get("client_id"), body.get("fingerprint"), user)
         )
-        problem = _missing_auth_field(body, root_group=self._root_group)
+        problem = missing_auth_field(body, root_group=self._root_group)
         if problem is not None:
             return self._error(400, problem)
         good_id = hmac.compare_digest(str(body["client_id"]), self._client_id)
         good_secret = hmac.compare_digest(str(body["client_secret"]), self._client_secret)
-        if not (good_id and good_secret):
+        if not (good_id and good_secret) or self._client_revoked:
             return self._error(401, "Invalid client credentials")
         token = self._tokens.issue(str(body["client_id"]), str(body["fingerprint"]))
         payload: dict[str, Any] = {self._status_key: 200, "data": {self._token_key: token}}
@@ -627,7 +529,7 @@ class IndexHealthSandbox(Served):
         )
 
     async def _handle_documents(self, request: web.Request) -> web.StreamResponse:
-        collection_id = (await _json_body(request)).get("collection_id")
+        collection_id = (await json_object(request)).get("collection_id")
         if not isinstance(collection_id, str) or not collection_id:
             return self._error(435, "Collection ID is required")
         return self._ok(
@@ -639,7 +541,7 @@ class IndexHealthSandbox(Served):
         )
 
     async def _handle_details(self, request: web.Request) -> web.StreamResponse:
-        document_id = (await _json_body(request)).get("document_id")
+        document_id = (await json_object(request)).get("document_id")
         if not isinstance(document_id, str) or not document_id:
             return self._error(435, _ID_REQUIRED)
         self.details_calls[document_id] += 1
@@ -667,7 +569,7 @@ class IndexHealthSandbox(Served):
         return doc
 
     async def _handle_download_url(self, request: web.Request) -> web.StreamResponse:
-        document_id = (await _json_body(request)).get("document_id")
+        document_id = (await json_object(request)).get("document_id")
         found = self._downloadable(document_id, "Failed to generate download URL")
         if isinstance(found, web.Response):
             return found
@@ -678,10 +580,21 @@ class IndexHealthSandbox(Served):
         found = self._downloadable(request.match_info["document_id"], "Failed to download document")
         if isinstance(found, web.Response):
             return found
-        return _file_response(request, found)
+        assert found.data is not None
+        assert found.etag is not None
+        return file_response(request, found.data, found.download_name, found.etag)
 
 
 # --------------------------------------------------------------------------- module helpers
+
+
+async def _task(request: web.Request) -> str:
+    """What a call is about, for the token ledger: its document, else its collection."""
+    body = await json_object(request)
+    subject = request.match_info.get("document_id") or body.get("document_id")
+    subject = subject or body.get("collection_id") or ""
+    kind = "download" if request.path.startswith("/download") else request.path.strip("/")
+    return f"{kind}:{subject}"
 
 
 def _storage_key(document_id: str) -> str:
@@ -691,82 +604,9 @@ def _storage_key(document_id: str) -> str:
 def _default_file_path(name: str, doc_type: str) -> str:
     extension = extension_of(name)
     stem = name[: -len(extension)] if extension else name
-    return f"documents/{_slug(stem)}{extension or _EXTENSION_BY_TYPE[doc_type]}"
+    return f"documents/{slug(stem)}{extension or EXTENSION_BY_TYPE[doc_type]}"
 
 
 def _failure_message(status: int, server_fault: str) -> str:
     messages = {403: _UNAUTHORIZED, 435: _NO_FILE_PATH, 437: _NOT_FOUND, 500: server_fault}
     return messages.get(status, server_fault)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object body; like express.json(), anything else reads as ``{}``."""
-    if request.content_type != "application/json":
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _missing_auth_field(body: Mapping[str, Any], *, root_group: bool) -> str | None:
-    """The 400 message for a token request that lacks a required field, else ``None``."""
-    for key in ("client_id", "client_secret", "fingerprint"):
-        if not body.get(key):
-            return f"{key} is required"
-    user = body.get("user")
-    if not isinstance(user, dict):
-        return "user is required"
-    for key in ("first_name", "last_name"):
-        if not user.get(key):
-            return f"user.{key} is required"
-    if not any(user.get(key) for key in _IDENTITY_FIELDS):
-        return "user needs one of date_of_birth, email, uid or eid"
-    if not root_group and not user.get("group_name"):
-        return "user.group_name is required for clients outside the root group"
-    return None
-
-
-def _file_response(request: web.Request, doc: _Document) -> web.Response:
-    """200 with the whole file, or 206/416 when a Range applies (If-Range must match)."""
-    assert doc.data is not None
-    assert doc.etag is not None
-    data, size = doc.data, len(doc.data)
-    headers = {
-        "Content-Type": content_type_for(doc.download_name),
-        "Content-Disposition": content_disposition(doc.download_name),
-        "Cache-Control": "no-cache",
-        "Accept-Ranges": "bytes",
-        "ETag": doc.etag,
-    }
-    range_header = request.headers.get("Range")
-    if_range = request.headers.get("If-Range")
-    if range_header is None or (if_range is not None and if_range.strip() != doc.etag):
-        return web.Response(body=data, headers=headers)
-    try:
-        selected = parse_byte_range(range_header, size)
-    except UnsatisfiableRangeError:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-    if selected is None:
-        return web.Response(body=data, headers=headers)
-    first, last = selected
-    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    return web.Response(status=206, body=data[first : last + 1], headers=headers)
-
-
-_DEMO_ADJECTIVES: Final = ("Quarterly", "Annual", "Clinical", "Patient", "Staff", "Pharmacy")
-_DEMO_NOUNS: Final = ("report", "guideline", "checklist", "protocol", "summary", "handbook")
-_DEMO_TAGS: Final = ["important", "reference", "draft", "audit", "training", "policy"]
-
-
-def _demo_bytes(rng: random.Random, kind: str, topic: str) -> bytes:
-    headers = {
-        "PDF": b"%PDF-1.4\n",
-        "DOCX": b"PK\x03\x04",
-        "IMG": b"\x89PNG\r\n\x1a\n",
-    }
-    body = f"{topic}\n".encode() * rng.randint(4, 60)
-    if kind == "TXT":
-        return body
-    return headers[kind] + body + rng.randbytes(rng.randint(16, 512))

@@ -5,8 +5,11 @@ the authorization-code flow with rotating single-use refresh tokens, the browser
 picker with its callback redirect, DocumentVersion links, polling via
 `POST /document-versions` with ETag/304, and downloads answered either by a redirect
 (302 or 303) to the shared storage host or by the bytes themselves. Where the docs allow
-two behaviours the constructor chooses (`token_status`, `expires_in_as_string`,
-`redirect_status`, `callback_param`, `direct_download`).
+two behaviours the constructor chooses (`OpenCdeKnobs`: `token_status`,
+`expires_in_as_string`, `redirect_status`, `callback_param`, `redirect_param`,
+`details_link`, `unknown_properties`, `dates_with_offset`, `direct_download`); each
+default is the least the documentation promises and `RICH` holds the friendliest
+(docs/conformance.md).
 
 Routes (base = the running server's URL, api = base + `/documents/1.0`):
     GET  /foundation/versions, /foundation/1.0/auth, /foundation/1.0/current-user
@@ -21,10 +24,10 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, TypedDict
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -43,6 +46,7 @@ from agent.sandbox.opencde_http import (
     bytes_response,
     etagged_json,
     json_object,
+    with_unknown_properties,
 )
 from agent.sandbox.opencde_ui import details_page, matches_extensions, message_page, select_page
 from agent.sandbox.server import (
@@ -59,6 +63,33 @@ from agent.sandbox.storage import StorageHost
 API_PREFIX = "/documents/1.0"
 SELECT_URL_LIFETIME = 60
 DEFAULT_SERVER_CONTEXT = "project=demo-project;folder=root"
+
+
+class OpenCdeKnobs(TypedDict, total=False):
+    """The constructor keywords of `OpenCdeSandbox` that choose a documented reading."""
+
+    token_status: int
+    expires_in_as_string: bool
+    redirect_status: int
+    callback_param: str
+    redirect_param: str | None
+    details_link: bool
+    unknown_properties: bool
+    dates_with_offset: bool
+    direct_download: bool
+
+
+# Every knob at its friendliest documented reading (the defaults are the least promised).
+RICH: Final[OpenCdeKnobs] = {
+    "token_status": 200,
+    "expires_in_as_string": False,
+    "redirect_status": 302,
+    "callback_param": "selected_documents_url",
+    "redirect_param": None,
+    "details_link": True,
+    "unknown_properties": False,
+    "dates_with_offset": False,
+}
 
 
 @dataclass
@@ -85,11 +116,15 @@ class OpenCdeSandbox(Served):
         *,
         client_id: str = "demo-client",
         client_secret: str = "demo-secret",  # noqa: S107 - the sandbox's fake demo secret
-        token_status: int = 200,
-        expires_in_as_string: bool = False,
+        token_status: int = 201,
+        expires_in_as_string: bool = True,
         token_lifetime: int = 3600,
-        redirect_status: int = 302,
-        callback_param: str = "selected_documents_url",
+        redirect_status: int = 303,
+        callback_param: str = "selected_url",
+        redirect_param: str | None = "redirect_url",
+        details_link: bool = False,
+        unknown_properties: bool = True,
+        dates_with_offset: bool = True,
         direct_download: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -99,6 +134,10 @@ class OpenCdeSandbox(Served):
         self.expires_in_as_string = expires_in_as_string
         self.redirect_status = redirect_status
         self.callback_param = callback_param
+        self.redirect_param = redirect_param
+        self.details_link = details_link
+        self.unknown_properties = unknown_properties
+        self.dates_with_offset = dates_with_offset
         self.direct_download = direct_download
         self.clock = clock
         self.oauth = OAuthServer({client_id: client_secret}, token_lifetime, clock)
@@ -199,14 +238,40 @@ class OpenCdeSandbox(Served):
         return self.base_url or str(request.url.origin())
 
     def _links(self, request: web.Request) -> LinkBuilder:
-        return LinkBuilder(self._base(request), API_PREFIX)
+        return LinkBuilder(
+            self._base(request),
+            API_PREFIX,
+            details_link=self.details_link,
+            dates_with_offset=self.dates_with_offset,
+        )
+
+    def _json(
+        self, payload: object, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
+        """A JSON answer, with properties a client must ignore when `unknown_properties`."""
+        if self.unknown_properties:
+            payload = with_unknown_properties(payload)
+        return json_body(payload, status, headers)
+
+    def _etagged(self, request: web.Request, payload: object) -> web.Response:
+        if self.unknown_properties:
+            payload = with_unknown_properties(payload)
+        return etagged_json(request, payload)
+
+    def _redirect_target(self, params: Mapping[str, str]) -> str | None:
+        """The redirect URL of an authorization or code grant, by the parameter(s) read."""
+        names = ("redirect_url", "redirect_uri") if self.redirect_param is None else ()
+        for name in names or (self.redirect_param or "",):
+            if params.get(name):
+                return params[name]
+        return None
 
     # ---- discovery ----------------------------------------------------------------------
 
     async def _foundation_versions(self, request: web.Request) -> web.Response:
         base = self._base(request)
         repo = "https://github.com/buildingSMART"
-        return json_body(
+        return self._json(
             {
                 "versions": [
                     {
@@ -227,7 +292,7 @@ class OpenCdeSandbox(Served):
 
     async def _foundation_auth(self, request: web.Request) -> web.Response:
         base = self._base(request)
-        return json_body(
+        return self._json(
             {
                 "oauth2_auth_url": f"{base}/oauth/authorize",
                 "oauth2_token_url": f"{base}/oauth/token",
@@ -239,14 +304,14 @@ class OpenCdeSandbox(Served):
 
     async def _current_user(self, request: web.Request) -> web.Response:
         _require_bearer(self.oauth, request)
-        return json_body({"id": "demo.user@example.com", "name": "Demo User"})
+        return self._json({"id": "demo.user@example.com", "name": "Demo User"})
 
     # ---- OAuth --------------------------------------------------------------------------
 
     async def _authorize(self, request: web.Request) -> web.Response:
         query = request.query
         client_id = query.get("client_id", "")
-        redirect = query.get("redirect_url") or query.get("redirect_uri") or ""
+        redirect = self._redirect_target(query) or ""
         if client_id not in self.oauth.clients:
             return _html(400, message_page("Unknown client", f"No client {client_id!r}."))
         if URL(redirect).scheme not in ("http", "https") or not URL(redirect).host:
@@ -277,12 +342,12 @@ class OpenCdeSandbox(Served):
             "expires_in": expires_in,
             "refresh_token": grant.refresh_token,
         }
-        return json_body(body, self.token_status, {"Cache-Control": "no-store"})
+        return self._json(body, self.token_status, {"Cache-Control": "no-store"})
 
     def _grant(self, client_id: str, form: dict[str, str]) -> TokenGrant:
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
-            redirect = form.get("redirect_url") or form.get("redirect_uri")
+            redirect = self._redirect_target(form)
             return self.oauth.redeem_code(client_id, form.get("code", ""), redirect)
         if grant_type == "refresh_token":
             return self.oauth.refresh(client_id, form.get("refresh_token", ""))
@@ -295,7 +360,7 @@ class OpenCdeSandbox(Served):
             raise ApiError(400, "client_name and redirect_url are required")
         client_id, secret = self.oauth.register(name)
         reply = {"client_id": client_id, "client_secret": secret, "client_name": name}
-        return json_body(reply | {"redirect_url": redirect}, 201)
+        return self._json(reply | {"redirect_url": redirect}, 201)
 
     # ---- selection ----------------------------------------------------------------------
 
@@ -314,7 +379,8 @@ class OpenCdeSandbox(Served):
             expires_at=self.clock() + SELECT_URL_LIFETIME,
         )
         select_url = f"{self._base(request)}/ui/select/{session_id}"
-        return json_body({"select_documents_url": select_url, "expires_in": SELECT_URL_LIFETIME})
+        reply = {"select_documents_url": select_url, "expires_in": SELECT_URL_LIFETIME}
+        return self._json(reply)
 
     async def _select_page(self, request: web.Request) -> web.Response:
         session_id = request.match_info["session"]
@@ -378,7 +444,7 @@ class OpenCdeSandbox(Served):
         links = self._links(request)
         found = (self.documents.get(d) for d in selection.document_ids)
         documents = [links.version_json(d, d.latest) for d in found if d is not None]
-        return json_body({"server_context": selection.server_context, "documents": documents})
+        return self._json({"server_context": selection.server_context, "documents": documents})
 
     # ---- documents ----------------------------------------------------------------------
 
@@ -398,7 +464,7 @@ class OpenCdeSandbox(Served):
             if since is None or version.created > since
         ]
         ordered = _scramble(entries, seed=",".join(ids))
-        return etagged_json(request, {"versions": [links.version_json(*e) for e in ordered]})
+        return self._etagged(request, {"versions": [links.version_json(*e) for e in ordered]})
 
     def _lookup(self, request: web.Request) -> Document:
         document = self.documents.get(request.match_info["document_id"])
@@ -418,15 +484,15 @@ class OpenCdeSandbox(Served):
         document = self._lookup(request)
         links = self._links(request)
         versions = [links.version_json(document, v) for v in reversed(document.versions)]
-        return etagged_json(request, {"documents": versions})
+        return self._etagged(request, {"documents": versions})
 
     async def _document_version(self, request: web.Request) -> web.Response:
         document, version = self._lookup_version(request)
-        return etagged_json(request, self._links(request).version_json(document, version))
+        return self._etagged(request, self._links(request).version_json(document, version))
 
     async def _metadata(self, request: web.Request) -> web.Response:
         document, version = self._lookup_version(request)
-        return etagged_json(request, metadata_json(document, version))
+        return self._etagged(request, metadata_json(document, version))
 
     async def _download(self, request: web.Request) -> web.Response:
         document, version = self._lookup_version(request)

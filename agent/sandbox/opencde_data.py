@@ -14,7 +14,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 DEMO_EPOCH = datetime(2024, 1, 8, 9, 0, tzinfo=UTC).timestamp()
@@ -80,9 +80,12 @@ def next_index(current: int, count: int) -> int:
     return current + (2 if count % 2 == 1 else 1)
 
 
-def rfc3339(timestamp: float) -> str:
-    """`2022-02-14T08:02:53.866Z`, the shape the spec's examples use."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
+OFFSET = timezone(timedelta(hours=1))  # RFC 3339 allows any offset, not only `Z`
+
+
+def rfc3339(timestamp: float, *, offset: bool = False) -> str:
+    """`2022-02-14T08:02:53.866Z`, the examples' shape, or the same instant at +01:00."""
+    moment = datetime.fromtimestamp(timestamp, OFFSET if offset else UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -167,10 +170,16 @@ def _demo_document(rng: random.Random, seed: int, i: int) -> Document:
 
 @dataclass(frozen=True)
 class LinkBuilder:
-    """Absolute URLs of one running sandbox."""
+    """Absolute URLs and DocumentVersion JSON of one running sandbox.
+
+    `details_link` adds the optional `document_details` link; `dates_with_offset` writes
+    dates at +01:00 instead of `Z`.
+    """
 
     base_url: str
     api_prefix: str
+    details_link: bool = True
+    dates_with_offset: bool = False
 
     @property
     def api(self) -> str:
@@ -188,17 +197,19 @@ class LinkBuilder:
     def version_json(self, document: Document, version: Version) -> JsonObject:
         """A spec-shaped DocumentVersion."""
         own = self.version(document.document_id, version.index)
+        links = {
+            "document_version": {"url": own},
+            "document_version_metadata": {"url": f"{own}/metadata"},
+            "document_version_download": {"url": f"{own}/download"},
+            "document_versions": {"url": self.versions(document.document_id)},
+        }
+        if self.details_link:
+            links["document_details"] = {"url": self.details(document.document_id)}
         return {
-            "links": {
-                "document_version": {"url": own},
-                "document_version_metadata": {"url": f"{own}/metadata"},
-                "document_version_download": {"url": f"{own}/download"},
-                "document_versions": {"url": self.versions(document.document_id)},
-                "document_details": {"url": self.details(document.document_id)},
-            },
+            "links": links,
             "version_number": version.number,
             "version_index": version.index,
-            "creation_date": rfc3339(version.created),
+            "creation_date": rfc3339(version.created, offset=self.dates_with_offset),
             "title": document.title,
             "file_description": {"name": version.name, "size_in_bytes": version.size},
             "document_id": document.document_id,

@@ -26,6 +26,23 @@ class ApiError(Exception):
         return json_body({"message": self.message}, self.status, self.headers)
 
 
+UNKNOWN_PROPERTY = "x_vendor_extension"
+
+
+def with_unknown_properties(payload: Any) -> Any:
+    """`payload` with one property no client knows in every JSON object, nested ones too.
+
+    The Foundation API says clients must ignore properties they do not know.
+    """
+    if isinstance(payload, list):
+        return [with_unknown_properties(item) for item in payload]
+    if isinstance(payload, dict):
+        extended = {key: with_unknown_properties(value) for key, value in payload.items()}
+        extended[UNKNOWN_PROPERTY] = {"note": "a vendor extension clients must ignore"}
+        return extended
+    return payload
+
+
 def strong_etag(body: bytes) -> str:
     return f'"{hashlib.sha256(body).hexdigest()[:32]}"'
 

@@ -29,12 +29,15 @@ class RecordedRequest:
 
 @dataclass
 class RequestLog:
-    """Every request a sandbox received, in order."""
+    """Every request a sandbox received, in order, and the most it handled at once."""
 
     records: list[RecordedRequest] = field(default_factory=list)
+    in_flight: int = 0
+    peak_in_flight: int = 0
 
     def clear(self) -> None:
         self.records.clear()
+        self.peak_in_flight = self.in_flight
 
     def matching(
         self, method: str | None = None, path_prefix: str | None = None
@@ -72,9 +75,13 @@ class ScriptedResponse:
 
 @dataclass
 class FaultPlan:
-    """Scripted failures, consumed in order, matched by method and path prefix."""
+    """Scripted failures, consumed in order, matched by method and path prefix.
+
+    `latency` delays every answer by that many seconds (a slow network or server).
+    """
 
     scripts: list[ScriptedResponse] = field(default_factory=list)
+    latency: float = 0.0
 
     def add(
         self,
@@ -118,7 +125,12 @@ def recording_middleware(log: RequestLog) -> Middleware:
                 host=request.host,
             )
         )
-        return await handler(request)
+        log.in_flight += 1
+        log.peak_in_flight = max(log.peak_in_flight, log.in_flight)
+        try:
+            return await handler(request)
+        finally:
+            log.in_flight -= 1
 
     return record
 
@@ -126,6 +138,8 @@ def recording_middleware(log: RequestLog) -> Middleware:
 def fault_middleware(plan: FaultPlan) -> Middleware:
     @web.middleware
     async def faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if plan.latency:
+            await asyncio.sleep(plan.latency)
         script = plan.take(request.method, request.path)
         if script is None:
             return await handler(request)

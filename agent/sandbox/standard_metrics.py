@@ -10,7 +10,14 @@ Faithful to the public Standard Metrics API documentation (seed 004, API-NOTES s
   `source` and `from`/`to` (ISO 8601, inclusive, on `uploaded_at`).
 - `GET /v1/documents/{id}/download/`: 302 to a storage URL signed for one hour.
 - Every `/v1` call needs `Authorization: Bearer <token>`.
-- Optional throttling over a sliding window that counts every request, token calls included.
+- Throttling, as the documentation's three limits say: `requests_per_minute` over a sliding
+  window that counts every request, token calls included (120, or 500 on another page),
+  and `per_token_limit` requests per bearer token in a few seconds (30 in 10). A 429 has
+  a `Retry-After` header only with `retry_after` (the documentation never mentions one).
+- Empty fields are null in DRF style, or absent (`null_fields`).
+
+Each reading above is a keyword whose default is the least the documentation promises (all
+three limits at once, no Retry-After, absent fields); `RICH` holds the friendliest.
 
 Listing-only documents (the 100,000-document benchmark) hold no bytes in storage: the first
 download of one stores a tiny body generated from its id (see `content`) and redirects to it.
@@ -25,13 +32,13 @@ import hashlib
 import hmac
 import math
 import mimetypes
-import random
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Final, TypedDict
 from urllib.parse import unquote_plus
 
 from aiohttp import web
@@ -47,6 +54,7 @@ from agent.sandbox.server import (
     json_body,
     recording_middleware,
 )
+from agent.sandbox.standard_metrics_demo import populate_demo
 from agent.sandbox.storage import StorageHost
 
 DEFAULT_PAGE_SIZE = 100
@@ -54,32 +62,13 @@ MAX_PAGE_SIZE = 100
 SIGNED_URL_TTL = 3600.0
 STORAGE_PREFIX = "standard-metrics"
 
-PARSE_STATES = ("parsed", "unparsed", "parsing", "failed")  # invented: the docs list none
-SOURCES = ("upload", "email", "integration", "api")  # invented: the docs list none
 
-_DEMO_EPOCH = datetime(2024, 1, 8, 9, 0, tzinfo=UTC)
 _BENCH_EPOCH = datetime(2023, 1, 1, tzinfo=UTC)
 _NO_CREDENTIALS = {"detail": "Authentication credentials were not provided."}
 _INVALID_TOKEN = {"detail": "Invalid token."}
 _INVALID_PAGE = {"detail": "Invalid page."}
 _NOT_FOUND = {"detail": "Not found."}
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
-
-# Names a mirror must sanitise: spaces, unicode, traversal, separators, reserved and odd names.
-_AWKWARD_NAMES = (
-    "Q4 2023 Board Deck.pdf",
-    "Q4 2023 Board Deck.pdf",
-    "Résumé \u2013 Ünïcødé 季度报告.pdf",  # an en dash, accents and CJK
-    "../evil.pdf",
-    "reports/2024/summary.pdf",
-    "Financials: FY23 v2?.xlsx",
-    "CON.txt",
-    "trailing dot and space. ",
-    ".hidden",
-    "..",
-    "README",
-    "Investor update " + "very " * 50 + "long name.docx",
-)
 
 
 @dataclass(slots=True)
@@ -144,6 +133,26 @@ class _BadFilter(Exception):
         self.errors = errors
 
 
+class StandardMetricsKnobs(TypedDict, total=False):
+    """The constructor keywords of `StandardMetricsSandbox` that choose a documented reading."""
+
+    requests_per_minute: int | None
+    per_token_limit: tuple[int, float] | None
+    retry_after: bool
+    null_fields: bool
+
+
+DOCUMENTED_PER_TOKEN_LIMIT: Final = (30, 10.0)  # "30 requests in 10 seconds per bearer token"
+
+# Every knob at its friendliest documented reading (the defaults are the least promised).
+RICH: Final[StandardMetricsKnobs] = {
+    "requests_per_minute": None,
+    "per_token_limit": None,
+    "retry_after": True,
+    "null_fields": True,
+}
+
+
 class StandardMetricsSandbox(Served):
     """An in-memory Standard Metrics API on loopback, with its downloads on a `StorageHost`."""
 
@@ -154,8 +163,10 @@ class StandardMetricsSandbox(Served):
         client_id: str = "demo-client",
         client_secret: str = "demo-secret",  # noqa: S107 - a fake credential for a fake server
         token_lifetime: int = 3600,
-        requests_per_minute: int | None = None,
-        retry_after: bool = True,
+        requests_per_minute: int | None = 120,
+        per_token_limit: tuple[int, float] | None = DOCUMENTED_PER_TOKEN_LIMIT,
+        retry_after: bool = False,
+        null_fields: bool = False,
         rate_window: float = 60.0,
         redirect_to: Callable[[str, str], str] | None = None,
         clock: Callable[[], float] = time.time,
@@ -165,7 +176,9 @@ class StandardMetricsSandbox(Served):
         self.client_secret = client_secret
         self.token_lifetime = token_lifetime
         self.requests_per_minute = requests_per_minute
+        self.per_token_limit = per_token_limit
         self.retry_after = retry_after
+        self.null_fields = null_fields
         self.rate_window = rate_window
         self.redirect_to = redirect_to
         self.clock = clock
@@ -176,7 +189,8 @@ class StandardMetricsSandbox(Served):
         self.throttled = 0
         self.request_times: list[float] = []  # by `clock`, every request, in arrival order
         self._tokens: dict[str, float] = {}  # token -> expiry by `clock`
-        self._allowed: deque[float] = deque()  # times of requests let through the throttle
+        self._allowed = _Window()  # requests let through the throttle
+        self._per_token: dict[str, _Window] = {}
         self._docs: dict[str, SandboxDocument] = {}
         self._order: list[str] = []  # upload order; the listing order
         self._sequence = 0
@@ -299,24 +313,7 @@ class StandardMetricsSandbox(Served):
 
     def populate_demo(self, n: int = 36, seed: int = 0) -> list[str]:
         """Add `n` deterministic documents of varied sizes, with awkward and duplicate names."""
-        rng = random.Random(seed)
-        companies = ("demo-co", "acme-ventures", "globex")
-        ids: list[str] = []
-        when = _DEMO_EPOCH
-        for i in range(n):
-            name = _AWKWARD_NAMES[i] if i < len(_AWKWARD_NAMES) else _plain_name(i, rng)
-            when += timedelta(hours=rng.randint(1, 30), seconds=rng.randint(0, 59))
-            doc_id = self.add_document(
-                name,
-                _demo_bytes(name, _demo_size(i, rng), rng),
-                company_id=companies[i % len(companies)],
-                uploaded_at=when,
-                parse_state=rng.choice(PARSE_STATES[:2]) if i % 5 else "parsed",
-                source=rng.choice(SOURCES),
-                link=f"https://docs.example.com/d/{i}" if i % 7 == 3 else None,
-            )
-            ids.append(doc_id)
-        return ids
+        return populate_demo(self, n, seed)
 
     def document(self, doc_id: str) -> SandboxDocument:
         return self._docs[doc_id]
@@ -358,27 +355,32 @@ class StandardMetricsSandbox(Served):
     def _throttle_middleware(self) -> Middleware:
         @web.middleware
         async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
-            refusal = self._throttle()
+            refusal = self._throttle(_bearer(request))
             return refusal if refusal is not None else await handler(request)
 
         return throttle
 
-    def _throttle(self) -> web.Response | None:
-        limit = self.requests_per_minute
-        if limit is None:
-            return None
+    def _throttle(self, token: str | None) -> web.Response | None:
+        """A 429 when a documented limit is reached, else None (and the request counts)."""
         now = self.clock()
-        while self._allowed and self._allowed[0] <= now - self.rate_window:
-            self._allowed.popleft()
-        if len(self._allowed) < limit:
-            self._allowed.append(now)
+        windows: list[tuple[_Window, int, float]] = []
+        if self.requests_per_minute is not None:
+            windows.append((self._allowed, self.requests_per_minute, self.rate_window))
+        if self.per_token_limit is not None and token:
+            limit, seconds = self.per_token_limit
+            windows.append((self._per_token.setdefault(token, _Window()), limit, seconds))
+        wait = max((w.wait(now, limit, secs) for w, limit, secs in windows), default=0.0)
+        if wait <= 0:
+            for window, _, _ in windows:
+                window.times.append(now)
             return None
         self.throttled += 1
         if not self.retry_after:
             return json_body({"detail": "Request was throttled."}, 429)
-        wait = max(1, math.ceil(self._allowed[0] + self.rate_window - now))
-        detail = f"Request was throttled. Expected available in {wait} second{'s' * (wait != 1)}."
-        return json_body({"detail": detail}, 429, {"Retry-After": str(wait)})
+        seconds = max(1, math.ceil(wait))
+        detail = f"Request was throttled. Expected available in {seconds} second"
+        detail += "s." if seconds != 1 else "."
+        return json_body({"detail": detail}, 429, {"Retry-After": str(seconds)})
 
     # ---- handlers ------------------------------------------------------------------------
 
@@ -419,7 +421,7 @@ class StandardMetricsSandbox(Served):
                 "count": len(selection),
                 "next": _page_link(request.url, number + 1) if more else None,
                 "previous": _page_link(request.url, number - 1) if number > 1 else None,
-                "results": [self._docs[i].to_json() for i in selection[start : start + size]],
+                "results": [self._document_json(i) for i in selection[start : start + size]],
             }
         )
 
@@ -440,6 +442,11 @@ class StandardMetricsSandbox(Served):
         return web.Response(
             status=302, headers={"Location": location}, content_type="text/html", charset="utf-8"
         )
+
+    def _document_json(self, doc_id: str) -> dict[str, object]:
+        """A listed document; empty fields are null, or absent unless `null_fields`."""
+        data = self._docs[doc_id].to_json()
+        return data if self.null_fields else {k: v for k, v in data.items() if v is not None}
 
     def _authenticate(self, request: web.Request) -> web.Response | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -484,6 +491,24 @@ class StandardMetricsSandbox(Served):
 
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@dataclass
+class _Window:
+    """Times of the requests a sliding window let through."""
+
+    times: deque[float] = field(default_factory=deque)
+
+    def wait(self, now: float, limit: int, seconds: float) -> float:
+        """Seconds until one more request fits (0: it fits now)."""
+        while self.times and self.times[0] <= now - seconds:
+            self.times.popleft()
+        return 0.0 if len(self.times) < limit else self.times[0] + seconds - now
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _client_credentials(request: web.Request, form: Mapping[str, object]) -> tuple[str, str]:
@@ -569,23 +594,3 @@ def _header_filename(name: str) -> str | None:
 
 def _listing_only_body(doc: SandboxDocument) -> bytes:
     return f"listing-only document {doc.id} v{doc.version}\n".encode()
-
-
-def _plain_name(i: int, rng: random.Random) -> str:
-    kind = rng.choice(("Portfolio update", "Quarterly report", "Cap table", "Board minutes"))
-    extension = rng.choice((".pdf", ".pdf", ".xlsx", ".docx", ".csv"))
-    return f"{kind} {i:02d}{extension}"
-
-
-def _demo_size(i: int, rng: random.Random) -> int:
-    """Log-uniform from a few bytes to ~300 KiB, with both extremes always present."""
-    if i == 0:
-        return 300 * 1024
-    if i == 1:
-        return 5
-    return int(math.exp(rng.uniform(math.log(5), math.log(300 * 1024))))
-
-
-def _demo_bytes(name: str, size: int, rng: random.Random) -> bytes:
-    header = b"%PDF-1.7\n" if name.lower().endswith(".pdf") else name.encode()[:16] + b"\n"
-    return (header + rng.randbytes(size))[:size]

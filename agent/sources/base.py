@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent.config import AgentConfig, SourceConfig
-from agent.errors import PermanentError, SkipDocument, TransientError
-from agent.models import DownloadTarget, RemoteDocument, ResponseHead
+from agent.models import RemoteDocument
+from agent.sources.auth import TokenAuth
 from agent.sources.http import ApiClient
 from agent.state.source_state import SourceState
-from agent.transfer.retry import TRANSIENT_STATUSES, parse_retry_after
+from agent.transfer.contract import Answer, DownloadContract, Outcome, judge, raise_for_status
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -24,27 +26,13 @@ class SourceContext:
     state: SourceState
 
 
-class Source(Protocol):
-    """One remote API as the engine sees it."""
+class Source(DownloadContract, Protocol):
+    """One remote API as the engine sees it: a listing, metadata, and the download contract."""
 
     name: str
 
     def list_documents(self) -> AsyncIterator[RemoteDocument]:
         """Every document of the source, as of now (a whole listing, for removal detection)."""
-        ...
-
-    async def download_target(
-        self, doc: RemoteDocument, attrs: Mapping[str, str]
-    ) -> DownloadTarget:
-        """A fresh target for the document's bytes; `attrs` are the job's own attributes."""
-        ...
-
-    def check_response(self, head: ResponseHead) -> None:
-        """Raise a DocumentError for a first-hop response that is not the document's bytes."""
-        ...
-
-    async def on_unauthorized(self, rejected: str) -> None:
-        """The first hop of a download answered 401/403: renew the credentials once."""
         ...
 
     async def describe(self, doc: RemoteDocument) -> Mapping[str, Any] | None:
@@ -53,42 +41,35 @@ class Source(Protocol):
 
 
 class BaseSource:
-    """Defaults shared by the source implementations."""
+    """What the four sources share: a name, the client, token auth and generic checks.
+
+    A source sets `self.auth` to its `TokenAuth`; renewals of the download contract go
+    there. `check_download` reads the status alone unless the source knows better.
+    """
+
+    auth: TokenAuth
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
         self.name = ctx.config.name
         self.client = ctx.client
+        self.base_url = ctx.config.base_url.rstrip("/")
 
-    def check_response(self, head: ResponseHead) -> None:
-        check_download_status(head)
+    def settings_of(self, kind: type[S]) -> S:
+        """The source's own settings, of the type its `type` promises."""
+        settings = self.ctx.config.settings
+        assert isinstance(settings, kind)  # the configuration builds them from `type`
+        return settings
 
-    async def on_unauthorized(self, rejected: str) -> None:
-        return None
+    @property
+    def renew_statuses(self) -> frozenset[int]:
+        return self.auth.renew_statuses
+
+    async def check_download(self, answer: Answer) -> Outcome:
+        return judge(raise_for_status, answer.head)
+
+    async def renew(self, refused: str) -> None:
+        await self.auth.renew(refused)
 
     async def describe(self, doc: RemoteDocument) -> Mapping[str, Any] | None:
         return doc.metadata
-
-
-def check_download_status(head: ResponseHead) -> None:
-    """The generic meaning of a download response status."""
-    status = head.status
-    if status in (200, 206):
-        return
-    if status in TRANSIENT_STATUSES:
-        raise TransientError(
-            "download failed",
-            url=head.url,
-            status=status,
-            retry_after=parse_retry_after(head.headers.get("Retry-After")),
-        )
-    if status == 204:
-        raise SkipDocument("no content", url=head.url)
-    if status in (401, 403, 404, 410):
-        raise PermanentError(_PERMANENT_REASONS[status], url=head.url, status=status)
-    if 500 <= status < 600:
-        raise TransientError("server error", url=head.url, status=status)
-    raise PermanentError("unexpected response", url=head.url, status=status)
-
-
-_PERMANENT_REASONS = {401: "not authenticated", 403: "forbidden", 404: "not found", 410: "gone"}

@@ -17,9 +17,12 @@ get the second's id appended. The label is always present, so adding a second ro
 moves nothing.
 
 Documents are named by the id in their `self` link; the change key is the version number
-plus `updated` in one canonical date form (ISO-8601 and RFC 1123 compare equal). Without a
-`content` link (no download permission) a document is listed with a skip reason. With
-`formats` set, each downloadable document also lists one rendition per format.
+plus `updated` in one canonical date form (ISO-8601 and RFC 1123 compare equal). A folder
+may list a document with only its `self` link, so a summary without a `content` link is
+completed from the Document resource (`huddle_lookup`, cached per document in the folder's
+cache); only a Document resource without `content` (no download permission) lists the
+document with a skip reason. With `formats` set, each downloadable document also lists one
+rendition per format, fetched with the preview download reason.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from agent.config import HuddleSettings
-from agent.errors import AuthenticationError, FatalSourceError, SkipDocument, safe_url
+from agent.errors import FatalSourceError, SkipDocument, safe_url
 from agent.log import get_logger
-from agent.models import DownloadTarget, RemoteDocument, ResponseHead
+from agent.models import RemoteDocument
 from agent.sources.base import BaseSource, SourceContext
 from agent.sources.http import ApiResponse
 from agent.sources.huddle_auth import HuddleAuth
@@ -43,6 +46,7 @@ from agent.sources.huddle_items import (
     NO_PERMISSION,
     DocEntry,
     FolderCache,
+    Summary,
     cache_key,
     folder_page,
     href,
@@ -51,6 +55,9 @@ from agent.sources.huddle_items import (
     remote_documents,
     unique_label,
 )
+from agent.sources.huddle_lookup import DocumentLookup
+from agent.sources.vendor import failed_call
+from agent.transfer.contract import Answer, DownloadTarget, Outcome, judge
 
 API_JSON = "application/vnd.huddle.data+json"
 PAGE_SIZE = 250  # the documented maximum
@@ -91,12 +98,12 @@ class HuddleSource(BaseSource):
         conversion_budget: float = POLL_BUDGET,
     ) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, HuddleSettings)
-        self.settings = settings
-        self.base_url = ctx.config.base_url.rstrip("/")
-        self.auth = HuddleAuth(ctx, settings, clock=clock)
+        self.settings = self.settings_of(HuddleSettings)
+        self.auth = HuddleAuth(ctx, self.settings, clock=clock)
         self.converter = Converter(ctx.client, self.auth, sleep=sleep, budget=conversion_budget)
+        self.lookup = DocumentLookup(
+            self._fetch_document, self._json, concurrency=ctx.agent.max_concurrent_downloads
+        )
         self.log = get_logger(source=self.name)
 
     def roots(self) -> list[Root]:
@@ -134,7 +141,7 @@ class HuddleSource(BaseSource):
         body = self._json(response, url)
         title = await self._title(body, root)
         path = self._path(parent, title, root, run)
-        listing = await self._list(body)
+        listing = await self._list(body, cached)
         if listing is None:  # deleted while we were reading it
             await self._forget(url, run)
             return
@@ -167,12 +174,16 @@ class HuddleSource(BaseSource):
             async for doc in self._replay(child_cache, path, run, None):
                 yield doc
 
-    async def _list(self, body: Mapping[str, Any]) -> _Listing | None:
-        """Every child of a folder through its paged view (None: the folder went away)."""
+    async def _list(self, body: Mapping[str, Any], cached: FolderCache | None) -> _Listing | None:
+        """Every child of a folder through its paged view (None: the folder went away).
+
+        Document summaries are completed page by page from what `cached` learnt before.
+        """
+        known = {d.doc_id: d for d in cached.documents} if cached else {}
         collection = href(body, "collection")
         if collection is None:
             page = inline_page(body)
-            return _Listing(page.folders, page.documents)
+            return _Listing(page.folders, tuple(await self.lookup.complete(page.documents, known)))
         folders: dict[str, None] = {}
         documents: dict[str, DocEntry] = {}
         url: str | None = with_page_size(collection, PAGE_SIZE)
@@ -184,7 +195,8 @@ class HuddleSource(BaseSource):
                 return None
             page = folder_page(self._json(response, url))
             folders.update(dict.fromkeys(page.folders))
-            documents.update((d.doc_id, d) for d in page.documents)
+            summaries = _unseen(page.documents, documents)
+            documents.update((d.doc_id, d) for d in await self.lookup.complete(summaries, known))
             url = page.next_url
         return _Listing(tuple(folders), tuple(documents.values()))
 
@@ -237,6 +249,9 @@ class HuddleSource(BaseSource):
 
     # -- requests ---------------------------------------------------------------------------
 
+    async def _fetch_document(self, url: str, since: str | None) -> ApiResponse:
+        return await self._get(url, since=since)
+
     async def _get(self, url: str, *, since: str | None = None) -> ApiResponse:
         headers = {"Accept": API_JSON}
         if since:
@@ -253,11 +268,8 @@ class HuddleSource(BaseSource):
         return False
 
     def _json(self, response: ApiResponse, url: str) -> Mapping[str, Any]:
-        status = response.status
-        if status == 401:
-            raise AuthenticationError(self.name, "the API refused a freshly renewed token")
-        if status != 200:
-            raise FatalSourceError(self.name, f"listing {safe_url(url)} failed: HTTP {status}")
+        if response.status != 200:
+            raise failed_call(self.name, "listing", response.status, url=url)
         body = response.json()
         if not isinstance(body, dict):
             raise FatalSourceError(self.name, f"{safe_url(url)} did not answer a JSON object")
@@ -285,14 +297,15 @@ class HuddleSource(BaseSource):
         if accept:
             url = await self.converter.prepare(doc.locator, accept, reason)
             headers["Accept"] = accept
-        headers["Authorization"] = await self.auth.authorization()
-        return DownloadTarget(url, headers)
+        return DownloadTarget.authorized(url, await self.auth.lease(), headers)
 
-    def check_response(self, head: ResponseHead) -> None:
-        check_content(head)
+    async def check_download(self, answer: Answer) -> Outcome:
+        return judge(check_content, answer.head)
 
-    async def on_unauthorized(self, rejected: str) -> None:
-        await self.auth.refresh(rejected)
+
+def _unseen(summaries: tuple[Summary, ...], listed: Mapping[str, DocEntry]) -> list[Summary]:
+    """The summaries of documents not listed yet on an earlier page of the same folder."""
+    return [s for s in summaries if s.entry.doc_id not in listed]
 
 
 def with_page_size(url: str, size: int) -> str:

@@ -10,16 +10,13 @@ Renewal runs under `TokenAuth`'s lock, so concurrent tasks never spend one token
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 from agent.config import HuddleSettings
-from agent.errors import AuthenticationError, TransientError
-from agent.sources.auth import Token, TokenAuth, parse_expires_in
+from agent.errors import AuthenticationError
+from agent.sources.auth import Grant, TokenAuth, post_grant
 from agent.sources.base import SourceContext
-from agent.sources.http import ApiClient
 
 REFRESH_KIND = "refresh"
 TOKEN_LIFETIME = 1200.0  # Huddle's documented 20 minutes, when `expires_in` is missing
@@ -42,10 +39,10 @@ def pick_refresh_token(seed: str, saved: str | None) -> str:
 class HuddleAuth(TokenAuth):
     """`Authorization: Bearer <t>` (or `OAuth2 <t>`), renewed with the refresh-token grant.
 
-    An expired token is refused with 401 (newer docs) or 403 (older docs): both renew once.
+    An expired token is refused with 401 (newer docs) or 403 (older docs): both renew.
     """
 
-    retry_statuses = frozenset({401, 403})
+    renew_statuses = frozenset({401, 403})
 
     def __init__(
         self,
@@ -54,36 +51,31 @@ class HuddleAuth(TokenAuth):
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(ctx.state, scheme=settings.auth_scheme, early=EARLY_REFRESH, clock=clock)
+        super().__init__(
+            ctx.state,
+            source=ctx.config.name,
+            scheme=settings.auth_scheme,
+            early=EARLY_REFRESH,
+            lifetime=TOKEN_LIFETIME,
+            clock=clock,
+        )
         if settings.refresh_token is None or ctx.config.client_id is None:
             raise AuthenticationError(ctx.config.name, "refresh_token and client_id are required")
         self._seed = settings.refresh_token.reveal()
         self._client_id = ctx.config.client_id
         secret = ctx.config.client_secret
         self._client_secret = secret.reveal() if secret is not None else None
-        self.client: ApiClient = ctx.client
+        self.ctx = ctx
         self.token_url = settings.token_url
-        self.source = ctx.config.name
         self._refresh: str | None = None
 
-    async def obtain(self) -> Token:
+    async def obtain(self) -> Grant:
         spent = await self._current_refresh_token()
-        response = await self.client.request(
-            "POST",
-            self.token_url,
-            headers={"Accept": "application/json", "Cache-Control": "no-cache"},
-            data=self._form(spent),
+        grant = await post_grant(
+            self.ctx.client, self.token_url, self._form(spent), source=self.source, refused=_refused
         )
-        if response.status in (400, 401, 403):
-            raise AuthenticationError(self.source, _refusal(response.status, response.body))
-        if response.status != 200:
-            raise TransientError("token request failed", url=self.token_url, status=response.status)
-        body = response.json()
-        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
-            raise TransientError("token response without access_token", url=self.token_url)
-        await self._keep_refresh_token(body.get("refresh_token"), spent)
-        lifetime = parse_expires_in(body.get("expires_in"), TOKEN_LIFETIME)
-        return Token(body["access_token"], self.clock() + lifetime)
+        await self._keep_refresh_token(grant.refresh, spent)
+        return grant
 
     def _form(self, refresh_token: str) -> dict[str, str]:
         form = {
@@ -101,16 +93,15 @@ class HuddleAuth(TokenAuth):
             self._refresh = pick_refresh_token(self._seed, saved.value if saved else None)
         return self._refresh
 
-    async def _keep_refresh_token(self, new: object, spent: str) -> None:
+    async def _keep_refresh_token(self, new: str | None, spent: str) -> None:
         """Persist a rotated refresh token before anything uses the new access token."""
-        if not isinstance(new, str) or not new or new == spent:
+        if not new or new == spent:
             return  # not rotated: the old one stays valid
         await self.state.save_token(REFRESH_KIND, f"{seed_fingerprint(self._seed)}:{new}")
         self._refresh = new
 
 
-def _refusal(status: int, body: bytes) -> str:
-    code = _error_code(body)
+def _refused(status: int, code: str | None) -> str:
     if code == "invalid_client":
         return f"the token endpoint refused client_id/client_secret (HTTP {status})"
     detail = f"{code}, " if code else ""
@@ -118,12 +109,3 @@ def _refusal(status: int, body: bytes) -> str:
         f"the token endpoint refused the refresh token ({detail}HTTP {status}): "
         "it was revoked or already used; put a new refresh_token in the config"
     )
-
-
-def _error_code(body: bytes) -> str | None:
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        return None
-    code = data.get("error") if isinstance(data, dict) else None
-    return code if isinstance(code, str) and code.isprintable() and len(code) < 64 else None

@@ -16,10 +16,9 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from agent.errors import RetryLaterError, SkipDocument, TransientError
-from agent.models import ResponseHead
-from agent.sources.base import check_download_status
 from agent.sources.http import ApiClient, ApiResponse, Authenticator
 from agent.sources.huddle_items import href
+from agent.transfer.contract import ResponseHead, raise_for_status
 
 Sleep = Callable[[float], Awaitable[None]]
 POLL_BUDGET = 120.0  # seconds of waiting for one conversion before giving up this pass
@@ -40,7 +39,7 @@ def check_content(head: ResponseHead) -> None:
         raise SkipDocument(unsupported(header(head.headers, "Supported-Accept")), url=head.url)
     if status == 202:
         raise TransientError("conversion not ready yet", url=head.url, status=status)
-    check_download_status(head)
+    raise_for_status(head)
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -130,7 +129,7 @@ class Converter:
             if status == PROGRESS_DONE:
                 ready = href(body, "content")
                 return ready if ready and same_origin(ready, content_url) else content_url
-        raise RetryLaterError("conversion still running", url=progress_url, retry_after=60.0)
+        raise RetryLaterError("conversion still running", url=progress_url)
 
 
 def _progress_body(response: ApiResponse) -> Mapping[str, Any]:

@@ -2,8 +2,13 @@
 
 Everything here is pure and synchronous. Vendor field names (`links`, `rel`, `href`,
 `updated`, ...) are read here and nowhere past this package: a paged-folder item becomes a
-`DocEntry` or a child-folder URL, a folder's listing becomes a `FolderCache` (kept as
-compact JSON in a state cursor), and a `DocEntry` becomes the agent's `RemoteDocument`.
+`Summary` (its `self` link and a `DocEntry` of what the item showed) or a child-folder URL,
+a folder's listing becomes a `FolderCache` (kept as compact JSON in a state cursor), and a
+`DocEntry` becomes the agent's `RemoteDocument`.
+
+A summary may show as little as its `self` link (the Folder pages of the documentation show
+no more); `DocEntry.looked_up` says that an entry was read from the Document resource,
+and `reusable` decides when such an entry still answers for a later summary.
 """
 
 from __future__ import annotations
@@ -13,16 +18,17 @@ import json
 import mimetypes
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from agent.models import RemoteDocument
+from agent.sources.vendor import parse_date
 
 NO_PERMISSION = "no download permission"
-CACHE_FORMAT = 1
+OFFLINE = "offline-file"
+OFFLINE_PREVIEW = "offline-file-preview"
+CACHE_FORMAT = 2
 
 
 # -- links and dates --------------------------------------------------------------------------
@@ -50,24 +56,6 @@ def id_from_href(url: str) -> str:
     return segments[-1] if segments else url
 
 
-def parse_date(value: object) -> datetime | None:
-    """An ISO-8601 or RFC 1123 date as an aware UTC datetime, or None if it is neither."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    parsed: datetime | None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        try:
-            parsed = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def canonical_date(value: object) -> str:
     """One spelling per instant, whole seconds, so a switch of date format is not a change."""
     parsed = parse_date(value)
@@ -87,17 +75,26 @@ def change_key(version: object, updated: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DocEntry:
-    """One document as a folder listing shows it, free of vendor field names."""
+    """One document as a listing shows it, free of vendor field names.
+
+    `checked` is None for an entry taken from a folder's summary; for one read from the
+    Document resource it is that answer's `Last-Modified` ("" when it sent none).
+    """
 
     doc_id: str
     name: str
     version: str
     updated: str
     size: int | None = None
-    content_url: str | None = None  # None: no download permission
+    content_url: str | None = None  # None: no download permission (or not shown)
     mime: str | None = None
     created: str = ""
     description: str = ""
+    checked: str | None = None
+
+    @property
+    def looked_up(self) -> bool:
+        return self.checked is not None
 
     def to_json(self) -> list[Any]:
         return [
@@ -110,11 +107,12 @@ class DocEntry:
             self.mime,
             self.created,
             self.description,
+            self.checked,
         ]
 
     @classmethod
     def from_json(cls, row: Sequence[Any]) -> DocEntry:
-        doc_id, name, version, updated, size, content, mime, created, description = row
+        doc_id, name, version, updated, size, content, mime, created, description, checked = row
         return cls(
             str(doc_id),
             str(name),
@@ -125,12 +123,26 @@ class DocEntry:
             mime if isinstance(mime, str) else None,
             str(created or ""),
             str(description or ""),
+            checked if isinstance(checked, str) else None,
         )
 
 
-def doc_entry(item: Mapping[str, Any]) -> DocEntry | None:
-    """A paged-folder document item as a DocEntry (None without a `self` link)."""
-    self_url = href(item, "self")
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A document as a folder or paged folder lists it: its `self` link and what it showed."""
+
+    url: str
+    entry: DocEntry
+
+    @property
+    def complete(self) -> bool:
+        """A summary with a `content` link needs nothing from the Document resource."""
+        return self.entry.content_url is not None
+
+
+def doc_entry(item: Mapping[str, Any], self_url: str | None = None) -> DocEntry | None:
+    """A document resource or summary as a DocEntry (None without a `self` link)."""
+    self_url = href(item, "self") or self_url
     if self_url is None:
         return None
     content = link(item, "content")
@@ -152,6 +164,29 @@ def doc_entry(item: Mapping[str, Any]) -> DocEntry | None:
     )
 
 
+def summary(item: Mapping[str, Any]) -> Summary | None:
+    """A folder's document item as a Summary (None without a `self` link)."""
+    entry = doc_entry(item)
+    url = href(item, "self")
+    return Summary(url, entry) if entry is not None and url is not None else None
+
+
+def reusable(shown: DocEntry, known: DocEntry | None) -> bool:
+    """Whether an entry read from the Document resource still answers for this summary.
+
+    Only when the summary shows `updated` equal to the entry's, and no other version
+    number: a summary with no dates (only `self`) must be asked again.
+    """
+    if known is None or not known.looked_up or not shown.updated:
+        return False
+    number = _version_number(shown.version)
+    return shown.updated == known.updated and number in ("?", _version_number(known.version))
+
+
+def _version_number(version: str) -> str:
+    return version.partition("@")[0]
+
+
 def _with_extension(title: str, extension: object) -> str:
     if not title or not isinstance(extension, str) or not extension:
         return title
@@ -166,6 +201,15 @@ def rendition_name(name: str, mime: str) -> str:
         extension = "." + mime.rpartition("/")[2].split("+")[0].split(".")[-1]
     stem = PurePosixPath(name).stem if PurePosixPath(name).suffix else name
     return f"{stem}{extension}"
+
+
+def preview_reason(reason: str) -> str:
+    """The `x-download-reason` of a rendition kept for preview beside an original.
+
+    Automatic offline copies have a preview counterpart; any other configured reason is
+    the user's choice for every download and is kept.
+    """
+    return OFFLINE_PREVIEW if reason == OFFLINE else reason
 
 
 def remote_documents(
@@ -206,7 +250,7 @@ def remote_documents(
             folder=folder,
             modified=modified,
             locator=entry.content_url,
-            attrs={"accept": mime, **attrs},
+            attrs={"accept": mime, "x-download-reason": preview_reason(reason)},
             metadata={**metadata, "mime_type": mime, "converted_from": entry.mime},
         )
 
@@ -216,16 +260,16 @@ def remote_documents(
 
 @dataclass(frozen=True, slots=True)
 class FolderPage:
-    """One page of a paged folder: child folder URLs, documents and the `next` link."""
+    """One page of a paged folder: child folder URLs, document summaries, the `next` link."""
 
     folders: tuple[str, ...]
-    documents: tuple[DocEntry, ...]
+    documents: tuple[Summary, ...]
     next_url: str | None
 
 
 def folder_page(body: Mapping[str, Any]) -> FolderPage:
     folders: list[str] = []
-    documents: list[DocEntry] = []
+    documents: list[Summary] = []
     items = body.get("items")
     for item in items if isinstance(items, list) else ():
         if not isinstance(item, dict):
@@ -235,9 +279,9 @@ def folder_page(body: Mapping[str, Any]) -> FolderPage:
             if child is not None:
                 folders.append(child)
         elif item.get("type") == "document":
-            entry = doc_entry(item)
-            if entry is not None:
-                documents.append(entry)
+            shown = summary(item)
+            if shown is not None:
+                documents.append(shown)
     return FolderPage(tuple(folders), tuple(documents), href(body, "next"))
 
 

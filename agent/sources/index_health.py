@@ -6,10 +6,10 @@ may not repeat it as the HTTP status, so every answer is read as an envelope fir
 
 Choices made here (the documentation leaves them open):
 
-- Token lifetime is undocumented: a token is kept as valid for ten years and renewed only
-  when a call answers 403 UNAUTHORIZED (HTTP 403, or a body `statusCode` 403 with HTTP 200).
-  Each API call renews once and retries; a fresh token refused again is an
-  `AuthenticationError`.
+- Token lifetime is undocumented: a token is kept until the API refuses it (HTTP 401/403,
+  or a body `statusCode` 401/403 with HTTP 200), then renewed as `TokenAuth` says: as
+  often as tokens keep working for someone; a token refused before it ever worked, right
+  after it was issued for a refused one, means the credentials are rejected.
 - Fingerprint: `fingerprint` from the configuration, else a uuid4 generated on first use
   and kept in the state cursor `fingerprint`, so the agent is one stable device forever.
 - Folder: the collection's name (`collection_name`), or its id when the API gives none.
@@ -19,16 +19,11 @@ Choices made here (the documentation leaves them open):
   none. The Content-Disposition name is only known at download time and the source
   interface has no hook to rename afterwards; the server builds that header from the
   same two fields, so both agree.
-- Direct downloads (`GET /download/{id}`) use `json_errors=True`. `check_response` maps a
-  JSON error envelope like any other call; for 403 UNAUTHORIZED (a synchronous hook cannot
-  renew the token) it remembers which Authorization header was refused and raises
-  `TransientError`; the next `download_target` renews the token once (single-flight, so
-  concurrent rejections renew only once) before handing out a new target. An HTTP 401/403
-  never reaches `check_response`: `auth.retry_statuses` holds 403, so the transfer layer
-  calls `on_unauthorized`, which renews directly.
+- Direct downloads (`GET /download/{id}`): `check_download` reads a JSON answer's start
+  and maps an error envelope like any other call (a body 401/403 renews the token); a
+  JSON document that is no envelope is the content.
 - Presigned downloads: a 401/403 from the storage host (another origin) is an expired or
-  refused signature -> `ExpiredUrlError`, so the transfer layer asks `download_target`
-  again, which asks the API for a fresh URL.
+  refused signature -> fetch a fresh target, which asks the API for a fresh URL.
 """
 
 from __future__ import annotations
@@ -38,11 +33,10 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-from yarl import URL
+from msgspec.structs import asdict
 
 from agent.config import IndexHealthSettings
 from agent.errors import (
@@ -54,17 +48,25 @@ from agent.errors import (
     SkipDocument,
     TransientError,
 )
-from agent.models import DownloadTarget, RemoteDocument, ResponseHead
-from agent.sources.auth import Token, TokenAuth
-from agent.sources.base import BaseSource, SourceContext, check_download_status
+from agent.models import RemoteDocument
+from agent.sources.auth import Grant, TokenAuth, read_grant
+from agent.sources.base import BaseSource, SourceContext
 from agent.sources.http import ApiResponse
-from agent.transfer.retry import TRANSIENT_STATUSES, retry_wait
+from agent.sources.vendor import parse_date, text
+from agent.transfer.contract import (
+    TRANSIENT_STATUSES,
+    Answer,
+    DownloadTarget,
+    Outcome,
+    judge,
+    raise_for_status,
+)
 
 TOKEN_LIFETIME: Final = 10 * 365 * 86400.0  # undocumented: valid until the API refuses it
 FINGERPRINT_CURSOR: Final = "fingerprint"
 URL_ONLY: Final = "url-only document"
 NO_FILE: Final = "no file uploaded"
-PASSTHROUGH: Final = frozenset({500})  # documented in the body: read it, do not blind-retry
+JSON_PEEK: Final = 64 * 1024  # an error envelope is small; a longer JSON body is a document
 _EXTENSION_RE: Final = re.compile(r"\.[A-Za-z0-9]{1,5}$")
 _MESSAGE_MAX: Final = 200
 
@@ -108,23 +110,21 @@ def read_envelope(http_status: int, body: bytes | None) -> Envelope:
     )
 
 
-def error_envelope(head: ResponseHead) -> Envelope | None:
+def error_envelope(status: int, body: bytes) -> Envelope | None:
     """The API error envelope a download response carries, or None (bytes, or not the API's).
 
     Only a JSON object with a numeric status and a string `message` counts, so that a JSON
     document that happens to be downloaded is never mistaken for an error.
     """
-    if not head.body:
-        return None
     try:
-        parsed: Any = json.loads(head.body)
+        parsed: Any = json.loads(body) if body else None
     except ValueError:
         return None
     if not isinstance(parsed, dict) or not isinstance(parsed.get("message"), str):
         return None
     if _body_status(parsed) is None:
         return None
-    return read_envelope(head.status, head.body)
+    return read_envelope(status, body)
 
 
 def is_unauthorized(status: int) -> bool:
@@ -199,20 +199,19 @@ def describe_details(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_time(value: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+def envelope_check(response: ApiResponse) -> Outcome:
+    """An API answer judged by its envelope: the data, a refused token, or an error."""
+    envelope = read_envelope(response.status, response.body)
+    if envelope.status == 200 and response.status < 300:
+        return Outcome.content(envelope.data)
+    if is_unauthorized(envelope.status):
+        return Outcome.renew(response.url, envelope.status)
+    return Outcome.of(document_error(envelope, url=response.url))
 
 
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc
-
-
-def _url_key(url: str) -> str:
-    return str(URL(url).with_query(None).with_fragment(None))
 
 
 # --------------------------------------------------------------------------- auth
@@ -221,15 +220,14 @@ def _url_key(url: str) -> str:
 class IndexHealthAuth(TokenAuth):
     """`POST /generate-client-auth-token` with the client credentials, fingerprint and user."""
 
-    retry_statuses = frozenset({401, 403})
+    renew_statuses = frozenset({401, 403})
 
     def __init__(self, ctx: SourceContext, settings: IndexHealthSettings) -> None:
-        super().__init__(ctx.state, early=0.0)
+        super().__init__(ctx.state, source=ctx.config.name, early=0.0, lifetime=TOKEN_LIFETIME)
         assert ctx.config.client_id is not None  # enforced by config
         assert ctx.config.client_secret is not None
         self.ctx = ctx
         self.settings = settings
-        self.source = ctx.config.name
         self.url = f"{ctx.config.base_url}/generate-client-auth-token"
         self._fingerprint = settings.fingerprint
 
@@ -243,13 +241,10 @@ class IndexHealthAuth(TokenAuth):
             self._fingerprint = saved
         return self._fingerprint
 
-    def current_header(self) -> str | None:
-        return None if self.token is None else self._header(self.token)
-
-    async def obtain(self) -> Token:
+    async def obtain(self) -> Grant:
         secret = self.ctx.config.client_secret
         assert secret is not None
-        user = {k: v for k, v in dataclasses.asdict(self.settings.user).items() if v is not None}
+        user = {k: v for k, v in asdict(self.settings.user).items() if v is not None}
         body = {
             "client_id": self.ctx.config.client_id,
             "client_secret": secret.reveal(),
@@ -260,11 +255,7 @@ class IndexHealthAuth(TokenAuth):
         envelope = read_envelope(response.status, response.body)
         if envelope.status != 200 or response.status >= 300:
             raise self._refusal(envelope, response)
-        data = envelope.data if isinstance(envelope.data, dict) else {}
-        access = data.get("auth_token") or data.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise TransientError("token response without auth_token or access_token", url=self.url)
-        return Token(access, self.clock() + TOKEN_LIFETIME)
+        return read_grant(envelope.data, url=self.url)
 
     def _refusal(self, envelope: Envelope, response: ApiResponse) -> Exception:
         status = envelope.status if envelope.status != 200 else response.status
@@ -292,48 +283,22 @@ class IndexHealthSource(BaseSource):
 
     def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, IndexHealthSettings)
-        self.settings = settings
-        self.base_url = ctx.config.base_url
-        self.auth = IndexHealthAuth(ctx, settings)
-        self._sent: dict[str, str] = {}  # direct download URL -> Authorization it carried
-        self._rejected: str | None = None  # a header refused inside check_response
+        self.settings = self.settings_of(IndexHealthSettings)
+        self.auth = IndexHealthAuth(ctx, self.settings)
 
     # ----------------------------------------------------------------- API calls
 
     async def call(self, path: str, payload: Mapping[str, Any]) -> Any:
         """POST a JSON body and return the envelope's `data`, or raise what its status means.
 
-        403 UNAUTHORIZED renews the token once and retries; a body status 500 is retried
-        with backoff like any transient status; everything else maps by `document_error`.
+        The client renews a refused token, retries a transient body status with back-off
+        and raises what any other status means (`envelope_check`).
         """
         url = f"{self.base_url}{path}"
-        renewed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            header = await self.auth.authorization()
-            response = await self.client.request(
-                "POST",
-                url,
-                headers={"Authorization": header},
-                json_body=payload,
-                passthrough=PASSTHROUGH,
-            )
-            envelope = read_envelope(response.status, response.body)
-            if envelope.status == 200 and response.status < 300:
-                return envelope.data
-            if is_unauthorized(envelope.status):
-                if renewed:
-                    raise AuthenticationError(self.name, f"{path} refused a freshly issued token")
-                renewed = True
-                await self.auth.refresh(header)
-                continue
-            error = document_error(envelope, url=url)
-            if not isinstance(error, TransientError) or attempt >= self.client.max_attempts:
-                raise error
-            await self.client.sleep(retry_wait(attempt, None))
+        response = await self.client.request(
+            "POST", url, auth=self.auth, json_body=payload, check=envelope_check
+        )
+        return response.data
 
     async def _listing_call(self, path: str, payload: Mapping[str, Any]) -> Any:
         try:
@@ -370,15 +335,15 @@ class IndexHealthSource(BaseSource):
             return None
         remote_id = str(doc_id)
         updated = str(item.get("updated_at") or item.get("created_at") or "")
-        path = _text(item.get("document_file_path"))
-        url = _text(item.get("document_url"))
+        path = text(item.get("document_file_path"))
+        url = text(item.get("document_url"))
         skip = None if path else URL_ONLY if url else NO_FILE
         return RemoteDocument(
             remote_id=remote_id,
             version=updated,
-            name=file_name(_text(item.get("document_name")) or remote_id, path),
+            name=file_name(text(item.get("document_name")) or remote_id, path),
             folder=(folder,),
-            modified=parse_time(updated),
+            modified=parse_date(updated),
             locator=self._direct_url(remote_id),
             skip_reason=skip,
             external_url=url if skip == URL_ONLY else None,
@@ -392,46 +357,30 @@ class IndexHealthSource(BaseSource):
     async def download_target(
         self, doc: RemoteDocument, attrs: Mapping[str, str]
     ) -> DownloadTarget:
-        await self._renew_if_rejected()
         if self.settings.download_method == "direct":
             url = self._direct_url(doc.remote_id)
-            header = await self.auth.authorization()
-            self._sent[_url_key(url)] = header
-            return DownloadTarget(url, {"Authorization": header}, paced=True, json_errors=True)
+            return DownloadTarget.authorized(url, await self.auth.lease())
         data = await self.call("/download", {"document_id": doc.remote_id})
         link = data.get("download_url") if isinstance(data, dict) else None
         if not isinstance(link, str) or not link:
             raise TransientError("the API gave no download_url", url=f"{self.base_url}/download")
         return DownloadTarget(link, paced=False)
 
-    def check_response(self, head: ResponseHead) -> None:
-        sent = self._sent.pop(_url_key(head.url), None)
-        envelope = error_envelope(head)
+    async def check_download(self, answer: Answer) -> Outcome:
+        head = answer.head
+        if _origin(head.url) != _origin(self.base_url):  # a presigned URL's storage host
+            if is_unauthorized(head.status):
+                refused = "the storage host refused the URL"
+                return Outcome.of(ExpiredUrlError(refused, url=head.url, status=head.status))
+            return judge(raise_for_status, head)
+        envelope = None
+        if "json" in head.headers.get("Content-Type", "").lower():
+            envelope = error_envelope(head.status, await answer.peek(JSON_PEEK))
         if envelope is None or envelope.status == 200:
-            if not is_unauthorized(head.status):
-                check_download_status(head)
-                return
-            if _origin(head.url) != _origin(self.base_url):
-                raise ExpiredUrlError(
-                    "the storage host refused the URL", url=head.url, status=head.status
-                )
-            envelope = Envelope(head.status, "", None)
+            return judge(raise_for_status, head)  # the document's bytes, JSON or not
         if is_unauthorized(envelope.status):
-            self._rejected = sent or self.auth.current_header()
-            raise TransientError("the API refused our token", url=head.url, status=403)
-        raise document_error(envelope, url=head.url)
-
-    async def _renew_if_rejected(self) -> None:
-        rejected, self._rejected = self._rejected, None
-        if rejected:
-            await self.auth.refresh(rejected)
-
-    async def on_unauthorized(self, rejected: str) -> None:
-        if not rejected:
-            return  # nothing of ours was refused: a storage host's 403 is an expired URL
-        if self._rejected == rejected:
-            self._rejected = None
-        await self.auth.refresh(rejected)
+            return Outcome.renew(head.url, envelope.status)
+        return Outcome.of(document_error(envelope, url=head.url))
 
     # ----------------------------------------------------------------- metadata
 
@@ -442,13 +391,9 @@ class IndexHealthSource(BaseSource):
         return describe_details(data)
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _collection_name(items: Sequence[Mapping[str, Any]]) -> str | None:
     for item in items:
-        name = _text(item.get("collection_name"))
+        name = text(item.get("collection_name"))
         if name:
             return name
     return None

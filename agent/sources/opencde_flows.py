@@ -28,18 +28,21 @@ from yarl import URL
 
 from agent.errors import AgentError, AuthenticationError, FatalSourceError
 from agent.sources.base import SourceContext
-from agent.sources.opencde import (
+from agent.sources.opencde_auth import (
     Endpoints,
     RefreshTokenAuth,
-    SelectedDocument,
-    check_api_status,
     discover,
-    load_selection,
+    login_hint,
     mark_seed_spent,
-    parse_version,
     request_grant,
+)
+from agent.sources.opencde_model import (
+    SelectedDocument,
+    load_selection,
+    parse_version,
     save_selection,
 )
+from agent.sources.vendor import failed_call, json_object
 
 SELECT_CALLBACK_LIFETIME = 3600
 Out = Callable[[str], None]
@@ -266,8 +269,7 @@ async def _redeem(ctx: SourceContext, endpoints: Endpoints, code: str, redirect:
         raise AuthenticationError(ctx.config.name, "the CDE issued no refresh token")
     await ctx.state.save_token("refresh", grant.refresh)
     await mark_seed_spent(ctx)
-    auth = RefreshTokenAuth(ctx, endpoints.token_url)
-    await auth.store(grant)
+    await RefreshTokenAuth(ctx, endpoints.token_url).keep(grant)
 
 
 # ---------------------------------------------------------------- select
@@ -324,9 +326,8 @@ async def _start_selection(
         "POST", f"{endpoints.api}/select-documents", auth=auth, json_body=body
     )
     if response.status not in (200, 201):
-        check_api_status(ctx.config.name, response, "starting a selection")
-    reply = response.json()
-    url = reply.get("select_documents_url") if isinstance(reply, dict) else None
+        raise _failed(ctx, "starting a selection", response.status)
+    url = json_object(response.json()).get("select_documents_url")
     if not isinstance(url, str) or not url:
         raise FatalSourceError(ctx.config.name, "the CDE gave no select_documents_url")
     return url
@@ -358,13 +359,17 @@ async def _fetch_selected(
         "GET", url, auth=auth, headers={"Accept": "application/json"}
     )
     if response.status != 200:
-        check_api_status(name, response, "reading the selection")
-    body = response.json()
-    body = body if isinstance(body, dict) else {}
+        raise _failed(ctx, "reading the selection", response.status)
+    body = json_object(response.json())
     parsed = (parse_version(item) for item in body.get("documents") or ())
     picked = [SelectedDocument(v.document_id, v.title, v.name) for v in parsed if v is not None]
     context = body.get("server_context")
     return picked, context if isinstance(context, str) else None
+
+
+def _failed(ctx: SourceContext, what: str, status: int) -> Exception:
+    name = ctx.config.name
+    return failed_call(name, what, status, hint=login_hint(name))
 
 
 def _same_origin(url: str, endpoints: Endpoints) -> bool:

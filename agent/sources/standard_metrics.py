@@ -2,54 +2,47 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
 from typing import Any
 
 from agent.config import StandardMetricsSettings
-from agent.errors import AuthenticationError, FatalSourceError, TransientError
-from agent.models import DownloadTarget, RemoteDocument
-from agent.sources.auth import Token, TokenAuth, parse_expires_in
+from agent.errors import TransientError
+from agent.models import RemoteDocument
+from agent.sources.auth import Grant, TokenAuth, post_grant
 from agent.sources.base import BaseSource, SourceContext
-from agent.sources.http import ApiClient, ApiResponse
+from agent.sources.http import ApiResponse
+from agent.sources.vendor import failed_call, parse_date
+from agent.transfer.contract import DownloadTarget
 
 PAGE_SIZE = "100"  # the documented maximum
+REFUSED = frozenset({401, 403})
 
 
 class ClientCredentialsAuth(TokenAuth):
     """OAuth2 client-credentials grant with HTTP Basic client authentication."""
 
     def __init__(self, ctx: SourceContext, token_url: str) -> None:
-        super().__init__(ctx.state)
+        super().__init__(ctx.state, source=ctx.config.name)
         secret = ctx.config.client_secret
         assert secret is not None  # enforced by config
         assert ctx.config.client_id is not None
-        pair = f"{ctx.config.client_id}:{secret.reveal()}".encode()
-        self._basic = "Basic " + base64.b64encode(pair).decode()
-        self.client: ApiClient = ctx.client
+        self._client = (ctx.config.client_id, secret.reveal())
+        self.ctx = ctx
         self.token_url = token_url
-        self.source = ctx.config.name
 
-    async def obtain(self) -> Token:
-        response = await self.client.request(
-            "POST",
+    async def obtain(self) -> Grant:
+        return await post_grant(
+            self.ctx.client,
             self.token_url,
-            headers={"Authorization": self._basic, "Cache-Control": "no-cache"},
-            data={"grant_type": "client_credentials"},
+            {"grant_type": "client_credentials"},
+            source=self.source,
+            refused=_refused,
+            client_auth=self._client,
         )
-        if response.status in (400, 401, 403):
-            raise AuthenticationError(
-                self.source,
-                f"the token endpoint rejected the client credentials (HTTP {response.status})",
-            )
-        if response.status != 200:
-            raise TransientError("token request failed", url=self.token_url, status=response.status)
-        body = response.json()
-        access = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(access, str) or not access:
-            raise TransientError("token response without access_token", url=self.token_url)
-        return Token(access, self.clock() + parse_expires_in(body.get("expires_in")))
+
+
+def _refused(status: int, _code: str | None) -> str:
+    return f"the token endpoint rejected the client credentials (HTTP {status})"
 
 
 class StandardMetricsSource(BaseSource):
@@ -57,11 +50,8 @@ class StandardMetricsSource(BaseSource):
 
     def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
-        settings = ctx.config.settings
-        assert isinstance(settings, StandardMetricsSettings)
-        self.settings = settings
-        self.base_url = ctx.config.base_url
-        self.auth = ClientCredentialsAuth(ctx, settings.token_url)
+        self.settings = self.settings_of(StandardMetricsSettings)
+        self.auth = ClientCredentialsAuth(ctx, self.settings.token_url)
 
     async def list_documents(self) -> AsyncIterator[RemoteDocument]:
         params: dict[str, str] | None = {"page_size": PAGE_SIZE, "page": "1"}
@@ -76,12 +66,8 @@ class StandardMetricsSource(BaseSource):
             url, params = page.get("next"), None  # `next` is absolute and carries the query
 
     def _page(self, response: ApiResponse) -> dict[str, Any]:
-        if response.status in (401, 403):
-            raise AuthenticationError(
-                self.name, f"the API refused our token (HTTP {response.status})"
-            )
         if response.status != 200:
-            raise FatalSourceError(self.name, f"listing failed with HTTP {response.status}")
+            raise failed_call(self.name, "listing", response.status, refused=REFUSED)
         body = response.json()
         if not isinstance(body, dict):
             raise TransientError("listing page is not a JSON object", url=response.url)
@@ -94,21 +80,11 @@ class StandardMetricsSource(BaseSource):
             remote_id=doc_id,
             version=uploaded,
             name=str(item.get("name") or doc_id),
-            modified=_parse_iso(uploaded),
+            modified=parse_date(uploaded),
         )  # no locator: the download URL follows from the id (and costs no memory per doc)
 
     async def download_target(
         self, doc: RemoteDocument, attrs: Mapping[str, str]
     ) -> DownloadTarget:
         url = f"{self.base_url}/documents/{doc.remote_id}/download/"
-        return DownloadTarget(url, {"Authorization": await self.auth.authorization()})
-
-    async def on_unauthorized(self, rejected: str) -> None:
-        await self.auth.refresh(rejected)
-
-
-def _parse_iso(value: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+        return DownloadTarget.authorized(url, await self.auth.lease())

@@ -1,1 +1,1 @@
-"""Streaming downloads: resume, verification, durability, retries and pacing."""
+"""Downloads for every source: the contract with sources, retries, pacing, durable files."""

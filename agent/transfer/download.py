@@ -1,23 +1,23 @@
 """Streaming downloads that resume, verify and never leave a wrong file behind.
 
-One `Downloader` serves every source. A fetch streams into a staging file, resuming from
-the bytes already there with `Range` guarded by `If-Range`; it follows redirects itself so
-that `Authorization` never leaves the first hop; it checks sizes and computes sha256 while
-streaming; and it fsyncs before handing the file over for the rename.
+One `Downloader` serves every source through the download contract (`contract.py`). A fetch
+streams into a staging file, resuming from the bytes already there with `Range` guarded by
+`If-Range`; it follows redirects itself so that `Authorization` never leaves the first hop;
+it checks sizes and computes sha256 while streaming; and it fsyncs before handing the file
+over for the rename. What to do after an answer that is not the content is `retry.decide`'s
+call, the same rule API calls follow.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
-import hashlib
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -26,18 +26,27 @@ import aiohttp
 
 from agent.errors import (
     DiskSpaceError,
+    DocumentError,
     ExpiredUrlError,
     IntegrityError,
-    PermanentError,
-    RetryLaterError,
     TransientError,
 )
 from agent.log import get_logger
-from agent.models import DownloadTarget, Fetched, JobSpec, RemoteDocument, ResponseHead
-from agent.sources.base import Source, check_download_status
-from agent.transfer.files import free_bytes, hash_file
-from agent.transfer.pacing import BandwidthLimiter, RateLimiter
-from agent.transfer.retry import retry_wait
+from agent.models import Fetched, JobSpec, RemoteDocument
+from agent.transfer.contract import (
+    Answer,
+    DownloadContract,
+    DownloadTarget,
+    Outcome,
+    ResponseHead,
+    Verdict,
+    status_error,
+    token_verdict,
+)
+from agent.transfer.files import free_bytes
+from agent.transfer.pacing import BandwidthLimiter, RateLimiter, wait_out
+from agent.transfer.partial import Partial, Restart, expected_size
+from agent.transfer.retry import Action, RetryPolicy, decide
 
 READ_BUFFER = 256 * 1024  # what aiohttp buffers per connection before pausing the socket
 # Bytes gathered before one write+hash off the event loop. Small on purpose: whatever was
@@ -51,58 +60,42 @@ FREE_SPACE_TTL = 0.5  # seconds a free-space reading is trusted
 JOURNAL_ABOVE = 1024 * 1024  # smaller bodies are cheaper to fetch again than to journal
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 8
-JSON_PEEK = 64 * 1024
-CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-DISPOSITION_NAME = re.compile(r"filename\*?=(?:UTF-8'')?\"?([^\";]+)\"?", re.I)
 
 Checkpoint = Callable[[int, int, str | None], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class _Restart(Exception):
-    """The partial cannot be continued: discard it and start from byte zero."""
-
-
-class _Unauthorized(Exception):
-    def __init__(self, rejected: str) -> None:
-        self.rejected = rejected
-
-
 @dataclass
 class Endpoint:
-    """What a fetch needs from its source: the document, the job's attributes, the budget."""
+    """What a fetch needs from its source: the contract, the document, the job's attributes
+    and the source's request budget."""
 
-    source: Source
+    source: DownloadContract
     doc: RemoteDocument
     attrs: Mapping[str, str]
     limiter: RateLimiter
 
 
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A first hop that did not bring the content: what it means, and its Retry-After."""
+
+    outcome: Outcome
+    retry_after: str | None = None
+
+
 @dataclass
-class _Partial:
-    """The staging file and what is known about its bytes."""
+class _Fetch:
+    """One job's fetch in progress: what it fetches, into which file, and how it went."""
 
-    path: Path
-    offset: int = 0
-    validator: str | None = None
-    digest: Any = field(default_factory=hashlib.sha256)
-    content_type: str | None = None
-    filename: str | None = None
-
-    def reset(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self.offset, self.validator, self.digest = 0, None, hashlib.sha256()
-
-    def fetched(self) -> Fetched:
-        return Fetched(
-            temp_path=str(self.path),
-            size=self.offset,
-            sha256=self.digest.hexdigest(),
-            validator=self.validator,
-            content_type=self.content_type,
-            filename=self.filename,
-        )
+    job: JobSpec
+    endpoint: Endpoint
+    partial: Partial
+    checkpoint: Checkpoint
+    log: _LazyLog
+    target: DownloadTarget | None = None
+    attempt: int = 0
+    renewals: int = 0
 
 
 class Downloader:
@@ -117,171 +110,158 @@ class Downloader:
         min_free_space: int = 0,
         max_attempts: int = 6,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.session = session
         self.staging = staging
         self.bandwidth = bandwidth or BandwidthLimiter(None)
         self.min_free_space = min_free_space
-        self.max_attempts = max_attempts
+        self.policy = RetryPolicy(max_attempts=max_attempts, cap=120.0)
         self.sleep = sleep
+        self.clock = clock
         self._free = 0
         self._free_checked = -FREE_SPACE_TTL
         self._staging_ready = False
 
     async def fetch(self, job: JobSpec, endpoint: Endpoint, checkpoint: Checkpoint) -> Fetched:
-        """Download the job's bytes into its staging file; retry transient failures."""
+        """Download the job's bytes into its staging file; retry what `decide` says to."""
         if not self._staging_ready:
             await asyncio.to_thread(self.staging.mkdir, parents=True, exist_ok=True)
             self._staging_ready = True
-        partial = await self._resume_point(job)
+        partial = await Partial.resume(self.staging, job)
         if job.sha256 and partial.offset and partial.digest.hexdigest() == job.sha256:
             return partial.fetched()  # verified before a crash; only the rename was missing
         if partial.offset and not partial.validator:
             partial.reset()  # bytes with nothing to guard a Range by: start over
-        log = _LazyLog(job)
-        target: DownloadTarget | None = None
-        reauthenticated = False
-        attempt = 0
+        run = _Fetch(job, endpoint, partial, checkpoint, _LazyLog(job))
         while True:
-            attempt += 1
-            try:
-                target = target or await endpoint.source.download_target(
-                    endpoint.doc, endpoint.attrs
-                )
-                return await self._attempt(job, endpoint, target, partial, checkpoint)
-            except _Restart:
-                partial.reset()
-                log.info("download.restart", reason="partial cannot be continued")
-            except _Unauthorized as exc:
-                if reauthenticated:
-                    url = target.url if target else None
-                    raise PermanentError(
-                        "the API keeps refusing our credentials", url=url
-                    ) from None
-                reauthenticated, target = True, None
-                await endpoint.source.on_unauthorized(exc.rejected)
-                attempt -= 1
-            except ExpiredUrlError as exc:
-                target = None  # ask the API for a fresh URL and go on from the current offset
-                await self._retry_or_raise(attempt, exc, endpoint, log)
-            except TransientError as exc:
-                if (
-                    exc.status is not None
-                    and exc.status < 500
-                    and exc.status != 429
-                    and not isinstance(exc, (IntegrityError, DiskSpaceError))
-                ):
-                    target = None
-                await self._retry_or_raise(attempt, exc, endpoint, log)
+            result = await self._try(run)
+            if isinstance(result, Fetched):
+                return result
+            if result is not None:
+                await self._follow(run, result)
 
-    async def _retry_or_raise(
-        self, attempt: int, exc: TransientError, endpoint: Endpoint, log: Any
-    ) -> None:
-        if attempt >= self.max_attempts or isinstance(exc, (DiskSpaceError, RetryLaterError)):
-            raise exc
-        delay = retry_wait(attempt, exc.retry_after, cap=120.0)
-        if exc.status == 429:
-            endpoint.limiter.pause(delay)  # slow the whole source, not only this worker
-        log.info(
-            "download.retry", attempt=attempt, delay=round(delay, 2), error=str(exc), kind=exc.kind
+    async def _try(self, run: _Fetch) -> Fetched | _Answered | None:
+        """One attempt (None: the partial was discarded, try again at once)."""
+        endpoint = run.endpoint
+        try:
+            run.target = run.target or await endpoint.source.download_target(
+                endpoint.doc, endpoint.attrs
+            )
+            return await self._attempt(run, run.target)
+        except Restart:
+            run.partial.reset()
+            run.log.info("download.restart", reason="partial cannot be continued")
+            run.attempt += 1
+            return None
+        except DocumentError as exc:
+            return _Answered(Outcome.of(exc))
+
+    async def _follow(self, run: _Fetch, answered: _Answered) -> None:
+        """Do what `decide` says after an attempt that brought no content, or raise."""
+        outcome = answered.outcome
+        if outcome.verdict is not Verdict.RENEW:
+            run.attempt += 1
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        decision = decide(
+            run.attempt,
+            outcome,
+            answered.retry_after,
+            now,
+            renewals=run.renewals,
+            policy=self.policy,
         )
-        await self.sleep(delay)
+        error = outcome.failure()
+        if decision.action is Action.GIVE_UP:
+            raise error
+        used = run.target
+        if decision.action is not Action.RETRY:
+            run.target = None  # renewed credentials or an expired URL: ask for a new target
+        if decision.action is Action.RENEW:
+            run.renewals += 1
+            if decision.delay:
+                await self.sleep(decision.delay)
+            refused = used.credential if used is not None else None
+            await run.endpoint.source.renew(refused.header if refused is not None else "")
+            return
+        delay = round(decision.delay, 2)
+        run.log.info(
+            "download.retry", attempt=run.attempt, delay=delay, error=str(error), kind=error.kind
+        )
+        await wait_out(decision, run.endpoint.limiter, self.sleep)
 
-    async def _resume_point(self, job: JobSpec) -> _Partial:
-        partial = _Partial(self.staging / job.temp_name)
-        if (job.validator or job.sha256) and partial.path.exists():
-            digest, size = await asyncio.to_thread(hash_file, partial.path)
-            partial.offset, partial.digest, partial.validator = size, digest, job.validator
-        # otherwise start from zero: the first write truncates whatever a crash left there
-        return partial
+    async def _attempt(self, run: _Fetch, target: DownloadTarget) -> Fetched | _Answered:
+        credential = target.credential
+        if credential is not None:
+            await credential.ready()
+        try:
+            if target.paced:
+                await run.endpoint.limiter.acquire()
+            return await self._hops(run, target)
+        finally:
+            if credential is not None:
+                credential.settle(None)  # no answer from the first hop: no word on the token
 
-    async def _attempt(
-        self,
-        job: JobSpec,
-        endpoint: Endpoint,
-        target: DownloadTarget,
-        partial: _Partial,
-        checkpoint: Checkpoint,
-    ) -> Fetched:
+    async def _hops(self, run: _Fetch, target: DownloadTarget) -> Fetched | _Answered:
         url, headers, first_origin = target.url, dict(target.headers), _origin(target.url)
-        if target.paced:
-            await endpoint.limiter.acquire()
         for hop in range(MAX_REDIRECTS + 1):
-            sent = {**headers, **_range_headers(partial)}
+            sent = {**headers, **run.partial.range_headers()}
             try:
                 async with self.session.get(url, headers=sent, allow_redirects=False) as response:
                     if response.status in REDIRECTS and "Location" in response.headers:
+                        if hop == 0 and target.credential is not None:
+                            target.credential.settle(True)
                         url = urljoin(url, response.headers["Location"])
                         headers = _redirect_headers(target.headers, first_origin, url)
                         continue
-                    prefix = await self._check_status(endpoint, target, response, hop)
-                    return await self._receive(
-                        job, endpoint.doc, partial, response, checkpoint, prefix=prefix
-                    )
+                    outcome, prefix = await self._judge(run.endpoint.source, target, response, hop)
+                    if outcome.verdict is not Verdict.CONTENT:
+                        return _Answered(outcome, response.headers.get("Retry-After"))
+                    return await self._receive(run, response, prefix)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
         raise TransientError("too many redirects", url=url)
 
-    async def _receive(
+    async def _judge(
         self,
-        job: JobSpec,
-        doc: RemoteDocument,
-        partial: _Partial,
+        source: DownloadContract,
+        target: DownloadTarget,
         response: aiohttp.ClientResponse,
-        checkpoint: Checkpoint,
-        *,
-        prefix: bytes,
-    ) -> Fetched:
-        url = str(response.url)
-        total = self._accept_range(partial, response)
-        expected = _expected_size(doc, job, total)
-        await self._check_space(expected, partial.offset)
-        validator = _validator(response)
-        if partial.offset and partial.validator and validator and validator != partial.validator:
-            raise _Restart  # the resource changed under us
-        partial.validator = validator or partial.validator
-        partial.content_type = response.headers.get("Content-Type")
-        partial.filename = _disposition_name(response.headers.get("Content-Disposition"))
-        if partial.offset or expected is None or expected > JOURNAL_ABOVE:
-            await checkpoint(job.job_id, partial.offset, partial.validator)  # what a resume needs
-        await self._stream(job, response, partial, checkpoint, prefix)
-        return await self._finish(partial, expected, url)
-
-    async def _check_status(
-        self, endpoint: Endpoint, target: DownloadTarget, response: aiohttp.ClientResponse, hop: int
-    ) -> bytes:
-        """Raise for a response that is not the document's bytes; returns bytes already read."""
+        hop: int,
+    ) -> tuple[Outcome, bytes]:
+        """What an answer that is not a redirect means, and the body bytes already read."""
         status, url = response.status, str(response.url)
         if status == 416:
-            raise _Restart
-        if hop > 0 and status in (400, 403):
-            raise ExpiredUrlError("the storage host refused the signed URL", url=url, status=status)
+            raise Restart
         head = ResponseHead(status, url, response.headers)
-        if hop == 0 and _rejected_credentials(status, target, endpoint.source):
-            raise _Unauthorized(target.headers["Authorization"])
-        if hop == 0 and target.json_errors and _is_json(response):
-            head = ResponseHead(
-                status, url, response.headers, await response.content.read(JSON_PEEK)
-            )
-            endpoint.source.check_response(head)
-            return head.body or b""  # not an error envelope: a JSON document
-        if hop == 0:
-            endpoint.source.check_response(head)
+        if hop > 0:  # the storage host: the source's API is not involved any more
+            if status in (400, 403):
+                refused = ExpiredUrlError("the storage host refused the signed URL", url=url)
+                return Outcome.of(refused), b""
+            error = status_error(head)
+            return (Outcome.of(error) if error else Outcome.content()), b""
+        credential = target.credential
+        if credential is not None and status in source.renew_statuses:
+            outcome, prefix = Outcome.renew(url, status), b""
         else:
-            check_download_status(head)
-        return b""
+            answer = Answer(head, response.content.read)
+            outcome, prefix = await source.check_download(answer), answer.prefix
+        if credential is not None:
+            credential.settle(token_verdict(outcome, status))
+        return outcome, prefix
 
-    def _accept_range(self, partial: _Partial, response: aiohttp.ClientResponse) -> int | None:
-        """Reconcile the response with the partial; returns the full size when known."""
-        if response.status == 206:
-            match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-            if match is None or int(match.group(1)) != partial.offset:
-                raise _Restart
-            return None if match.group(3) == "*" else int(match.group(3))
-        if partial.offset:
-            partial.reset()  # the server ignored the range: start over
-        length = response.headers.get("Content-Length")
-        return int(length) if length and length.isdigit() else None
+    async def _receive(
+        self, run: _Fetch, response: aiohttp.ClientResponse, prefix: bytes
+    ) -> Fetched:
+        job, partial = run.job, run.partial
+        total = partial.accept(response)
+        expected = expected_size(run.endpoint.doc, job, total)
+        await self._check_space(expected, partial.offset)
+        partial.take_validator(response)
+        if partial.offset or expected is None or expected > JOURNAL_ABOVE:
+            await run.checkpoint(job.job_id, partial.offset, partial.validator)  # for a resume
+        await self._stream(run, response, prefix)
+        return await self._finish(partial, expected, str(response.url))
 
     async def _check_space(self, expected: int | None, offset: int) -> None:
         if not self.min_free_space:
@@ -301,14 +281,8 @@ class Downloader:
             self._free_checked = now
         return self._free
 
-    async def _stream(
-        self,
-        job: JobSpec,
-        response: aiohttp.ClientResponse,
-        partial: _Partial,
-        checkpoint: Checkpoint,
-        prefix: bytes,
-    ) -> None:
+    async def _stream(self, run: _Fetch, response: aiohttp.ClientResponse, prefix: bytes) -> None:
+        partial, job = run.partial, run.job
         sink = _Sink(partial)
         chunks: list[bytes] = [prefix] if prefix else []
         gathered = len(prefix)
@@ -324,7 +298,7 @@ class Downloader:
                         await sink.write(chunks)
                         if partial.offset - last_checkpoint >= CHECKPOINT_BYTES:
                             last_checkpoint = partial.offset
-                            await checkpoint(job.job_id, partial.offset, partial.validator)
+                            await run.checkpoint(job.job_id, partial.offset, partial.validator)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 await sink.write(chunks)  # keep what arrived intact
                 raise TransientError(
@@ -332,13 +306,13 @@ class Downloader:
                 ) from exc
             except asyncio.CancelledError:  # shutting down: leave a resumable job behind
                 await sink.write(chunks)
-                await checkpoint(job.job_id, partial.offset, partial.validator)
+                await run.checkpoint(job.job_id, partial.offset, partial.validator)
                 raise
             await sink.write(chunks, last=True)
         finally:
             await sink.close()
 
-    async def _finish(self, partial: _Partial, expected: int | None, url: str) -> Fetched:
+    async def _finish(self, partial: Partial, expected: int | None, url: str) -> Fetched:
         if expected is not None and partial.offset < expected:
             raise TransientError(
                 f"body ended early at {partial.offset} of {expected} bytes", url=url
@@ -366,7 +340,7 @@ class _Sink:
     fsyncing and closing it cost a single thread hop.
     """
 
-    def __init__(self, partial: _Partial) -> None:
+    def __init__(self, partial: Partial) -> None:
         self.partial = partial
         self.handle: BinaryIO | None = None
 
@@ -444,49 +418,3 @@ def _redirect_headers(
     if _origin(url) != first_origin:
         return {}
     return {k: v for k, v in first.items() if k.lower() != "authorization"}
-
-
-def _range_headers(partial: _Partial) -> dict[str, str]:
-    if partial.offset <= 0:
-        return {}
-    headers = {"Range": f"bytes={partial.offset}-"}
-    if partial.validator:
-        headers["If-Range"] = partial.validator
-    return headers
-
-
-def _validator(response: aiohttp.ClientResponse) -> str | None:
-    etag = response.headers.get("ETag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return response.headers.get("Last-Modified")
-
-
-def _expected_size(doc: RemoteDocument, job: JobSpec, total: int | None) -> int | None:
-    promised = doc.size if doc.size is not None else job.expected_size
-    if promised is not None and total is not None and promised != total:
-        raise IntegrityError(f"the listing promised {promised} bytes, the server sends {total}")
-    return total if total is not None else promised
-
-
-def _is_json(response: aiohttp.ClientResponse) -> bool:
-    return "json" in response.headers.get("Content-Type", "").lower()
-
-
-def _rejected_credentials(status: int, target: DownloadTarget, source: Source) -> bool:
-    if "Authorization" not in target.headers:
-        return False
-    return status == 401 or (status == 403 and 403 in _retry_statuses(source))
-
-
-def _retry_statuses(source: Source) -> frozenset[int]:
-    auth = getattr(source, "auth", None)
-    statuses = getattr(auth, "retry_statuses", frozenset({401}))
-    return frozenset(statuses)
-
-
-def _disposition_name(value: str | None) -> str | None:
-    if not value:
-        return None
-    match = DISPOSITION_NAME.search(value)
-    return match.group(1).strip() if match else None

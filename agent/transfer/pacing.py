@@ -1,4 +1,4 @@
-"""Shared budgets: requests per minute per source, and bytes per second overall."""
+"""Shared budgets: requests per minute per source, bytes per second overall, retry waits."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+from agent.transfer.retry import Decision
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -92,3 +94,10 @@ class BandwidthLimiter:
             self.allowance -= size
             if self.allowance < 0:
                 await self.sleep(-self.allowance / self.rate)
+
+
+async def wait_out(decision: Decision, limiter: RateLimiter, sleep: Sleep) -> None:
+    """Wait before a retry; after a 429 first pause the source's whole request budget."""
+    if decision.throttled:
+        limiter.pause(decision.delay)
+    await sleep(decision.delay)

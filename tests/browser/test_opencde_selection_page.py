@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, OpenCdeSettings, Secret, SourceConfig
-from agent.sandbox.opencde import OpenCdeSandbox
+from agent.sandbox.opencde import RICH, OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
@@ -34,7 +34,7 @@ async def test_a_person_ticks_documents_and_presses_select_in_chromium(
     page: Page, tmp_path: Path
 ) -> None:
     storage = StorageHost()
-    cde = OpenCdeSandbox(storage)
+    cde = OpenCdeSandbox(storage, **RICH)
     plan = cde.add_document("Ground floor plan", "plan.pdf", b"%PDF-1.7")
     model = cde.add_document("Structural model", "model.ifc", b"ISO-10303-21;")
     cde.add_document("Not picked", "notes.txt", b"no")

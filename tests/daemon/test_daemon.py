@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.sandbox.standard_metrics import StandardMetricsSandbox
+from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import run_cli, write_config
 
@@ -85,7 +85,7 @@ class World:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     storage = StorageHost()
-    api = StandardMetricsSandbox(storage)
+    api = StandardMetricsSandbox(storage, **RICH)
     api.populate_demo(n=DOCS, seed=3)
     async with storage.running(), api.running() as base:
         yield World(tmp_path, storage, api, base)

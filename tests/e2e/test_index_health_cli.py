@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox.index_health import IndexHealthSandbox
+from agent.sandbox.index_health import RICH, IndexHealthKnobs, IndexHealthSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import CliResult, run_cli, write_config
 
@@ -50,9 +50,11 @@ class World:
 
 
 @asynccontextmanager
-async def open_world(tmp_path: Path, **options: Any) -> AsyncIterator[World]:
+async def open_world(
+    tmp_path: Path, knobs: IndexHealthKnobs = RICH, **options: Any
+) -> AsyncIterator[World]:
     storage = StorageHost()
-    api = IndexHealthSandbox(storage, **options)
+    api = IndexHealthSandbox(storage, **{**knobs, **options})
     collection = api.add_collection("Cardiology", plan_name="Ward plan")
     async with storage.running(), api.running():
         yield World(storage, api, collection, tmp_path / "mirror", tmp_path / "state", tmp_path)

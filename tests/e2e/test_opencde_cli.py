@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox.opencde import OpenCdeSandbox
+from agent.sandbox.opencde import RICH, OpenCdeKnobs, OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.browser import free_port, write_browser
 from tests.e2e.cli import CliResult, run_cli, write_config
@@ -48,14 +48,19 @@ class World:
         return await run_cli("--config", str(config), *args, env=self.env, timeout=60.0)
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def open_world(tmp_path: Path, knobs: OpenCdeKnobs = RICH) -> AsyncIterator[World]:
     storage = StorageHost()
-    api = OpenCdeSandbox(storage)
+    api = OpenCdeSandbox(storage, **knobs)
     browser, visits = write_browser(tmp_path)
     env = {"CDE_SECRET": "demo-secret", "BROWSER": str(browser)}
     async with storage.running(), api.running():
         yield World(storage, api, tmp_path / "mirror", tmp_path, env, visits)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async for w in open_world(tmp_path):
+        yield w
 
 
 def mirror_files(mirror: Path) -> dict[str, bytes]:

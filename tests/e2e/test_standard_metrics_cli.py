@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sandbox.standard_metrics import StandardMetricsSandbox
+from agent.sandbox.standard_metrics import RICH, StandardMetricsKnobs, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import run_cli, write_config
 
@@ -28,8 +28,13 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async for w in open_world(tmp_path):
+        yield w
+
+
+async def open_world(tmp_path: Path, knobs: StandardMetricsKnobs = RICH) -> AsyncIterator[World]:
     storage = StorageHost()
-    api = StandardMetricsSandbox(storage)
+    api = StandardMetricsSandbox(storage, **knobs)
     api.populate_demo(n=30, seed=1)
     async with storage.running(), api.running() as base:
         mirror = tmp_path / "mirror"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +10,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from agent.sandbox.standard_metrics import StandardMetricsSandbox
+from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 
 
@@ -54,7 +53,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def sandbox(storage: StorageHost, clock: FakeClock) -> AsyncIterator[StandardMetricsSandbox]:
-    sb = StandardMetricsSandbox(storage, clock=clock)
+    sb = StandardMetricsSandbox(storage, clock=clock, **RICH)
     async with sb.running():
         yield sb
 
@@ -149,7 +148,7 @@ async def test_token_endpoint_rejects_other_grant_types(
 async def test_token_lifetime_is_configurable_and_tokens_expire_by_the_clock(
     storage: StorageHost, clock: FakeClock, session: aiohttp.ClientSession
 ) -> None:
-    sb = StandardMetricsSandbox(storage, token_lifetime=36000, clock=clock)
+    sb = StandardMetricsSandbox(storage, token_lifetime=36000, clock=clock, **RICH)
     async with sb.running():
         async with session.post(sb.token_url, headers=BASIC, data=GRANT) as response:
             body = await response.json()
@@ -422,7 +421,10 @@ async def test_redirect_to_overrides_the_location(
     storage: StorageHost, clock: FakeClock, session: aiohttp.ClientSession
 ) -> None:
     sb = StandardMetricsSandbox(
-        storage, redirect_to=lambda doc_id, name: f"http://127.0.0.1:9/{doc_id}/{name}", clock=clock
+        storage,
+        redirect_to=lambda doc_id, name: f"http://127.0.0.1:9/{doc_id}/{name}",
+        clock=clock,
+        **RICH,
     )
     doc_id = sb.add_document("n.pdf", b"x")
     async with sb.running():
@@ -436,9 +438,7 @@ async def test_redirect_to_overrides_the_location(
 async def test_listing_only_documents_page_cheaply_and_download_a_generated_body(
     sandbox: StandardMetricsSandbox, storage: StorageHost, session: aiohttp.ClientSession
 ) -> None:
-    started = time.perf_counter()
-    ids = sandbox.add_listing_only(100_000)
-    assert time.perf_counter() - started < 3.0
+    ids = sandbox.add_listing_only(100_000)  # its speed is the benchmarks' business
     assert len(set(ids)) == 100_000
     assert storage.blobs == {}
     token = await get_token(session, sandbox)
@@ -459,7 +459,7 @@ async def test_listing_only_documents_page_cheaply_and_download_a_generated_body
 async def test_rate_limit_answers_429_with_retry_after_until_the_window_slides(
     storage: StorageHost, clock: FakeClock, session: aiohttp.ClientSession
 ) -> None:
-    sb = StandardMetricsSandbox(storage, requests_per_minute=3, clock=clock)
+    sb = StandardMetricsSandbox(storage, clock=clock, **{**RICH, "requests_per_minute": 3})
     async with sb.running():
         token = await get_token(session, sb)  # the token call counts too
         listing = f"{sb.api_url}/documents/"
@@ -481,7 +481,9 @@ async def test_rate_limit_answers_429_with_retry_after_until_the_window_slides(
 async def test_rate_limit_without_retry_after_sends_no_header(
     storage: StorageHost, clock: FakeClock, session: aiohttp.ClientSession
 ) -> None:
-    sb = StandardMetricsSandbox(storage, requests_per_minute=1, retry_after=False, clock=clock)
+    sb = StandardMetricsSandbox(
+        storage, clock=clock, **{**RICH, "requests_per_minute": 1, "retry_after": False}
+    )
     async with sb.running():
         await get_token(session, sb)
         async with session.post(sb.token_url, headers=BASIC, data=GRANT) as response:
@@ -542,3 +544,75 @@ async def test_every_demo_document_downloads_its_bytes(
     assert [r["id"] for r in listed] == ids
     for doc_id in ids:
         assert (await download(session, sandbox, token, doc_id))[1] == sandbox.content(doc_id)
+
+
+# ---- the least readings, the defaults --------------------------------------------------------
+
+
+@pytest.fixture
+async def minimal(storage: StorageHost, clock: FakeClock) -> AsyncIterator[StandardMetricsSandbox]:
+    sb = StandardMetricsSandbox(storage, clock=clock)
+    async with sb.running():
+        yield sb
+
+
+async def test_by_default_one_token_gets_30_requests_in_10_seconds_without_retry_after(
+    minimal: StandardMetricsSandbox, clock: FakeClock, session: aiohttp.ClientSession
+) -> None:
+    listing = f"{minimal.api_url}/documents/"
+    token = await get_token(session, minimal)
+    for _ in range(30):
+        async with session.get(listing, headers=bearer(token)) as response:
+            assert response.status == 200
+    async with session.get(listing, headers=bearer(token)) as response:
+        assert response.status == 429
+        assert "Retry-After" not in response.headers
+    other = await get_token(session, minimal)  # the limit is per bearer token
+    async with session.get(listing, headers=bearer(other)) as response:
+        assert response.status == 200
+    clock.advance(10)
+    async with session.get(listing, headers=bearer(token)) as response:
+        assert response.status == 200
+
+
+async def test_by_default_120_requests_a_minute_are_all_any_client_gets(
+    minimal: StandardMetricsSandbox, clock: FakeClock, session: aiohttp.ClientSession
+) -> None:
+    listing = f"{minimal.api_url}/documents/"
+    for _ in range(12):  # 12 tokens x 10 requests, each token well under its own limit
+        token = await get_token(session, minimal)  # token requests count too
+        for _ in range(9):
+            async with session.get(listing, headers=bearer(token)) as response:
+                assert response.status == 200
+        clock.advance(1)
+    async with session.get(listing, headers=bearer(token)) as response:
+        assert response.status == 429
+    clock.advance(60 - 12)
+    async with session.get(listing, headers=bearer(token)) as response:
+        assert response.status == 200
+
+
+@pytest.mark.parametrize("per_minute", [120, 500])
+async def test_the_global_limit_is_120_or_500_a_minute(
+    storage: StorageHost, clock: FakeClock, session: aiohttp.ClientSession, per_minute: int
+) -> None:
+    sb = StandardMetricsSandbox(
+        storage, clock=clock, per_token_limit=None, requests_per_minute=per_minute
+    )
+    async with sb.running():
+        token = await get_token(session, sb)
+        listing = f"{sb.api_url}/documents/"
+        for _ in range(per_minute - 1):
+            async with session.get(listing, headers=bearer(token)) as response:
+                assert response.status == 200
+        async with session.get(listing, headers=bearer(token)) as response:
+            assert response.status == 429
+
+
+async def test_by_default_empty_fields_are_absent_not_null(
+    minimal: StandardMetricsSandbox, session: aiohttp.ClientSession
+) -> None:
+    minimal.add_document("a.pdf", b"a", parse_state="unparsed")
+    (item,) = await list_all(session, minimal, await get_token(session, minimal))
+    assert None not in item.values()
+    assert {"link", "information_request_id", "parsed_at"}.isdisjoint(item)

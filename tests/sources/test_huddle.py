@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from agent.config import AgentConfig, HuddleSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, PermanentError, SkipDocument, TransientError
-from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
-from agent.sandbox.huddle import HuddleSandbox
+from agent.models import JobSpec, RemoteDocument
+from agent.sandbox.huddle import RICH, HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
@@ -26,6 +26,7 @@ from agent.sources.huddle_auth import pick_refresh_token, seed_fingerprint
 from agent.sources.huddle_content import check_content, poll_delays
 from agent.sources.huddle_items import canonical_date, change_key, rendition_name
 from agent.state.source_state import MemorySourceState
+from agent.transfer.contract import DownloadTarget, ResponseHead
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 
@@ -69,7 +70,7 @@ async def storage(clock: FakeClock) -> AsyncIterator[StorageHost]:
 
 @pytest.fixture
 async def sandbox(storage: StorageHost, clock: FakeClock) -> AsyncIterator[HuddleSandbox]:
-    sb = HuddleSandbox(storage, clock=clock)
+    sb = HuddleSandbox(storage, clock=clock, **RICH)
     async with sb.running():
         yield sb
 
@@ -380,7 +381,9 @@ async def test_concurrent_rejections_renew_the_token_once(
 async def test_expired_token_refused_with_403_and_oauth2_scheme_renews(
     storage: StorageHost, clock: FakeClock, make_source: SourceFactory
 ) -> None:
-    old_docs = HuddleSandbox(storage, clock=clock, expired_status=403, auth_scheme="OAuth2")
+    old_docs = HuddleSandbox(
+        storage, clock=clock, **{**RICH, "expired_status": 403, "auth_scheme": "OAuth2"}
+    )
     async with old_docs.running():
         ws = old_docs.add_workspace("W")
         old_docs.add_document(old_docs.root_folder_id(ws), "a.txt", b"a")
@@ -471,7 +474,7 @@ async def test_renditions_are_listed_beside_the_original(
     pdf = rendition(docs, "report.pdf")
     assert pdf.remote_id == f"{doc_id}#{PDF}"
     assert pdf.version == rendition(docs, "report.docx").version
-    assert pdf.attrs == {"accept": PDF, "x-download-reason": "offline-file"}
+    assert pdf.attrs == {"accept": PDF, "x-download-reason": "offline-file-preview"}
 
 
 async def test_existing_conversion_is_fetched_without_polling(
@@ -539,7 +542,7 @@ async def test_failed_conversion_is_transient_and_succeeds_on_a_later_pass(
 async def test_conversion_that_never_finishes_gives_up_within_its_budget(
     storage: StorageHost, clock: FakeClock, make_source: SourceFactory, sleeps: Sleeps
 ) -> None:
-    slow = HuddleSandbox(storage, clock=clock, conversion_polls=10_000)
+    slow = HuddleSandbox(storage, clock=clock, **RICH, conversion_polls=10_000)
     async with slow.running():
         ws = slow.add_workspace("W")
         slow.add_document(slow.root_folder_id(ws), "r.docx", b"w", mime=DOCX)
@@ -583,7 +586,7 @@ async def test_the_downloader_fetches_original_and_polled_rendition_through_an_e
     session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    old_docs = HuddleSandbox(storage, clock=clock, expired_status=403)
+    old_docs = HuddleSandbox(storage, clock=clock, **{**RICH, "expired_status": 403})
     async with old_docs.running():
         ws = old_docs.add_workspace("W")
         doc_id = old_docs.add_document(old_docs.root_folder_id(ws), "r.docx", b"w", mime=DOCX)
@@ -595,7 +598,7 @@ async def test_the_downloader_fetches_original_and_polled_rendition_through_an_e
         assert await download(session, source, pdf, tmp_path / "b") == b"%PDF-sandbox w"
         assert old_docs.reused_refresh_tokens == []
         reasons = {reason for doc, reason in old_docs.download_reasons if doc == doc_id}
-        assert reasons == {"offline-file"}
+        assert reasons == {"offline-file", "offline-file-preview"}
 
 
 async def test_the_downloader_records_a_document_without_content_as_skipped(
@@ -670,3 +673,29 @@ def test_rendition_names_replace_the_extension() -> None:
 def test_page_size_is_set_without_touching_the_rest_of_the_link() -> None:
     assert with_page_size("http://h/p/1", 250) == "http://h/p/1?size=250"
     assert with_page_size("http://h/p/1?size=50&x=1", 250) == "http://h/p/1?x=1&size=250"
+
+
+@pytest.mark.parametrize("expired_status", [401, 403])
+async def test_eight_downloads_in_flight_when_the_token_dies_renew_it_once(
+    storage: StorageHost,
+    clock: FakeClock,
+    make_source: SourceFactory,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    expired_status: int,
+) -> None:
+    """Expiry under concurrency is renewed once and fails nothing (issue 11)."""
+    sb = HuddleSandbox(storage, clock=clock, expired_status=expired_status)
+    async with sb.running():
+        ws = sb.add_workspace("W")
+        for i in range(8):
+            sb.add_document(sb.root_folder_id(ws), f"d{i}.txt", b"body %d" % i, mime="text/plain")
+        source = make_source(workspaces=(ws,), sb=sb)
+        docs = await listing(source)
+        sb.expire_all_tokens()  # every first hop in flight is refused
+        bodies = await asyncio.gather(
+            *(download(session, source, doc, tmp_path / str(n)) for n, doc in enumerate(docs))
+        )
+        assert sorted(bodies) == [b"body %d" % i for i in range(8)]
+        assert len(sb.log.matching("POST", "/token")) == 2  # the listing's, one renewal
+        assert sb.reused_refresh_tokens == []

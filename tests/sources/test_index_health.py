@@ -27,8 +27,8 @@ from agent.errors import (
     SkipDocument,
     TransientError,
 )
-from agent.models import DownloadTarget, JobSpec, RemoteDocument, ResponseHead
-from agent.sandbox.index_health import IndexHealthSandbox
+from agent.models import JobSpec, RemoteDocument
+from agent.sandbox.index_health import RICH, IndexHealthSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
@@ -41,6 +41,7 @@ from agent.sources.index_health import (
     read_envelope,
 )
 from agent.state.source_state import MemorySourceState
+from agent.transfer.contract import Answer, DownloadTarget, ResponseHead, Verdict
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.pacing import RateLimiter
 
@@ -107,25 +108,26 @@ class Env:
         )
         return IndexHealthSource(SourceContext(config, agent, client, state or self.state))
 
-    async def fetch(self, target: DownloadTarget) -> tuple[ResponseHead, bytes]:
-        """The transfer layer's first hop: GET the target, keep a JSON body for the source."""
+    async def fetch(self, target: DownloadTarget) -> tuple[Answer, bytes]:
+        """The transfer layer's first hop: GET the target; the answer as the source sees it."""
         async with self.session.get(target.url, headers=dict(target.headers)) as response:
             body = await response.read()
-            is_json = "json" in response.headers.get("Content-Type", "")
-            head = ResponseHead(
-                response.status,
-                str(response.url),
-                dict(response.headers),
-                body if target.json_errors and is_json else None,
-            )
-        return head, body
+            head = ResponseHead(response.status, str(response.url), dict(response.headers))
+        return Answer.of(head, body), body
+
+
+async def check(source: IndexHealthSource, answer: Answer) -> None:
+    """The source's verdict on a download answer, raised as its error unless it is content."""
+    outcome = await source.check_download(answer)
+    if outcome.verdict is not Verdict.CONTENT:
+        raise outcome.failure()
 
 
 @asynccontextmanager
 async def running(clock: Callable[[], float] | None = None, **options: Any) -> AsyncIterator[Env]:
     fake = FakeClock()
     storage = StorageHost(clock=fake)
-    sandbox = IndexHealthSandbox(storage, clock=clock or fake, **options)
+    sandbox = IndexHealthSandbox(storage, clock=clock or fake, **{**RICH, **options})
     async with storage.running(), sandbox.running() as base, open_session() as session:
         yield Env(sandbox, storage, fake, base, session, MemorySourceState())
 
@@ -375,8 +377,8 @@ async def test_presigned_target_fetches_the_bytes_without_authorization() -> Non
         target = await source.download_target(doc_ref(pdf), {})
         assert target.paced is False
         assert dict(target.headers) == {}
-        head, body = await env.fetch(target)
-        source.check_response(head)
+        answer, body = await env.fetch(target)
+        await check(source, answer)
         assert body == PDF
         assert env.storage.authorization_seen == []
 
@@ -388,32 +390,32 @@ async def test_expired_presigned_url_asks_the_api_again() -> None:
         source = env.source()
         target = await source.download_target(doc_ref(pdf), {})
         env.clock.now += 3601
-        head, _ = await env.fetch(target)
+        answer, _ = await env.fetch(target)
         with pytest.raises(ExpiredUrlError):
-            source.check_response(head)
-        await source.on_unauthorized("")  # no token was sent: nothing to renew
+            await check(source, answer)
+        await source.renew("")  # no token was sent: nothing to renew
         fresh = await source.download_target(doc_ref(pdf), {})
-        head, body = await env.fetch(fresh)
-        source.check_response(head)
+        answer, body = await env.fetch(fresh)
+        await check(source, answer)
         assert body == PDF
         assert env.sandbox.download_calls[pdf] == 2
         assert env.sandbox.tokens_issued == 1
 
 
 async def test_direct_target_fetches_the_bytes_with_the_bearer_token() -> None:
-    """The direct target is a paced GET with the token and JSON error envelopes enabled."""
+    """The direct target is a paced GET with the token, tracked as the request's credential."""
     async with running() as env:
         _, txt, _ = add_reports(env.sandbox)
         source = env.source(download_method="direct")
         target = await source.download_target(doc_ref(txt), {})
         assert target.url == f"{env.base}/download/{txt}"
         assert target.paced is True
-        assert target.json_errors is True
+        assert target.credential is not None
         assert target.headers["Authorization"].startswith("Bearer ")
-        head, body = await env.fetch(target)
-        source.check_response(head)
+        answer, body = await env.fetch(target)
+        await check(source, answer)
         assert body == TXT
-        assert 'filename="notes.txt"' in head.headers["Content-Disposition"]
+        assert 'filename="notes.txt"' in answer.head.headers["Content-Disposition"]
 
 
 ENVELOPE_CASES = ["no-file-path", "id-required", "not-found", "server-fault"]
@@ -465,13 +467,13 @@ async def test_presigned_body_status_maps_to_the_right_outcome(case: str, as_htt
 @pytest.mark.parametrize("as_http", [True, False], ids=["http-status", "http-200-body"])
 @pytest.mark.parametrize("case", ENVELOPE_CASES)
 async def test_direct_body_status_maps_to_the_right_outcome(case: str, as_http: bool) -> None:
-    """GET /download/{id} error envelopes reach check_response and map alike."""
+    """GET /download/{id} error envelopes reach check_download and map alike."""
     async with running(errors_as_http_status=as_http) as env:
         doc = await _provoke(env, case, "direct", as_http)
         source = env.source(download_method="direct")
-        head, _ = await env.fetch(await source.download_target(doc_ref(doc), {}))
+        answer, _ = await env.fetch(await source.download_target(doc_ref(doc), {}))
         with pytest.raises((SkipDocument, PermanentError, TransientError)) as caught:
-            source.check_response(head)
+            await check(source, answer)
         _assert_outcome(case, caught.value)
 
 
@@ -489,10 +491,10 @@ async def test_presigned_unauthorized_renews_once_and_retries(as_http: bool) -> 
 
 
 @pytest.mark.parametrize("as_http", [True, False], ids=["http-status", "http-200-body"])
-async def test_direct_unauthorized_is_transient_and_the_next_target_is_renewed(
+async def test_direct_unauthorized_renews_and_the_next_target_is_renewed(
     as_http: bool,
 ) -> None:
-    """A refused direct GET is retryable; refusals of the same old token renew it only once.
+    """A refused direct GET asks for renewal; refusals of the same old token renew it once.
 
     The second refusal is reported after the first retry already renewed the token, as
     happens when downloads run concurrently.
@@ -502,32 +504,34 @@ async def test_direct_unauthorized_is_transient_and_the_next_target_is_renewed(
         source = env.source(download_method="direct")
         targets = [await source.download_target(doc_ref(d), {}) for d in (pdf, txt)]
         env.sandbox.expire_all_tokens()
-        heads = await asyncio.gather(*(env.fetch(t) for t in targets))
+        answers = await asyncio.gather(*(env.fetch(t) for t in targets))
         fresh = []
-        for (head, _), doc in zip(heads, (pdf, txt), strict=True):
+        for (answer, _), doc, target in zip(answers, (pdf, txt), targets, strict=True):
             with pytest.raises(TransientError) as caught:
-                source.check_response(head)
+                await check(source, answer)
             assert caught.value.status == 403
+            assert (await source.check_download(answer)).verdict is Verdict.RENEW
+            await source.renew(target.headers["Authorization"])
             fresh.append(await source.download_target(doc_ref(doc), {}))
         assert fresh[0].headers != targets[0].headers
         assert [(await env.fetch(t))[1] for t in fresh] == [PDF, TXT]
         assert env.sandbox.tokens_issued == 2
 
 
-async def test_on_unauthorized_renews_the_refused_token_once() -> None:
-    """The transfer layer's hook renews; a second call with the same stale header does not."""
+async def test_renew_renews_the_refused_token_once() -> None:
+    """The contract's renew renews; a second call with the same stale header does not."""
     async with running() as env:
         pdf, _, _ = add_reports(env.sandbox)
         source = env.source(download_method="direct")
         stale = await source.download_target(doc_ref(pdf), {})
         env.sandbox.expire_all_tokens()
-        head, _ = await env.fetch(stale)
-        assert head.status == 403
-        await source.on_unauthorized(stale.headers["Authorization"])
-        await source.on_unauthorized(stale.headers["Authorization"])
+        answer, _ = await env.fetch(stale)
+        assert answer.head.status == 403
+        await source.renew(stale.headers["Authorization"])
+        await source.renew(stale.headers["Authorization"])
         assert env.sandbox.tokens_issued == 2
-        head, body = await env.fetch(await source.download_target(doc_ref(pdf), {}))
-        source.check_response(head)
+        answer, body = await env.fetch(await source.download_target(doc_ref(pdf), {}))
+        await check(source, answer)
         assert body == PDF
 
 
@@ -567,6 +571,23 @@ async def test_downloader_asks_again_when_the_presigned_url_expires(tmp_path: Pa
         assert await _downloaded(env, env.source(), pdf, tmp_path) == PDF
         assert env.sandbox.download_calls[pdf] == 2
         assert env.storage.authorization_seen == []
+
+
+@pytest.mark.parametrize("method", ["direct", "presigned"])
+@pytest.mark.parametrize("as_http", [True, False], ids=["http-status", "http-200-body"])
+async def test_eight_downloads_in_flight_when_the_token_dies_renew_it_once(
+    method: str, as_http: bool, tmp_path: Path
+) -> None:
+    """A token that dies under eight concurrent downloads is expiry, never exit 77 (issue 11)."""
+    async with running(errors_as_http_status=as_http) as env:
+        collection = env.sandbox.add_collection("Bulk")
+        docs = [env.sandbox.add_document(collection, f"d{i}.txt", b"%d" % i) for i in range(8)]
+        source = env.source(download_method=method)
+        await listing(source)
+        env.sandbox.expire_all_tokens()
+        bodies = await asyncio.gather(*(_downloaded(env, source, d, tmp_path) for d in docs))
+        assert bodies == [b"%d" % i for i in range(8)]
+        assert env.sandbox.tokens_issued == 2
 
 
 # --------------------------------------------------------------------------- metadata

@@ -23,25 +23,12 @@ from yarl import URL
 from agent.config import AgentConfig, OpenCdeSettings, Secret, SourceConfig
 from agent.errors import AuthenticationError, FatalSourceError
 from agent.models import JobSpec, RemoteDocument
-from agent.sandbox.opencde import OpenCdeSandbox
+from agent.sandbox.opencde import RICH, OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
-from agent.sources.opencde import (
-    DISCOVERY,
-    REFRESH_SEED,
-    VERSIONS,
-    OpenCdeSource,
-    SelectedDocument,
-    Selection,
-    VersionInfo,
-    discover,
-    latest_per_document,
-    load_selection,
-    previous_versions,
-    save_selection,
-    versioned_name,
-)
+from agent.sources.opencde import VERSIONS, OpenCdeSource
+from agent.sources.opencde_auth import DISCOVERY, REFRESH_SEED, discover
 from agent.sources.opencde_flows import (
     BrowserFlowError,
     BrowserTimeout,
@@ -50,6 +37,16 @@ from agent.sources.opencde_flows import (
     login,
     remove_selection,
     select,
+)
+from agent.sources.opencde_model import (
+    SelectedDocument,
+    Selection,
+    VersionInfo,
+    latest_per_document,
+    load_selection,
+    previous_versions,
+    save_selection,
+    versioned_name,
 )
 from agent.state.source_state import MemorySourceState
 from agent.transfer.download import Downloader, Endpoint
@@ -133,7 +130,7 @@ def sandbox_options() -> dict[str, Any]:
 @pytest.fixture
 async def env(sandbox_options: dict[str, Any], tmp_path: Path) -> AsyncIterator[Env]:
     storage = StorageHost()
-    sandbox = OpenCdeSandbox(storage, **sandbox_options)
+    sandbox = OpenCdeSandbox(storage, **{**RICH, **sandbox_options})
     async with (
         storage.running(),
         sandbox.running() as base,
@@ -410,6 +407,33 @@ async def test_the_downloader_fetches_the_latest_through_a_rejected_token_and_an
     assert env.sandbox.reused_refresh_tokens == []
 
 
+async def test_eight_downloads_in_flight_when_the_token_dies_renew_it_once(env: Env) -> None:
+    """Expiry under concurrency renews the rotating refresh token once and fails nothing."""
+    await env.sign_in_directly()
+    ids = [env.sandbox.add_document(f"D{i}", f"d{i}.ifc", b"%d" % i) for i in range(8)]
+    await save_selection(env.state, Selection(tuple(SelectedDocument(i) for i in ids)))
+    source = env.source()
+    docs = await listing(source)
+    env.sandbox.expire_all_tokens()
+    renewals = env.requests("POST", "/oauth/token")
+    downloader = Downloader(env.session, env.tmp / "staging", sleep=no_sleep)
+
+    async def one(n: int, doc: RemoteDocument) -> bytes:
+        job = JobSpec(n, "cde", doc.remote_id, doc.version, doc.name, temp_name=f"{n}.part")
+        endpoint = Endpoint(source, doc, doc.attrs, RateLimiter(None))
+        fetched = await downloader.fetch(job, endpoint, no_checkpoint)
+        return Path(fetched.temp_path).read_bytes()
+
+    bodies = await asyncio.gather(*(one(n, doc) for n, doc in enumerate(docs)))
+    assert bodies == [b"%d" % i for i in range(8)]
+    assert env.requests("POST", "/oauth/token") == renewals + 1
+    assert env.sandbox.reused_refresh_tokens == []
+
+
+async def no_checkpoint(_job: int, _offset: int, _validator: str | None) -> None:
+    return None
+
+
 async def test_second_poll_sends_if_none_match_and_reuses_the_cached_result_on_304(
     env: Env,
 ) -> None:
@@ -474,8 +498,8 @@ async def test_rotated_refresh_tokens_are_persisted_before_use_and_never_spent_t
     await save_selection(env.state, Selection((SelectedDocument("x"),)))
     env.sandbox.expire_all_tokens()
     source = env.source()
-    rejected = await (await source.auth()).authorization()
-    await asyncio.gather(*(source.on_unauthorized(rejected) for _ in range(5)))
+    rejected = await source.auth.authorization()
+    await asyncio.gather(*(source.renew(rejected) for _ in range(5)))
     assert len(env.sandbox.issued_refresh_tokens) == 2  # the login's, one rotation
     history = env.state.token_history
     new_refresh = history.index(("refresh", env.sandbox.issued_refresh_tokens[-1]))

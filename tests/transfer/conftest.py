@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from transfer_kit import World
 
-from agent.sandbox.standard_metrics import StandardMetricsSandbox
+from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     storage = StorageHost()
-    sandbox = StandardMetricsSandbox(storage)
+    sandbox = StandardMetricsSandbox(storage, **RICH)
     async with storage.running(), sandbox.running() as base:
         yield World(storage, sandbox, base, tmp_path)

@@ -132,6 +132,35 @@ async def test_429_without_retry_after_backs_off(world: World) -> None:
     assert 0.0 <= world.sleeps.pauses[0] <= 1.0
 
 
+class TokensDieAtTheFourthDownload:
+    """The sandbox's clock: real time until the fourth download call arrives, then two hours
+    later, so that every token issued before has expired while the others are in flight."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def __call__(self) -> float:
+        calls = self.world.sandbox.log.matching("GET", "/v1/documents/")
+        downloads = sum(1 for r in calls if r.path.endswith("/download/"))
+        return time.time() + (7200.0 if downloads >= 4 else 0.0)
+
+
+async def test_a_token_dying_under_eight_concurrent_downloads_fails_nothing(world: World) -> None:
+    """Expiry with downloads in flight renews once; no document fails, no exit 77 (issue 11)."""
+    world.agent_options["max_concurrent_downloads"] = 8
+    for i in range(16):
+        world.add(f"doc-{i:02d}.pdf", payload(3000 + i, seed=40 + i))
+    world.sandbox.clock = TokensDieAtTheFourthDownload(world)
+
+    outcome = _ok(await world.sync())
+
+    assert outcome.downloaded == 16
+    await world.assert_exact()
+    assert world.sandbox.tokens_issued == 2
+    calls = [r for r in world.sandbox.log.records if r.path.endswith("/download/")]
+    assert len(calls) > 16  # some first hops really were refused and sent again
+
+
 async def test_signed_url_expiring_mid_download_gets_a_new_url_and_resumes(
     world: World,
 ) -> None:
@@ -255,8 +284,22 @@ async def _status_json(world: World) -> dict[str, Any]:
     return result
 
 
+def _hold_body(world: World, monkeypatch: pytest.MonkeyPatch, size: int) -> asyncio.Event:
+    """The storage host holds the body of a `size`-byte blob until the event is set."""
+    release = asyncio.Event()
+    stream = world.storage._stream
+
+    async def held(request: Any, response: Any, body: memoryview) -> None:
+        if len(body) == size:
+            await release.wait()
+        await stream(request, response, body)
+
+    monkeypatch.setattr(world.storage, "_stream", held)
+    return release
+
+
 async def test_status_shows_in_progress_waiting_and_permanently_failed_jobs(
-    world: World,
+    world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gone = world.add("gone.pdf", payload(1000, seed=30))
     flaky = world.add("flaky.pdf", payload(1000, seed=31))
@@ -265,16 +308,22 @@ async def test_status_shows_in_progress_waiting_and_permanently_failed_jobs(
         f"/v1/documents/{gone}/download/", 404, times=100, body={"detail": "Not found."}
     )
     world.storage.plan.add(f"/b/standard-metrics/{flaky}/", 503, times=100)
-    world.storage.faults.bytes_per_second = 1.5 * MIB  # about two seconds for slow.bin
+    release = _hold_body(world, monkeypatch, 3 * MIB)  # slow.bin stays in progress
 
     sync = asyncio.create_task(world.sync())
-    while not (world.staging.is_dir() and any(world.staging.glob("*.part"))):
+    while not world.storage.log.matching("GET", f"/b/standard-metrics/{slow}/"):
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)  # the two failures are recorded long before this
-    (source,) = (await _status_json(world))["sources"]
+    for _ in range(20):  # bounded: the two failures are recorded within a read or two
+        (source,) = (await _status_json(world))["sources"]
+        jobs = {job["remote_id"]: job for job in source["jobs"]}
+        if {jobs.get(flaky, {}).get("state"), jobs.get(gone, {}).get("state")} == {
+            "waiting-to-retry",
+            "permanently-failed",
+        }:
+            break
+    release.set()
     outcome = await sync
 
-    jobs = {job["remote_id"]: job for job in source["jobs"]}
     assert jobs[slow]["state"] == "in-progress"
     assert jobs[flaky]["state"] == "waiting-to-retry"
     assert jobs[flaky]["error_kind"] == "transient"

@@ -17,7 +17,7 @@ from agent.models import PassStats
 from agent.sandbox.huddle import HuddleSandbox
 from agent.sandbox.opencde import OpenCdeSandbox
 from agent.sandbox.storage import StorageHost
-from agent.sources.opencde import SelectedDocument, Selection, save_selection
+from agent.sources.opencde_model import SelectedDocument, Selection, save_selection
 from agent.state.store import Store
 
 

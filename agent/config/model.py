@@ -1,0 +1,153 @@
+"""The configuration's tables and keys, declared once: the frozen objects the agent reads.
+
+Each class is one TOML table; each field is one key, with its type (checked by msgspec),
+its default, and, where a plain type is not enough, `Parse(parser)` naming the parser of the
+value as written. A field typed `Secret` also accepts `<key>_file` and `<key>_env`. The
+rules that span keys or depend on the source type live in `agent/config/load.py`.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta, Struct
+
+from agent.config.schema import Parse
+from agent.config.secret import Secret
+from agent.config.values import (
+    lowercase,
+    parse_database_url,
+    parse_directory,
+    parse_download_reason,
+    parse_duration,
+    parse_endpoint,
+    parse_listen,
+    parse_mime_types,
+    parse_optional_size,
+    parse_size,
+    parse_url,
+    parse_urls,
+    text,
+)
+from agent.errors import ConfigError
+
+Positive = Annotated[int, Meta(gt=0)]
+Words = tuple[Annotated[str, Meta(min_length=1)], ...]
+Duration = Annotated[float, Parse(parse_duration)]
+Url = Annotated[str, Parse(parse_url)]
+
+
+class Table(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A TOML table: unknown keys refused, frozen, built by keyword.
+
+    Subclasses repeat `frozen=True, kw_only=True`: msgspec does not inherit `kw_only`, and
+    mypy does not see an inherited `frozen`.
+    """
+
+
+class AgentConfig(Table, frozen=True, kw_only=True):
+    """`[agent]`: where the mirror and the state live, and how the agent behaves."""
+
+    mirror_dir: Annotated[Path, Parse(parse_directory)]
+    state_dir: Annotated[Path, Parse(parse_directory)]
+    state_url: Annotated[str, Parse(parse_database_url)]
+    max_concurrent_downloads: Positive = 8
+    max_connections_per_host: Positive = 8
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], Parse(lowercase)
+    ] = "info"
+    listen: Annotated[str, Parse(parse_listen)] = "127.0.0.1:8749"
+    bandwidth_limit: Annotated[int | None, Parse(parse_optional_size)] = None
+    min_free_space: Annotated[int, Parse(parse_size)] = 1 << 30
+    shutdown_timeout: Duration = 30.0
+    api_token: Secret | None = None
+
+
+class Settings(Table, frozen=True, kw_only=True, tag=True):
+    """The keys of one source type, written in the same `[[sources]]` table."""
+
+
+class StandardMetricsSettings(Settings, frozen=True, kw_only=True):
+    token_url: Annotated[str, Parse(parse_endpoint)]  # default: <origin of base_url>/o/token/
+    company_id: Annotated[str | None, Parse(text)] = None
+
+
+class HuddleSettings(Settings, frozen=True, kw_only=True):
+    token_url: Url = "https://login.huddle.net/token"  # noqa: S105 - a URL, not a secret
+    refresh_token: Secret | None  # required; unset only when secrets are not read
+    workspaces: Words = ()
+    folders: Annotated[tuple[str, ...], Parse(parse_urls)] = ()
+    download_reason: Annotated[str, Parse(parse_download_reason)] = "offline-file"
+    auth_scheme: Literal["Bearer", "OAuth2"] = "Bearer"
+    formats: Annotated[tuple[str, ...], Parse(parse_mime_types)] = ()
+
+
+class IndexHealthUser(Table, frozen=True, kw_only=True):
+    """`[sources.user]` of an Index Health source: who the agent acts as."""
+
+    first_name: str
+    last_name: str
+    email: str | None = None
+    date_of_birth: str | None = None
+    uid: str | None = None
+    eid: str | None = None
+    phone: str | None = None
+    group_name: str | None = None
+
+
+class IndexHealthSettings(Settings, frozen=True, kw_only=True):
+    user: IndexHealthUser
+    fingerprint: str | None = None
+    collections: Words | None = None
+    download_method: Literal["presigned", "direct"] = "presigned"
+
+
+class OpenCdeSettings(Settings, frozen=True, kw_only=True):
+    refresh_token: Secret | None = None
+    keep_versions: Positive = 1
+
+
+SourceSettings = StandardMetricsSettings | HuddleSettings | IndexHealthSettings | OpenCdeSettings
+
+
+class SourceConfig(Table, frozen=True, kw_only=True):
+    """`[[sources]]`: one remote API to mirror; its type's keys are read into `settings`."""
+
+    name: str
+    type: str
+    base_url: Url
+    poll_interval: Duration = 900.0
+    requests_per_minute: Annotated[float, Meta(gt=0)] | None = None
+    enabled: bool = True
+    client_id: str | None
+    client_secret: Secret | None = None
+    write_metadata: bool = False
+    settings: SourceSettings
+
+
+@dataclass(frozen=True)
+class EnvOverride:
+    """One key set by an environment variable; `shown` is `***` for a secret."""
+
+    variable: str
+    key: str
+    shown: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration: `[agent]`, the sources, and where it came from."""
+
+    agent: AgentConfig
+    sources: tuple[SourceConfig, ...]
+    path: Path | None = None
+    raw_sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    overrides: tuple[EnvOverride, ...] = ()
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError("--source", f"no source named {name!r} in the configuration")

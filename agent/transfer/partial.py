@@ -1,0 +1,103 @@
+"""A staging file being filled: what its bytes are, and how a resumed request continues them.
+
+A resume asks `Range: bytes=<offset>-` guarded by `If-Range: <validator>`; the answer is
+reconciled here: a 206 must start at our offset, a 200 means start over, and the size the
+listing promised must match the size the server sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agent.errors import IntegrityError
+from agent.models import Fetched, JobSpec, RemoteDocument
+from agent.transfer.files import hash_file
+
+CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class Restart(Exception):
+    """The partial cannot be continued: discard it and start from byte zero."""
+
+
+@dataclass
+class Partial:
+    """The staging file and what is known about its bytes."""
+
+    path: Path
+    offset: int = 0
+    validator: str | None = None
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    @classmethod
+    async def resume(cls, staging: Path, job: JobSpec) -> Partial:
+        """The job's staging file with the bytes a previous attempt or process left."""
+        partial = cls(staging / job.temp_name)
+        if (job.validator or job.sha256) and partial.path.exists():
+            digest, size = await asyncio.to_thread(hash_file, partial.path)
+            partial.offset, partial.digest, partial.validator = size, digest, job.validator
+        # otherwise start from zero: the first write truncates whatever a crash left there
+        return partial
+
+    def reset(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.offset, self.validator, self.digest = 0, None, hashlib.sha256()
+
+    def range_headers(self) -> dict[str, str]:
+        if self.offset <= 0:
+            return {}
+        headers = {"Range": f"bytes={self.offset}-"}
+        if self.validator:
+            headers["If-Range"] = self.validator
+        return headers
+
+    def accept(self, response: aiohttp.ClientResponse) -> int | None:
+        """Reconcile the answer with the bytes kept; returns the full size when known."""
+        if response.status == 206:
+            match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if match is None or int(match.group(1)) != self.offset:
+                raise Restart
+            return None if match.group(3) == "*" else int(match.group(3))
+        if self.offset:
+            self.reset()  # the server ignored the range: start over
+        length = response.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else None
+
+    def take_validator(self, response: aiohttp.ClientResponse) -> None:
+        """Keep the answer's validator; a changed one means the resource changed under us."""
+        validator = _validator(response)
+        if self.offset and self.validator and validator and validator != self.validator:
+            raise Restart
+        self.validator = validator or self.validator
+
+    def fetched(self) -> Fetched:
+        return Fetched(
+            temp_path=str(self.path),
+            size=self.offset,
+            sha256=self.digest.hexdigest(),
+            validator=self.validator,
+        )
+
+
+def _validator(response: aiohttp.ClientResponse) -> str | None:
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def expected_size(doc: RemoteDocument, job: JobSpec, total: int | None) -> int | None:
+    """The size to verify against: the server's, which must match the listing's promise."""
+    promised = doc.size if doc.size is not None else job.expected_size
+    if promised is not None and total is not None and promised != total:
+        raise IntegrityError(f"the listing promised {promised} bytes, the server sends {total}")
+    return total if total is not None else promised

@@ -1,0 +1,172 @@
+"""End to end through the CLI: Huddle as minimal as its documentation allows, and as rich.
+
+The minimal sandbox (its defaults) lists inline documents with only their `self` links,
+refuses expired tokens with 403, answers 404 for no content, writes RFC 1123 dates, kills
+older access tokens on every refresh and names a finished conversion's content only in a
+`Link` header. The rich one (`RICH`) does the friendliest of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.sandbox.huddle import RICH
+from agent.sandbox.huddle_http import HuddleKnobs
+from tests.e2e.test_huddle_cli import (
+    World,
+    mirror_files,
+    nested_tree,
+    open_world,
+    status,
+    sync,
+    wait_for_partial,
+)
+
+pytestmark = pytest.mark.e2e
+
+PDF = "application/pdf"
+MINIMAL: HuddleKnobs = {}
+MODES = {"minimal": MINIMAL, "rich": RICH}
+ORIGINAL = (None, "*/*")  # the original's request: no Accept (aiohttp adds */* by default)
+
+
+@pytest.fixture
+async def minimal(tmp_path: Path) -> AsyncIterator[World]:
+    async for w in open_world(tmp_path, MINIMAL):
+        yield w
+
+
+def restricted_and_empty(world: World) -> dict[str, str]:
+    """A document without download permission and one without content, at the root."""
+    root = world.api.root_folder_id(world.ws)
+    return {
+        "restricted": world.api.add_document(root, "secret.pdf", b"s", downloadable=False),
+        "empty": world.api.add_document(root, "empty.txt", b"", has_content=False),
+    }
+
+
+async def mirror_exactly(world: World, ids: list[str]) -> dict[str, bytes]:
+    """Run a pass and check that the mirror holds exactly the documents `ids`."""
+    result = await sync(world)
+    assert result.code == 0, result.stderr
+    files = mirror_files(world.mirror)
+    assert sorted(files.values()) == sorted(world.api.document(i).data for i in ids)
+    return files
+
+
+async def unchanged_pass_requests(world: World, empty: str) -> int:
+    """How many listing requests the API sees in a pass after nothing changed.
+
+    Besides them the engine asks once more for the content of the document that had
+    none (it retries documents skipped at download time), and for nothing else.
+    """
+    world.api.log.clear()
+    result = await sync(world)
+    assert result.code == 0, result.stderr
+    assert "0 downloaded" in result.stdout
+    content = [r.path for r in world.api.log.records if r.path.endswith("/content")]
+    assert content == [f"/files/documents/{empty}/content"]
+    return len(world.api.log.records) - len(content)
+
+
+async def test_self_only_summaries_mirror_nested_folders_past_250_and_skip_restricted(
+    minimal: World,
+) -> None:
+    """Every downloadable document is mirrored; the restricted one is skipped with its reason."""
+    world = minimal
+    ids = nested_tree(world, bulk_size=260)
+    odd = restricted_and_empty(world)
+    files = await mirror_exactly(world, ids)
+    assert sum(1 for p in files if "Bulk" in Path(p).parts) == 260
+    assert any("Drawings" in Path(p).parts for p in files)
+    skipped = {s["remote_id"]: s["reason"] for s in (await status(world))["skipped_documents"]}
+    assert skipped == {odd["restricted"]: "no download permission", odd["empty"]: "no content"}
+    assert await unchanged_pass_requests(world, odd["empty"]) == 1
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+async def test_both_readings_mirror_the_same_tree_and_an_unchanged_pass_costs_one_request(
+    tmp_path: Path, mode: str
+) -> None:
+    """Minimal and rich servers give the same mirror; the next pass asks only the root."""
+    async for world in open_world(tmp_path, MODES[mode]):
+        ids = nested_tree(world, bulk_size=3)
+        odd = restricted_and_empty(world)
+        files = await mirror_exactly(world, ids)
+        assert {str(Path(p).parent) for p in files} == {
+            "hd/Projects",
+            "hd/Projects/Design/Drawings",
+            "hd/Projects/Bulk",
+        }
+        skipped = (await status(world))["skipped_documents"]
+        assert {s["remote_id"] for s in skipped} == set(odd.values())
+        assert await unchanged_pass_requests(world, odd["empty"]) == 1
+
+
+def content_requests(world: World, doc: str) -> list[tuple[str | None, str | None]]:
+    """(Accept, x-download-reason) of every request the API saw for a document's content."""
+    path = f"/files/documents/{doc}/content"
+    return [
+        (r.headers.get("accept"), r.headers.get("x-download-reason"))
+        for r in world.api.log.records
+        if r.path == path
+    ]
+
+
+async def test_renditions_are_fetched_as_previews_and_originals_as_offline_files(
+    minimal: World,
+) -> None:
+    """The sandbox saw offline-file on every original and offline-file-preview on each PDF."""
+    world = minimal
+    root = world.api.root_folder_id(world.ws)
+    ready = world.api.add_document(root, "ready.docx", b"ready doc")
+    world.api.add_rendition(ready, PDF)
+    polled = world.api.add_document(root, "polled.docx", b"polled doc")
+    result = await sync(world, formats=[PDF])
+    assert result.code == 0, result.stderr
+    assert len([p for p in mirror_files(world.mirror) if p.endswith(".pdf")]) == 2
+    for doc in (ready, polled):
+        seen = content_requests(world, doc)
+        originals = {reason for accept, reason in seen if accept in ORIGINAL}
+        previews = {reason for accept, reason in seen if accept == PDF}
+        assert originals == {"offline-file"}, seen
+        assert previews == {"offline-file-preview"}, seen
+
+
+async def test_a_resumed_rendition_and_original_keep_the_reasons_they_began_with(
+    tmp_path: Path,
+) -> None:
+    """Killed mid-transfer, then run with another configured reason: each job keeps its own."""
+    async for world in open_world(tmp_path, MINIMAL, content_redirect=True):
+        big = os.urandom(3 << 20)
+        doc = world.api.add_document(world.api.root_folder_id(world.ws), "big.docx", big)
+        world.storage.faults.bytes_per_second = 400_000
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "--config",
+            str(world.config(formats=[PDF])),
+            "sync",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await wait_for_partial(world.mirror / ".sync-agent" / "staging", minimum=300_000)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        world.storage.faults.bytes_per_second = None
+        world.api.log.clear()
+        result = await sync(world, formats=[PDF], download_reason="unspecified")
+        assert result.code == 0, result.stderr
+        assert sorted(mirror_files(world.mirror).values()) == sorted([big, b"%PDF-sandbox " + big])
+        seen = {(accept in ORIGINAL, reason) for accept, reason in content_requests(world, doc)}
+        assert seen == {(True, "offline-file"), (False, "offline-file-preview")}, seen

@@ -26,7 +26,7 @@ from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
-from agent.transfer.files import free_bytes
+from agent.transfer.files import reserve, volume
 from agent.web import serve_web
 
 
@@ -80,8 +80,9 @@ class Daemon:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
             mirror = self.config.agent.mirror_dir
+            setting = self.config.agent.min_free_space
             self.metrics.watch_free_space(
-                lambda: free_bytes(mirror), self.config.agent.min_free_space
+                lambda: volume(mirror).free, reserve(volume(mirror).size, setting)
             )
             self.scheduler = AsyncIOScheduler()
             self.scheduler.start()

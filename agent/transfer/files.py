@@ -42,13 +42,33 @@ def volume(path: Path) -> Volume:
     return Volume(stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize)
 
 
-def free_bytes(path: Path) -> int:
-    return volume(path).free
+def reserve(volume_size: int, setting: int | None) -> int:
+    """The free space downloads leave alone: `agent.min_free_space`, or when it is not set
+    the smaller of 1 GiB and 5 % of the volume (a 500 MB volume keeps 25 MB free)."""
+    return min(RESERVE_CAP, volume_size // RESERVE_SHARE) if setting is None else setting
 
 
-def default_reserve(volume_size: int) -> int:
-    """The free space downloads leave alone when `min_free_space` is not set."""
-    return min(RESERVE_CAP, volume_size // RESERVE_SHARE)
+def space_shortfall(found: Volume, remaining: int, setting: int | None) -> str | None:
+    """Why a download of `remaining` more bytes must wait, or None when it fits."""
+    keep = reserve(found.size, setting)
+    need = remaining + keep
+    if setting == 0 or found.free >= need:
+        return None
+    origin = "the default: 5 % of the volume, at most 1 GiB" if setting is None else "as set"
+    return (
+        f"not enough free space: {_amount(found.free)} free on the mirror's volume, "
+        f"{_amount(need)} needed ({_amount(remaining)} to download + {_amount(keep)} kept free "
+        f"by agent.min_free_space, {origin}); free some space or lower agent.min_free_space"
+    )
+
+
+def _amount(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
 
 
 def hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]:

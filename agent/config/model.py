@@ -124,6 +124,7 @@ class SourceConfig(Table, frozen=True, kw_only=True):
     client_id: str | None
     client_secret: Secret | None = None
     write_metadata: bool = False
+    on_local_delete: Literal["restore", "forget"] = "restore"
     settings: SourceSettings
 
 

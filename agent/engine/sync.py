@@ -16,7 +16,6 @@ from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, adopt_in_pl
 from agent.engine.plan import (
     Download,
     OnDisk,
-    OnLocalDelete,
     Plan,
     Sidecar,
     deletion_policy,
@@ -54,7 +53,6 @@ class SourceRuntime:
     config: SourceConfig
     source: Source
     limiter: RateLimiter
-    on_local_delete: OnLocalDelete = "restore"
     log: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -139,8 +137,8 @@ class Engine:
             for rid, k in known.items()
             if k.state == DocState.MIRRORED and k.rel_path in presence.missing
         }
-        policy = deletion_policy(rt.on_local_delete, presence.source_folder)
-        if missing and policy != rt.on_local_delete:
+        policy = deletion_policy(rt.config.on_local_delete, presence.source_folder)
+        if missing and policy != rt.config.on_local_delete:
             rt.log.warning("mirror.source_folder_missing", restoring=len(missing))
         return plan_pass(name, listing, known, missing=missing, on_local_delete=policy)
 

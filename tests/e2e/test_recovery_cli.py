@@ -55,7 +55,12 @@ class SmWorld:
 
 
 @pytest.fixture
-async def sm(tmp_path: Path) -> AsyncIterator[SmWorld]:
+def sm_options() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def sm(tmp_path: Path, sm_options: dict[str, Any]) -> AsyncIterator[SmWorld]:
     storage = StorageHost()
     api = StandardMetricsSandbox(storage)
     api.populate_demo(n=12, seed=3)
@@ -67,6 +72,7 @@ async def sm(tmp_path: Path) -> AsyncIterator[SmWorld]:
             "base_url": f"{base}/v1",
             "client_id": "demo-client",
             "client_secret_env": "SM_SECRET",
+            **sm_options,
         }
         agent = {"mirror_dir": str(mirror), "state_dir": str(state), "log_format": "json"}
         config = write_config(tmp_path / "config.toml", agent, [source])
@@ -114,6 +120,39 @@ async def test_a_file_deleted_by_hand_comes_back_and_an_edited_one_is_untouched(
     assert not any("(local copy" in rel for rel in mirror_files(sm.mirror))
     restoring = [e for e in result.json_lines() if e.get("event") == "document.restoring"]
     assert [e["path"] for e in restoring] == [str(deleted.relative_to(sm.mirror))]
+
+
+@pytest.mark.parametrize("sm_options", [{"on_local_delete": "forget"}])
+async def test_forget_leaves_a_deleted_file_deleted_until_a_newer_version_arrives(
+    sm: SmWorld,
+) -> None:
+    assert (await sm.cli("sync")).code == 0
+    files = mirror_files(sm.mirror)
+    victim = sorted(files.values())[0]
+    doc_id = next(i for i in sm.api.document_ids() if sm.api.content(i) == victim.read_bytes())
+    victim.unlink()
+
+    kept_away = await sm.cli("sync")
+    assert kept_away.code == 0, kept_away.stderr
+    assert not victim.exists()
+    assert "0 downloaded" in kept_away.stdout
+    assert (await sm.cli("verify")).code == 0  # a choice, not damage
+
+    sm.api.update_document(doc_id, b"a newer version")
+    newer = await sm.cli("sync")
+    assert newer.code == 0, newer.stderr
+    assert victim.read_bytes() == b"a newer version"
+
+
+@pytest.mark.parametrize("sm_options", [{"on_local_delete": "forget"}])
+async def test_a_deleted_source_folder_is_restored_even_under_forget(sm: SmWorld) -> None:
+    assert (await sm.cli("sync")).code == 0
+    shutil.rmtree(sm.mirror / "sm")
+    result = await sm.cli("sync")
+    assert result.code == 0, result.stderr
+    files = mirror_files(sm.mirror).values()
+    assert sorted(sha(p.read_bytes()) for p in files) == sm.contents()
+    assert any(e.get("event") == "mirror.source_folder_missing" for e in result.json_lines())
 
 
 async def test_verify_reports_damage_and_repair_heals_it_through_the_next_pass(

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox.huddle import HuddleSandbox
 from agent.sandbox.standard_metrics import StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import CliResult, run_cli, write_config
+from tests.e2e.test_huddle_cli import World as HuddleWorld
+from tests.e2e.test_huddle_cli import nested_tree, open_world
 
 pytestmark = pytest.mark.e2e
 
@@ -200,36 +201,11 @@ async def test_verify_reports_damage_and_repair_heals_it_through_the_next_pass(
 # ---- Huddle: a listing with sizes and dates ----------------------------------------------
 
 
-@dataclass
-class HuddleWorld:
-    storage: StorageHost
-    api: HuddleSandbox
-    ws: str
-    mirror: Path
-    state: Path
-    tmp: Path
-
-    def config(self, refresh_token: str = "demo-refresh-0") -> Path:
-        source: dict[str, Any] = {
-            "name": "hd",
-            "type": "huddle",
-            "base_url": self.api.base_url,
-            "token_url": self.api.token_url,
-            "client_id": "demo-client",
-            "refresh_token": refresh_token,
-            "workspaces": [self.ws],
-        }
-        agent = {"mirror_dir": str(self.mirror), "state_dir": str(self.state), "log_format": "json"}
-        return write_config(self.tmp / "config.toml", agent, [source])
-
-
 @pytest.fixture
 async def huddle(tmp_path: Path) -> AsyncIterator[HuddleWorld]:
-    storage = StorageHost()
-    api = HuddleSandbox(storage)
-    ws = api.populate_demo(n=12, seed=4)
-    async with storage.running(), api.running():
-        yield HuddleWorld(storage, api, ws, tmp_path / "mirror", tmp_path / "state", tmp_path)
+    async for world in open_world(tmp_path):
+        nested_tree(world, bulk_size=6)
+        yield world
 
 
 async def test_a_lost_state_folder_is_rebuilt_from_sizes_and_dates_without_a_download(
@@ -242,14 +218,14 @@ async def test_a_lost_state_folder_is_rebuilt_from_sizes_and_dates_without_a_dow
     huddle.api.tokens.add_refresh_token("after-the-loss")  # the rotated one died with the state
     huddle.api.download_reasons.clear()
 
-    rebuild = await run_cli("--config", str(huddle.config("after-the-loss")), "sync")
+    rebuild = await run_cli("--config", str(huddle.config(refresh_token="after-the-loss")), "sync")
 
     assert rebuild.code == 0, rebuild.stderr
     assert huddle.api.download_reasons == []  # no content was fetched: quick check
     assert identities(huddle.mirror) == before
     assert not any("(local copy" in rel for rel in before)
     assert "0 downloaded" in rebuild.stdout
-    again = await run_cli("--config", str(huddle.config("after-the-loss")), "sync")
+    again = await run_cli("--config", str(huddle.config(refresh_token="after-the-loss")), "sync")
     assert again.code == 0, again.stderr
     assert huddle.api.download_reasons == []
     assert identities(huddle.mirror) == before

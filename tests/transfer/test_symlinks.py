@@ -137,12 +137,18 @@ async def change_and_check(tree: HuddleTree, outside: Path) -> None:
         assert path.read_bytes() == api.document(doc_id).data
 
 
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder outside the mirror, where planted links lead."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    return folder
+
+
 async def test_a_link_in_place_of_the_source_folder_is_set_aside_not_followed(
-    huddle: HuddleTree, tmp_path: Path
+    huddle: HuddleTree, outside: Path
 ) -> None:
     await huddle.mirror.sync()
-    outside = tmp_path / "outside"
-    outside.mkdir()
     plant(huddle.mirror.root / "hd", outside / "tree")
 
     await change_and_check(huddle, outside)
@@ -152,11 +158,9 @@ async def test_a_link_in_place_of_the_source_folder_is_set_aside_not_followed(
 
 
 async def test_links_in_place_of_a_nested_folder_and_of_a_file_are_set_aside_not_followed(
-    huddle: HuddleTree, tmp_path: Path
+    huddle: HuddleTree, outside: Path
 ) -> None:
     await huddle.mirror.sync()
-    outside = tmp_path / "outside"
-    outside.mkdir()
     files = await huddle.mirror.files("hd", huddle.ids)
     drawings = files[huddle.ids[1]].parent
     plant(drawings.parent, outside / "design")  # the Design folder, Drawings below it
@@ -197,14 +201,12 @@ async def cde(tmp_path: Path) -> AsyncIterator[tuple[OpenCdeSandbox, Mirror, str
 
 @pytest.mark.parametrize("planted", ["source folder", "pruned file"])
 async def test_pruning_never_deletes_or_writes_through_a_link(
-    cde: tuple[OpenCdeSandbox, Mirror, str], tmp_path: Path, planted: str
+    cde: tuple[OpenCdeSandbox, Mirror, str], outside: Path, planted: str
 ) -> None:
     api, mirror, doc = cde
     await mirror.sync()
     folder = mirror.root / "cde"
     (older,) = folder.glob("model (*).ifc")  # version one, pruned once version three comes
-    outside = tmp_path / "outside"
-    outside.mkdir()
     plant(folder if planted == "source folder" else older, outside / "planted")
     before = snapshot(outside)
 

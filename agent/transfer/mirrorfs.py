@@ -124,7 +124,7 @@ class Folder:
         stem, ext = os.path.splitext(name)
         for n in range(1, 1000):
             suffix = f" ({label} {stamp})" if n == 1 else f" ({label} {stamp} {n})"
-            aside = f"{stem}{suffix}{ext}"
+            aside = _fitting(stem, suffix + ext)
             if self.lstat(aside) is None:
                 os.rename(name, aside, src_dir_fd=self.fd, dst_dir_fd=self.fd)
                 if label == LINK_LABEL:
@@ -176,7 +176,7 @@ class Folder:
 
     def write_atomic(self, name: str, data: bytes, staging: Folder) -> None:
         """Write small content (a metadata sidecar) to a fsynced temp file, rename it here."""
-        temp = f"{name[:100]}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+        temp = f"write-{os.getpid()}-{time.monotonic_ns()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(temp, flags, 0o644, dir_fd=staging.fd)
         with os.fdopen(fd, "wb") as handle:
@@ -201,7 +201,13 @@ class Folder:
             found = self.lstat(name)
             if not repair or found is None:
                 return None
-            self.set_aside(name, LINK_LABEL if stat.S_ISLNK(found.st_mode) else COPY_LABEL)
+            if stat.S_ISLNK(found.st_mode):
+                self.set_aside(name, LINK_LABEL)
+            else:
+                kept = self.set_aside(name)
+                get_logger().warning(
+                    "mirror.file_set_aside", path=self.child_rel(name), kept_as=self.child_rel(kept)
+                )
         if not create:
             return None
         with contextlib.suppress(FileExistsError):
@@ -253,3 +259,9 @@ class MirrorFS:
         with contextlib.suppress(PermissionError):  # made by another user: leave its mode be
             os.fchmod(folder.fd, 0o700)
         return folder
+
+
+def _fitting(stem: str, tail: str, limit: int = 255) -> str:
+    """`stem + tail`, the stem cut short enough for a file name of at most `limit` bytes."""
+    room = limit - len(os.fsencode(tail))
+    return os.fsdecode(os.fsencode(stem)[:room]) + tail

@@ -137,3 +137,23 @@ def test_the_presence_scan_of_a_huge_folder_stats_files_instead(fs: MirrorFS) ->
     (fs.root / "src" / "c").mkdir()  # a folder is not the file expected there
     paths = ["src/a", "src/b", "src/c", "src/d"]
     assert find_missing(fs, "src", paths, set_limit=2).missing == {"src/c", "src/d"}
+
+
+def test_a_long_name_set_aside_still_fits_in_a_file_name(fs: MirrorFS) -> None:
+    (fs.root / "src").mkdir(parents=True)
+    long_name = "é" * 120 + ".pdf"  # 244 bytes: no room left for the suffix as it is
+    (fs.root / "src" / long_name).write_bytes(b"mine")
+    with fs.make_folder("src") as folder:
+        aside = folder.set_aside(long_name)
+    assert len(aside.encode()) <= 255
+    assert aside.endswith(").pdf")
+    assert (fs.root / "src" / aside).read_bytes() == b"mine"
+
+
+def test_a_file_where_a_folder_of_ours_should_be_is_kept_as_a_local_copy(fs: MirrorFS) -> None:
+    (fs.root / "src").mkdir(parents=True)
+    (fs.root / "src" / "sub").write_bytes(b"someone's file")
+    with fs.make_folder("src/sub") as folder:
+        assert folder.lstat(".") is not None
+    (kept,) = (fs.root / "src").glob("sub (local copy *)")
+    assert kept.read_bytes() == b"someone's file"

@@ -132,11 +132,12 @@ class Engine:
         """The pass's plan, after one scan of the mirror for files deleted by hand."""
         name = rt.config.name
         presence = await asyncio.to_thread(find_missing, self.fs, name, _mirrored_paths(known))
-        missing = {
-            rid
-            for rid, k in known.items()
-            if k.state == DocState.MIRRORED and k.rel_path in presence.missing
-        }
+        gone = presence.missing
+        missing = (
+            {rid for rid, k in known.items() if k.state == DocState.MIRRORED and k.rel_path in gone}
+            if gone
+            else set()
+        )
         policy = deletion_policy(rt.config.on_local_delete, presence.source_folder)
         if missing and policy != rt.config.on_local_delete:
             rt.log.warning("mirror.source_folder_missing", restoring=len(missing))

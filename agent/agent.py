@@ -13,7 +13,7 @@ from typing import IO
 
 from agent.config import Config, SourceConfig
 from agent.engine.sync import Engine, Progress, SourceRuntime
-from agent.errors import AgentError, AlreadyRunningError, FatalSourceError
+from agent.errors import AgentError, AlreadyRunningError, AuthenticationError, FatalSourceError
 from agent.log import get_logger
 from agent.models import JobSpec, PassStats
 from agent.sources.base import SourceContext
@@ -27,6 +27,18 @@ from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
 PassOutcome = PassStats | BaseException
 Sleep = Callable[[float], Awaitable[None]]
+
+# Source types that keep credentials only in the state database, and what to do once a
+# damaged database was set aside and they are gone.
+LOST_WITH_THE_DATABASE = {
+    "huddle": (
+        "its rotated refresh token lived only there: put a new refresh_token in its configuration"
+    ),
+    "opencde": (
+        "its sign-in and document selection lived only there: run `sync-agent login {name}`, "
+        "then `sync-agent select {name}`"
+    ),
+}
 
 
 def acquire_lock(state_dir: Path) -> IO[str]:
@@ -91,6 +103,7 @@ class Agent:
         self.sleep = sleep  # retry back-off waits (tests inject a fast one)
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
+        self.signed_in_since_rebuild: set[str] = set()
         self.log = get_logger()
 
     @classmethod
@@ -109,7 +122,12 @@ class Agent:
             lock = acquire_lock(agent_cfg.state_dir)
             stack.callback(lock.close)
             store = await stack.enter_async_context(
-                Store.open(agent_cfg.state_url, agent_cfg.state_dir)
+                Store.open(
+                    agent_cfg.state_url,
+                    agent_cfg.state_dir,
+                    repair=True,  # this process holds the lock: it may set a damaged file aside
+                    connections=agent_cfg.max_concurrent_downloads + 4,
+                )
             )
             staging = await asyncio.to_thread(MirrorFS(agent_cfg.mirror_dir).open_staging)
             stack.callback(staging.close)
@@ -143,13 +161,13 @@ class Agent:
     async def reconcile(self) -> None:
         """At start-up: forget temp files no job owns (partials of live jobs are kept), and
         adopt files a crash left renamed into place before their rows were committed."""
-        await self.store.interrupted_jobs()
+        await self.store.jobs.requeue_interrupted()
         removed = await asyncio.to_thread(
-            remove_stale_temps, self.staging, await self.store.active_temp_names()
+            remove_stale_temps, self.staging, await self.store.jobs.temp_names()
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
-        for job, size, sha256 in await self.store.verified_jobs():
+        for job, size, sha256 in await self.store.jobs.verified():
             await self._adopt(job, size, sha256)
 
     async def _adopt(self, job: JobSpec, size: int, sha256: str) -> None:
@@ -160,7 +178,7 @@ class Agent:
         found = await asyncio.to_thread(_placed, self.fs, job.rel_path, size)
         if found is None or found[0] != sha256:
             return
-        if await self.store.adopt_placed(job, size, sha256, found[1]):
+        if await self.store.documents.adopt_placed(job, size, sha256, found[1]):
             self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=size)
 
     async def add_source(self, cfg: SourceConfig) -> None:
@@ -181,7 +199,29 @@ class Agent:
         """One pass over a source; never two at once for the same source."""
         slot = self.slots[name]
         async with slot.lock:
-            return await self.engine.run_pass(slot.runtime)
+            try:
+                stats = await self.engine.run_pass(slot.runtime)
+            except AuthenticationError as exc:
+                explained = self._explained(slot.runtime.config, exc)
+                if explained is exc:
+                    raise
+                raise explained from exc
+            self.signed_in_since_rebuild.add(name)
+            return stats
+
+    def _explained(self, cfg: SourceConfig, exc: AuthenticationError) -> AuthenticationError:
+        """The refusal, with its likely cause while credentials lost with the state are not
+        replaced yet (no pass of the source succeeded since the rebuild)."""
+        rebuilt = self.store.db.rebuilt_from
+        hint = LOST_WITH_THE_DATABASE.get(cfg.type)
+        if rebuilt is None or hint is None or cfg.name in self.signed_in_since_rebuild:
+            return exc
+        return AuthenticationError(
+            cfg.name,
+            f"the state database was damaged and rebuilt at start-up (the damaged file is "
+            f"kept at {rebuilt}), and {hint.format(name=cfg.name)} (the server said: "
+            f"{exc.message})",
+        )
 
     async def sync_once(self, names: Sequence[str] | None = None) -> dict[str, PassOutcome]:
         """A pass over each named (default: every enabled) source, concurrently."""

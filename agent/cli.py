@@ -22,6 +22,7 @@ from agent.errors import (
     EXIT_CONFIG,
     EXIT_FAILURES,
     EXIT_OK,
+    EXIT_STATE,
     AgentError,
     AlreadyRunningError,
     AuthenticationError,
@@ -33,7 +34,6 @@ from agent.models import PassStats
 from agent.state.store import Store
 
 EXIT_RUNNING = 75  # EX_TEMPFAIL: another instance holds the state folder
-EXIT_STATE = 74  # EX_IOERR: the state database cannot be used
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 DEFAULT_INIT_OUTPUT = "sync-agent.toml"
 
@@ -156,7 +156,10 @@ def load(args: argparse.Namespace, *, secrets: bool = True) -> Config:
 
 
 def sync_exit_code(results: Mapping[str, PassOutcome]) -> int:
-    """0 all mirrored, 1 some failed, 77 credentials rejected (pure)."""
+    """0 all mirrored, 1 some failed, 74 the state database failed, 77 credentials rejected
+    (pure)."""
+    if any(isinstance(r, StateError) for r in results.values()):
+        return EXIT_STATE
     if any(isinstance(r, AuthenticationError) for r in results.values()):
         return EXIT_AUTH
     if any(isinstance(r, BaseException) or r.failed for r in results.values()):
@@ -195,9 +198,11 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    from agent.web import status_json  # noqa: PLC0415 - aiohttp.web only for status
+
     config = load(args, secrets=False)  # status reads the state only: no secret needed
     async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
-        status = await store.status([s.name for s in config.sources])
+        status = status_json(await store.status.sources([s.name for s in config.sources]))
     if args.json:
         print(json.dumps({"sources": status}, indent=2))
     else:

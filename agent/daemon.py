@@ -21,13 +21,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.agent import Agent
 from agent.config import Config, SourceConfig, load_config
-from agent.errors import AgentError, ConfigError
+from agent.errors import EXIT_STATE, AgentError, ConfigError, CorruptStateError, StateError
 from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
 from agent.transfer.files import reserve, volume
-from agent.web import serve_web
+from agent.web import serve_web, status_json
 
 
 class Daemon:
@@ -45,6 +45,7 @@ class Daemon:
         self.agent: Agent | None = None
         self.notifier = Notifier()
         self._reloading: asyncio.Task[None] | None = None
+        self.exit_code = 0
 
     # ------------------------------------------------------------ Controller (web.py)
 
@@ -57,7 +58,7 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         assert self.agent is not None
-        return {"sources": await self.agent.store.status(self._configured())}
+        return {"sources": status_json(await self.agent.store.status.sources(self._configured()))}
 
     def _configured(self) -> list[str]:
         return [s.name for s in self.config.sources]
@@ -107,7 +108,7 @@ class Daemon:
             self.scheduler.remove_all_jobs()
             await self._drain()
         self.log.info("daemon.stopped")
-        return 0
+        return self.exit_code
 
     def schedule(self, cfg: SourceConfig) -> None:
         assert self.scheduler is not None
@@ -149,10 +150,16 @@ class Daemon:
         except AgentError as exc:
             self.metrics.add_failure(name, type(exc).__name__)
             self.log.error("pass.failed", source=name, error=str(exc))
+            if isinstance(exc, CorruptStateError):  # a restart sets it aside and rebuilds
+                self.exit_code = EXIT_STATE
+                self.stop_requested.set()
         finally:
             self.metrics.observe_pass(name, time.monotonic() - started, ok)
             self.metrics.add_rate_wait(name, slot.runtime.limiter.waited - waited_before)
-        await self._publish_status()
+        try:
+            await self._publish_status()
+        except StateError as exc:
+            self.log.error("status.failed", error=str(exc))
 
     def _record(self, name: str, stats: PassStats) -> None:
         if stats.downloaded:
@@ -162,7 +169,7 @@ class Daemon:
 
     async def _publish_status(self) -> None:
         assert self.agent is not None
-        sources = await self.agent.store.status(self._configured())
+        sources = status_json(await self.agent.store.status.sources(self._configured()))
         for s in sources:
             counts = {k: s[k] for k in ("mirrored", "pending", "failed", "skipped", "removed")}
             self.metrics.set_documents(s["name"], counts)

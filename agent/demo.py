@@ -145,7 +145,7 @@ async def _row(store: Store, folder: Path, source: DemoSource, outcome: PassOutc
     expected = source.downloadable()
     verified = 0
     for doc_id in expected:
-        row = await store.document_row(source.name, doc_id)
+        row = await store.documents.get(source.name, doc_id)
         path = folder / row.rel_path if row and row.rel_path else None
         want = source.content(doc_id) or b""
         if path is not None and path.is_file() and _digest(path) == hashlib.sha256(want).digest():

@@ -13,6 +13,7 @@
      |    +-- PermanentError      retry only on a slow schedule (not found, forbidden, gone)
      |    +-- SkipDocument        nothing to download by design (URL-only, no permission)
      +-- StateError               the state database is unusable
+     |    +-- CorruptStateError   its file is damaged: set aside and rebuilt at the next start
      +-- AlreadyRunningError      another daemon holds the state folder's lock
 
 Exceptions carry structured fields and a readable `__str__`; URLs never include their query
@@ -27,6 +28,7 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_AUTH = 77
 EXIT_CONFIG = 78
+EXIT_STATE = 74  # EX_IOERR: the state database cannot be used (a damaged one: restart rebuilds)
 
 
 def safe_url(url: str | None) -> str:
@@ -72,7 +74,7 @@ class AuthenticationError(FatalSourceError):
 
 
 class StateError(AgentError):
-    """The state database cannot be opened or migrated."""
+    """The state database cannot be opened, migrated or used."""
 
 
 class AlreadyRunningError(AgentError):
@@ -143,3 +145,19 @@ class SkipDocument(DocumentError):
     def __init__(self, reason: str, *, url: str | None = None, external_url: str | None = None):
         self.external_url = external_url
         super().__init__(reason, url=url)
+
+
+class CorruptStateError(StateError):
+    """The SQLite state file is damaged (malformed, or not a database at all).
+
+    The opener that holds the instance lock sets it aside and starts a fresh one; found
+    during a pass, it fails the pass and the next start does so.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(
+            f"the state database {where} is damaged ({reason}): the next `sync-agent sync` "
+            "or `sync-agent run` sets it aside and starts a fresh one"
+        )
+        self.where = where
+        self.reason = reason

@@ -20,8 +20,9 @@ import functools
 import hmac
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -29,6 +30,9 @@ from aiohttp import web
 
 from agent.config import Secret
 from agent.metrics import CONTENT_TYPE, Metrics
+from agent.models import DocState, JobState
+from agent.state.jobs import JobView
+from agent.state.status import SourceStatus
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SHUTDOWN_TIMEOUT = 5.0
@@ -103,6 +107,63 @@ def cross_site_reason(host: str | None, origin: str | None) -> str | None:
     if origin is not None and not is_loopback(urlsplit(origin).hostname or ""):
         return f"cross-site request from Origin {origin!r}"
     return None
+
+
+# ---------------------------------------------------------------- the status document
+
+JOB_STATE_WORDS: dict[str, str] = {
+    JobState.ACTIVE: "in-progress",
+    JobState.QUEUED: "in-progress",
+    JobState.RETRY: "waiting-to-retry",
+    JobState.FAILED: "permanently-failed",
+}
+
+
+def status_json(sources: Sequence[SourceStatus]) -> list[dict[str, Any]]:
+    """The state's status read model in the words of `status --json` and GET /status."""
+    return [_source_json(s) for s in sources]
+
+
+def _source_json(s: SourceStatus) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "type": s.type,
+        "documents": s.documents,
+        "mirrored": s.count(DocState.MIRRORED),
+        "pending": s.count(DocState.PENDING),
+        "failed": s.count(DocState.FAILED),
+        "skipped": s.count(DocState.SKIPPED),
+        "removed": s.count(DocState.REMOVED),
+        "last_pass_started": _iso(s.last_pass_started),
+        "last_pass_finished": _iso(s.last_pass_finished),
+        "last_pass_ok": s.last_pass_ok,
+        "last_error": s.last_error,
+        "jobs": [_job_json(j) for j in s.jobs],
+        "skipped_documents": [
+            {"remote_id": d.remote_id, "name": d.name, "reason": d.reason, "url": d.url}
+            for d in s.skipped
+        ],
+    }
+
+
+def _job_json(job: JobView) -> dict[str, Any]:
+    return {
+        "remote_id": job.remote_id,
+        "path": job.rel_path,
+        "state": JOB_STATE_WORDS.get(job.state, job.state),
+        "bytes_done": job.bytes_done,
+        "expected_size": job.expected_size,
+        "attempts": job.attempts,
+        "error_kind": job.error_kind,
+        "last_error": job.last_error,
+        "next_retry_at": _iso(job.next_retry_at),
+    }
+
+
+def _iso(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- the application

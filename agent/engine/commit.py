@@ -28,7 +28,8 @@ from typing import Any
 from agent.engine.plan import Download, remote_mtime_ns
 from agent.log import get_logger
 from agent.models import Fetched, JobSpec, metadata_digest
-from agent.state.store import Mirrored, Store
+from agent.state.documents import Mirrored
+from agent.state.store import Store
 from agent.transfer.files import identical, locally_edited
 from agent.transfer.mirrorfs import LINK_LABEL, Folder, MirrorFS
 
@@ -83,14 +84,14 @@ class Committer:
             batch, self.pending = self.pending, []
             if not batch:
                 return
-            await self.store.mark_verified(
+            await self.store.jobs.mark_verified(
                 [(f.job.job_id, f.fetched.size, f.fetched.sha256) for f in batch if not f.in_place]
             )
-            recorded = await self.store.recorded_sha256(
+            recorded = await self.store.documents.recorded_sha256(
                 self.source, [f.item.doc.remote_id for f in batch if f.item.known is not None]
             )
             placed = await asyncio.to_thread(self._place_all, batch, recorded)
-            await self.store.commit_mirrored(self.source, [p.mirrored for p in placed])
+            await self.store.documents.commit_mirrored(self.source, [p.mirrored for p in placed])
         log = get_logger(source=self.source)
         for p in placed:
             if p.kept_as:

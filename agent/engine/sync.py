@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -93,14 +92,14 @@ class Engine:
     async def run_pass(self, rt: SourceRuntime) -> PassStats:
         name = rt.config.name
         log = get_logger(source=name)
-        await self.store.pass_started(name, rt.config.type)
+        await self.store.status.pass_started(name, rt.config.type)
         try:
             stats = await self._pass(rt)
         except Exception as exc:
-            await self.store.pass_finished(name, False, str(exc))
+            await self.store.status.pass_finished(name, False, str(exc))
             raise
         ok = stats.failed == 0
-        await self.store.pass_finished(name, ok, None if ok else "; ".join(stats.errors[:3]))
+        await self.store.status.pass_finished(name, ok, None if ok else "; ".join(stats.errors[:3]))
         summary = {k: v for k, v in dataclasses.asdict(stats).items() if k != "errors"}
         log.info("pass.done", **summary)
         return stats
@@ -108,7 +107,7 @@ class Engine:
     async def _pass(self, rt: SourceRuntime) -> PassStats:
         name = rt.config.name
         listing = _unique([doc async for doc in rt.source.list_documents()])
-        known = await self.store.known_documents(name, time.time())
+        known = await self.store.documents.known(name)
         plan = await self._plan(rt, listing, known)
         await self._record_simple(rt, plan)
         adopt, fetch = await self._quick_adoptions(plan.downloads)
@@ -145,10 +144,10 @@ class Engine:
 
     async def _record_simple(self, rt: SourceRuntime, plan: Plan) -> None:
         name = rt.config.name
-        await self.store.record_states(
+        await self.store.documents.record_states(
             name, [(d, DocState.SKIPPED, d.skip_reason or "skipped", None) for d in plan.skips]
         )
-        await self.store.record_states(
+        await self.store.documents.record_states(
             name, [(d, DocState.DELETED_LOCALLY, FORGOTTEN, None) for d in plan.forgotten]
         )
         for doc in plan.forgotten:
@@ -156,7 +155,7 @@ class Engine:
         for item in plan.downloads:
             if item.restore:
                 rt.log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
-        await self.store.record_removed(name, plan.removed)
+        await self.store.documents.record_removed(name, plan.removed)
         for rel_path in plan.prunes:
             await asyncio.to_thread(prune, self.fs, rel_path)
             rt.log.info("document.pruned", path=rel_path)
@@ -165,7 +164,7 @@ class Engine:
             await asyncio.to_thread(_apply_moves, self.fs, steps, rt.config.write_metadata)
             for move in plan.moves:
                 rt.log.info("document.moved", old=move.old_path, new=move.new_path)
-            await self.store.record_moves(
+            await self.store.documents.record_moves(
                 name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in plan.moves]
             )
         for sidecar in plan.sidecars:
@@ -190,7 +189,7 @@ class Engine:
             return tally
         name = rt.config.name
         everything = [*adopt, *downloads]
-        jobs = await self.store.open_jobs(name, [(d.doc, d.rel_path) for d in everything])
+        jobs = await self.store.jobs.claim(name, [(d.doc, d.rel_path) for d in everything])
         committer = Committer(self.store, self.fs, self.staging, name, rt.config.write_metadata)
         queue = iter(everything)
         in_place = {d.doc.remote_id for d in adopt}
@@ -236,7 +235,7 @@ class Engine:
             except SkipDocument as exc:
                 tally.skipped += 1
                 doc = replace(item.doc, external_url=exc.external_url or item.doc.external_url)
-                await self.store.record_states(
+                await self.store.documents.record_states(
                     rt.config.name, [(doc, DocState.SKIPPED, exc.message, None)]
                 )
                 return
@@ -253,7 +252,7 @@ class Engine:
         metadata = await rt.source.describe(item.doc)
         endpoint = Endpoint(rt.source, item.doc, job.attrs, rt.limiter)
         self._notify("start", item.rel_path, 0, item.doc.size)
-        fetched = await self.downloader.fetch(job, endpoint, self.store.checkpoint)
+        fetched = await self.downloader.fetch(job, endpoint, self.store.jobs.checkpoint)
         self._notify("done", item.rel_path, fetched.size, fetched.size)
         rt.log.info(
             "download.done", remote_id=item.doc.remote_id, path=item.rel_path, bytes=fetched.size
@@ -267,20 +266,22 @@ class Engine:
             await asyncio.to_thread(
                 _write_sidecar, self.fs, sidecar.rel_path, text.encode() + b"\n", self.staging
             )
-        await self.store.record_metadata(rt.config.name, sidecar.doc.remote_id, text, digest)
+        await self.store.documents.record_metadata(
+            rt.config.name, sidecar.doc.remote_id, text, digest
+        )
 
     async def _failed(
         self, rt: SourceRuntime, item: Download, job: JobSpec, exc: DocumentError
     ) -> None:
         name = rt.config.name
         permanent = isinstance(exc, PermanentError)
-        attempts = await self.store.job_attempts(job.job_id) + 1
+        attempts = await self.store.jobs.attempts(job.job_id) + 1
         partial = self.staging.lstat(job.temp_name)
         size = partial.st_size if partial else 0
         retry_in = next_retry_seconds(attempts, permanent=permanent)
         if isinstance(exc, DiskSpaceError):
             retry_in = 0.0  # a local condition: the next pass resumes once space is freed
-        await self.store.job_failed(
+        await self.store.jobs.failed(
             job.job_id,
             kind=exc.kind,
             error=describe_error(exc),
@@ -288,7 +289,7 @@ class Engine:
             retry_in=retry_in,
             bytes_done=size,
         )
-        await self.store.record_states(
+        await self.store.documents.record_states(
             name, [(item.doc, DocState.FAILED, describe_error(exc), item.rel_path)]
         )
         self._notify("failed", item.rel_path, size, item.doc.size)

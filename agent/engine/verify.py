@@ -230,11 +230,11 @@ async def _verify_source(
     repairs: Repairs | None,
     tally: Tally,
 ) -> SourceReport:
-    known = await store.known_documents(name, 0.0)
+    known = await store.documents.known(name)
     mirrored = {
         k.rel_path: k for k in known.values() if k.state == DocState.MIRRORED and k.rel_path
     }
-    hashes = await store.recorded_sha256(name, [k.remote_id for k in mirrored.values()])
+    hashes = await store.documents.recorded_sha256(name, [k.remote_id for k in mirrored.values()])
     expected = {
         rel: Expected(k.remote_id, k.size, k.mtime_ns, hashes.get(k.remote_id))
         for rel, k in mirrored.items()
@@ -263,20 +263,20 @@ async def _repair_source(
     name = report.name
     moves = []
     for missing_rel, found_rel in adopted.items():
-        row = await store.document_row(name, expected[missing_rel].remote_id)
+        row = await store.documents.get(name, expected[missing_rel].remote_id)
         if row is not None:
             moves.append((row.remote_id, row.name, found_rel))
             repairs.adopted.append(found_rel)
-    await store.record_moves(name, moves)
+    await store.documents.record_moves(name, moves)
     again = [rel for rel in [*report.missing, *report.changed] if rel not in adopted]
     states = []
     for rel in again:
-        row = await store.document_row(name, expected[rel].remote_id)
+        row = await store.documents.get(name, expected[rel].remote_id)
         if row is not None:
             doc = RemoteDocument(remote_id=row.remote_id, version=row.version, name=row.name)
             states.append((doc, DocState.PENDING, REPAIR_REASON, rel))
             repairs.scheduled.append(rel)
-    await store.record_states(name, states)
+    await store.documents.record_states(name, states)
 
 
 def _find_copies(
@@ -308,7 +308,7 @@ def _digest(fs: MirrorFS, rel: str) -> str | None:
 
 
 async def _stale_temps(store: Store, staging: Folder, repairs: Repairs | None) -> list[str]:
-    active = await store.active_temp_names()
+    active = await store.jobs.temp_names()
     stale = sorted(
         e.name
         for e in await asyncio.to_thread(lambda: list(staging.scandir()))

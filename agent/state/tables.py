@@ -1,6 +1,8 @@
 """The state database's tables (portable SQL: SQLite by default, PostgreSQL works too).
 
 Times are stored as epoch seconds (floats) so every backend compares them the same way.
+Vendor strings (remote ids, versions) are unbounded on PostgreSQL, which enforces VARCHAR
+lengths where SQLite does not.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ NAMING = {
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+VENDOR_STRING = String(512).with_variant(Text(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -39,8 +44,8 @@ class DocumentRow(Base):
     __table_args__ = (UniqueConstraint("source", "remote_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), index=True)
-    remote_id: Mapped[str] = mapped_column(String(512))
-    version: Mapped[str] = mapped_column(String(512))
+    remote_id: Mapped[str] = mapped_column(VENDOR_STRING)
+    version: Mapped[str] = mapped_column(VENDOR_STRING)
     name: Mapped[str] = mapped_column(Text)
     rel_path: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int | None] = mapped_column(BigInteger)
@@ -62,8 +67,8 @@ class JobRow(Base):
     __table_args__ = (UniqueConstraint("source", "remote_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), index=True)
-    remote_id: Mapped[str] = mapped_column(String(512))
-    version: Mapped[str] = mapped_column(String(512))
+    remote_id: Mapped[str] = mapped_column(VENDOR_STRING)
+    version: Mapped[str] = mapped_column(VENDOR_STRING)
     rel_path: Mapped[str] = mapped_column(Text)
     attrs_json: Mapped[str] = mapped_column(Text, default="{}")
     state: Mapped[str] = mapped_column(String(16))

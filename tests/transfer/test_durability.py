@@ -14,6 +14,7 @@ from agent.agent import Agent
 from agent.engine.commit import adopt_in_place
 from agent.engine.plan import Download
 from agent.models import PassStats, RemoteDocument
+from agent.state.documents import Documents
 from agent.state.store import Store
 from agent.transfer.mirrorfs import MirrorFS
 
@@ -59,7 +60,7 @@ async def test_start_up_removes_stale_temps_and_keeps_live_partials(world: World
     config = world.config()
     async with Store.open(config.agent.state_url, world.state_dir) as store:
         doc = RemoteDocument(remote_id="live", version="1", name="live.pdf")
-        job = await store.open_job(SOURCE, doc, f"{SOURCE}/live.pdf")
+        job = await store.jobs.claim_one(SOURCE, doc, f"{SOURCE}/live.pdf")
     world.staging.mkdir(parents=True)
     (world.staging / job.temp_name).write_bytes(b"partial")
     (world.staging / "sm-999.part").write_bytes(b"left by a job long gone")
@@ -76,14 +77,14 @@ async def test_a_file_placed_before_its_row_was_committed_is_adopted(
     data = payload(70_000, seed=45)
     doc_id = world.add("placed.bin", data)
 
-    async def crash(self: Store, source: str, items: Any) -> None:
+    async def crash(self: Documents, source: str, items: Any) -> None:
         if items:
             raise RuntimeError("killed between the rename and the commit")
 
-    real = Store.commit_mirrored
-    monkeypatch.setattr(Store, "commit_mirrored", crash)
+    real = Documents.commit_mirrored
+    monkeypatch.setattr(Documents, "commit_mirrored", crash)
     assert isinstance(await world.sync(), RuntimeError)
-    monkeypatch.setattr(Store, "commit_mirrored", real)
+    monkeypatch.setattr(Documents, "commit_mirrored", real)
     assert (world.mirror / SOURCE / "placed.bin").read_bytes() == data
     assert await world.row_sha256(doc_id) is None  # the row never said so
     world.storage.log.clear()
@@ -104,11 +105,11 @@ async def test_a_previous_version_in_place_is_not_adopted_as_the_new_one(world: 
     config = world.config()
     doc = RemoteDocument(remote_id=doc_id, version="v2", name="v.bin")
     async with Store.open(config.agent.state_url, world.state_dir) as store:
-        job = await store.open_job(SOURCE, doc, f"{SOURCE}/v.bin")
-        await store.checkpoint(job.job_id, len(old), None)  # same size, temp gone
+        job = await store.jobs.claim_one(SOURCE, doc, f"{SOURCE}/v.bin")
+        await store.jobs.checkpoint(job.job_id, len(old), None)  # same size, temp gone
 
     async with Agent.open(config, sleep=world.sleeps) as agent:
-        assert [j.remote_id for j in await agent.store.jobs()] == [doc_id]
+        assert [j.remote_id for j in await agent.store.jobs.views()] == [doc_id]
     assert await world.row_sha256(doc_id) == sha256(old)
 
     _ok(await world.sync())
@@ -120,7 +121,7 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
 ) -> None:
     world.add("ordered.bin", payload(300_000, seed=48))
     events: list[tuple[str, str]] = []
-    real_fsync, real_replace, real_commit = os.fsync, os.replace, Store.commit_mirrored
+    real_fsync, real_replace, real_commit = os.fsync, os.replace, Documents.commit_mirrored
 
     def fsync(fd: int) -> None:
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -131,14 +132,14 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         events.append(("rename", f"{src_path} -> {_at(kwargs.get('dst_dir_fd'), dst)}"))
         real_replace(src, dst, **kwargs)
 
-    async def commit(self: Store, source: str, items: Any) -> None:
+    async def commit(self: Documents, source: str, items: Any) -> None:
         if items:
             events.append(("commit", ",".join(m.rel_path for m in items)))
         await real_commit(self, source, items)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(Store, "commit_mirrored", commit)
+    monkeypatch.setattr(Documents, "commit_mirrored", commit)
 
     _ok(await world.sync())
 

@@ -76,7 +76,7 @@ class Mirror:
     async def files(self, source: str, ids: list[str]) -> dict[str, Path]:
         """Where the state says each document is in the mirror."""
         async with Store.open(self.config().agent.state_url, self.tmp / "state") as store:
-            rows = {i: await store.document_row(source, i) for i in ids}
+            rows = {i: await store.documents.get(source, i) for i in ids}
         return {i: self.root / row.rel_path for i, row in rows.items() if row and row.rel_path}
 
 

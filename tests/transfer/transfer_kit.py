@@ -105,12 +105,12 @@ class World:
 
     async def mirrored_path(self, doc_id: str) -> Path | None:
         async with Store.open(self.config().agent.state_url, self.state_dir) as store:
-            row = await store.document_row(SOURCE, doc_id)
+            row = await store.documents.get(SOURCE, doc_id)
         return self.mirror / row.rel_path if row and row.rel_path else None
 
     async def row_sha256(self, doc_id: str) -> str | None:
         async with Store.open(self.config().agent.state_url, self.state_dir) as store:
-            row = await store.document_row(SOURCE, doc_id)
+            row = await store.documents.get(SOURCE, doc_id)
         return row.sha256 if row else None
 
     async def assert_exact(self) -> None:

@@ -1,0 +1,49 @@
+"""Session-wide fixtures: a real PostgreSQL (see tests/pg.py) for the tests that ask for one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from agent.state.database import Database
+from tests.pg import PgCluster, find_bin_dir, start_cluster
+
+MIGRATED = "sync_agent_migrated"  # a template database at the newest schema
+NO_POSTGRES = (
+    "no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin: "
+    "install Debian's postgresql package to run the PostgreSQL-backed tests"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster for the whole session; skips without binaries unless CI is set."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and {NO_POSTGRES}", pytrace=False)
+        pytest.skip(NO_POSTGRES)
+    cluster = start_cluster(bin_dir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def pg_url(postgres: PgCluster) -> str:
+    """The SQLAlchemy URL of a fresh, empty PostgreSQL database for this test."""
+    return postgres.url(await postgres.create_database())
+
+
+@pytest.fixture
+async def pg_migrated_url(postgres: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The URL of a fresh PostgreSQL database already at the newest schema (a template copy,
+    so the test's store opens without running Alembic)."""
+    if MIGRATED not in postgres.templates:
+        await postgres.execute(f'CREATE DATABASE "{MIGRATED}" TEMPLATE template0')
+        async with Database.open(postgres.url(MIGRATED), tmp_path_factory.mktemp("pg")):
+            postgres.templates.add(MIGRATED)
+    return postgres.url(await postgres.create_database(MIGRATED))

@@ -1,0 +1,89 @@
+"""Driver errors reach the user as the agent's StateError: the driver's reason and the
+database's name, never the SQL, SQLAlchemy's documentation link or a password."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from agent.errors import StateError
+from agent.state.database import describe_url
+from agent.state.store import Store
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once it is closed
+
+
+def assert_plain(message: str) -> None:
+    for leak in ("[SQL", "sqlalche.me", "Traceback", "hunter2"):
+        assert leak not in message
+
+
+async def test_an_unreachable_postgresql_is_named_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://agent:hunter2@127.0.0.1:{closed_port()}/state"
+
+    with pytest.raises(StateError) as caught:
+        async with Store.open(url, tmp_path):
+            pass
+
+    message = str(caught.value)
+    assert message.startswith("state database postgresql+asyncpg://agent@127.0.0.1:")
+    assert_plain(message)
+
+
+async def test_a_wrong_password_is_the_servers_reason(pg_url: str, tmp_path: Path) -> None:
+    url = pg_url.replace("postgres:", "postgres:x", 1)  # the fixture's user, a wrong password
+
+    with pytest.raises(StateError) as caught:
+        async with Store.open(url, tmp_path):
+            pass
+
+    assert 'password authentication failed for user "postgres"' in str(caught.value)
+    assert_plain(str(caught.value))
+
+
+async def test_a_missing_driver_names_the_extra_to_install(tmp_path: Path) -> None:
+    with pytest.raises(StateError) as caught:
+        async with Store.open("postgresql+psycopg://u:hunter2@127.0.0.1/x", tmp_path):
+            pass
+    assert "sync-agent[postgres]" in str(caught.value)
+    assert_plain(str(caught.value))
+
+
+async def test_a_synchronous_driver_is_refused_plainly(tmp_path: Path) -> None:
+    with pytest.raises(StateError) as caught:
+        async with Store.open(f"sqlite:///{tmp_path / 'state.db'}", tmp_path):
+            pass
+    assert str(caught.value).startswith("state_url: ")
+    assert_plain(str(caught.value))
+
+
+async def test_a_constraint_violation_is_a_state_error(store: Store) -> None:
+    """Any statement's failure crosses the boundary as StateError, on both backends."""
+
+    async def insert_twice() -> None:
+        async with store.db.begin() as conn:
+            for name in ("a", "b"):
+                await conn.exec_driver_sql(
+                    f"INSERT INTO sources (id, name, type) VALUES (1, '{name}', 't')"
+                )
+
+    with pytest.raises(StateError) as caught:
+        await insert_twice()
+    assert_plain(str(caught.value))
+    assert "INSERT" not in str(caught.value)
+
+
+def test_urls_are_named_without_password_or_query() -> None:
+    assert (
+        describe_url("postgresql+asyncpg://u:hunter2@db:5432/state?ssl=require&password=hunter2")
+        == "postgresql+asyncpg://u@db:5432/state"
+    )
+    assert describe_url("sqlite+aiosqlite:////var/lib/sync-agent/state.db") == (
+        "/var/lib/sync-agent/state.db"
+    )

@@ -22,7 +22,7 @@ from agent.sources.registry import build_source
 from agent.state.store import Store
 from agent.transfer.download import READ_BUFFER, Downloader
 from agent.transfer.files import remove_stale_temps
-from agent.transfer.mirrorfs import Folder, MirrorFS
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
 PassOutcome = PassStats | BaseException
@@ -129,7 +129,7 @@ class Agent:
                     connections=agent_cfg.max_concurrent_downloads + 4,
                 )
             )
-            staging = await asyncio.to_thread(MirrorFS(agent_cfg.mirror_dir).open_staging)
+            staging = await off_loop(MirrorFS(agent_cfg.mirror_dir).open_staging)
             stack.callback(staging.close)
             session = await stack.enter_async_context(
                 open_session(
@@ -162,7 +162,7 @@ class Agent:
         """At start-up: forget temp files no job owns (partials of live jobs are kept), and
         adopt files a crash left renamed into place before their rows were committed."""
         await self.store.jobs.requeue_interrupted()
-        removed = await asyncio.to_thread(
+        removed = await off_loop(
             remove_stale_temps, self.staging, await self.store.jobs.temp_names()
         )
         if removed:
@@ -175,7 +175,7 @@ class Agent:
         verified bytes was renamed into place before its row was committed: it is done."""
         if self.staging.lstat(job.temp_name) is not None:
             return  # not renamed yet: the next pass places it
-        found = await asyncio.to_thread(_placed, self.fs, job.rel_path, size)
+        found = await off_loop(_placed, self.fs, job.rel_path, size)
         if found is None or found[0] != sha256:
             return
         if await self.store.documents.adopt_placed(job, size, sha256, found[1]):

@@ -27,6 +27,7 @@ from agent.errors import (
     AlreadyRunningError,
     AuthenticationError,
     ConfigError,
+    MirrorError,
     StateError,
 )
 from agent.log import configure_logging
@@ -215,7 +216,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_verify(args: argparse.Namespace) -> int:
     from agent.engine.verify import iter_lines, verify  # noqa: PLC0415 - only verify needs it
     from agent.progress import verify_progress  # noqa: PLC0415 - rich only here
-    from agent.transfer.mirrorfs import STAGING, MirrorFS  # noqa: PLC0415
+    from agent.transfer.mirrorfs import MirrorFS  # noqa: PLC0415
 
     config = load(args, secrets=False)  # the state and the disk only: no secret needed
     names = args.source or [s.name for s in config.sources]
@@ -225,12 +226,9 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as held:
         if args.repair:  # no pass may run while the state and the mirror are repaired
             held.callback(acquire_lock(config.agent.state_dir).close)
-        staging = fs.folder("/".join(STAGING), repair=False)
-        if staging is not None:
-            held.enter_context(staging)
         tally = held.enter_context(verify_progress(sys.stderr))
         async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
-            report = await verify(store, fs, staging, names, repair=args.repair, tally=tally)
+            report = await verify(store, fs, names, repair=args.repair, tally=tally)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
@@ -372,6 +370,7 @@ ERROR_EXITS: tuple[tuple[type[AgentError], str, int], ...] = (
     (AuthenticationError, "authentication failed: ", EXIT_AUTH),
     (AlreadyRunningError, "", EXIT_RUNNING),
     (StateError, "", EXIT_STATE),
+    (MirrorError, "", EXIT_STATE),  # 74 is EX_IOERR: the state's or the mirror's
     (AgentError, "", EXIT_FAILURES),
 )
 

@@ -31,7 +31,7 @@ from agent.models import Fetched, JobSpec, metadata_digest
 from agent.state.documents import Mirrored
 from agent.state.store import Store
 from agent.transfer.files import identical, locally_edited
-from agent.transfer.mirrorfs import LINK_LABEL, Folder, MirrorFS
+from agent.transfer.mirrorfs import LINK_LABEL, Folder, MirrorFS, off_loop
 
 COMMIT_BATCH = 64
 FLUSH_INTERVAL = 1.0  # seconds a verified file may wait for its batch
@@ -90,7 +90,7 @@ class Committer:
             recorded = await self.store.documents.recorded_sha256(
                 self.source, [f.item.doc.remote_id for f in batch if f.item.known is not None]
             )
-            placed = await asyncio.to_thread(self._place_all, batch, recorded)
+            placed = await off_loop(self._place_all, batch, recorded)
             await self.store.documents.commit_mirrored(self.source, [p.mirrored for p in placed])
         log = get_logger(source=self.source)
         for p in placed:

@@ -37,7 +37,7 @@ from agent.sources.base import Source
 from agent.state.store import Store
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.files import find_missing, lstat_all
-from agent.transfer.mirrorfs import Folder, MirrorFS
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import RateLimiter
 from agent.transfer.retry import next_retry_seconds
 
@@ -130,7 +130,7 @@ class Engine:
     ) -> Plan:
         """The pass's plan, after one scan of the mirror for files deleted by hand."""
         name = rt.config.name
-        presence = await asyncio.to_thread(find_missing, self.fs, name, _mirrored_paths(known))
+        presence = await off_loop(find_missing, self.fs, name, _mirrored_paths(known))
         gone = presence.missing
         missing = (
             {rid for rid, k in known.items() if k.state == DocState.MIRRORED and k.rel_path in gone}
@@ -157,11 +157,11 @@ class Engine:
                 rt.log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
         await self.store.documents.record_removed(name, plan.removed)
         for rel_path in plan.prunes:
-            await asyncio.to_thread(prune, self.fs, rel_path)
+            await off_loop(prune, self.fs, rel_path)
             rt.log.info("document.pruned", path=rel_path)
         if plan.moves:
             steps = order_moves(plan.moves)
-            await asyncio.to_thread(_apply_moves, self.fs, steps, rt.config.write_metadata)
+            await off_loop(_apply_moves, self.fs, steps, rt.config.write_metadata)
             for move in plan.moves:
                 rt.log.info("document.moved", old=move.old_path, new=move.new_path)
             await self.store.documents.record_moves(
@@ -177,7 +177,7 @@ class Engine:
         targets = unclaimed_targets(downloads)
         if not targets:
             return [], list(downloads)
-        found = await asyncio.to_thread(lstat_all, self.fs, targets)
+        found = await off_loop(lstat_all, self.fs, targets)
         return split_adoptions(downloads, _on_disk(found))
 
     async def _download_all(
@@ -218,7 +218,7 @@ class Engine:
         self, rt: SourceRuntime, item: Download, job: JobSpec, tally: _Tally, committer: Committer
     ) -> bool:
         """Record the file in place without a download; False when it changed meanwhile."""
-        fetched = await asyncio.to_thread(adopt_in_place, self.fs, item)
+        fetched = await off_loop(adopt_in_place, self.fs, item)
         if fetched is None:
             return False
         metadata = await rt.source.describe(item.doc)
@@ -263,7 +263,7 @@ class Engine:
         """The listing's metadata changed while the document did not: rewrite the sidecar."""
         text, digest = metadata_digest(sidecar.doc.metadata)
         if text is not None and rt.config.write_metadata:
-            await asyncio.to_thread(
+            await off_loop(
                 _write_sidecar, self.fs, sidecar.rel_path, text.encode() + b"\n", self.staging
             )
         await self.store.documents.record_metadata(

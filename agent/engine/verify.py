@@ -22,7 +22,6 @@ its size matches and its mtime does not.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from agent.engine.commit import SIDECAR_SUFFIX
 from agent.models import DocState, RemoteDocument
 from agent.state.store import Store
 from agent.transfer.files import remove_stale_temps
-from agent.transfer.mirrorfs import Folder, MirrorFS
+from agent.transfer.mirrorfs import STAGING, Folder, MirrorFS, off_loop
 
 BY_PRODUCT = re.compile(r" \((local copy|link set aside) \d{4}-\d\d-\d\d \d{6}( \d+)?\)(\.[^.]*)?$")
 REPAIR_REASON = "verify --repair: fetch again"
@@ -207,7 +206,6 @@ def _stray(walk: _Walk, rel: str, name: str, size: int | None = None) -> None:
 async def verify(
     store: Store,
     fs: MirrorFS,
-    staging: Folder | None,
     sources: Collection[str],
     *,
     repair: bool,
@@ -218,8 +216,10 @@ async def verify(
     for name in sources:
         source_report = await _verify_source(store, fs, name, report.repairs, tally or Silent())
         report.sources.append(source_report)
+    staging = await off_loop(fs.folder, "/".join(STAGING), repair=False)
     if staging is not None:
-        report.stale_staging = await _stale_temps(store, staging, report.repairs)
+        with staging:
+            report.stale_staging = await _stale_temps(store, staging, report.repairs)
     return report
 
 
@@ -241,14 +241,14 @@ async def _verify_source(
     }
     claimed = {k.rel_path for k in known.values() if k.rel_path}
     tally.expect(len(expected))
-    report, sizes = await asyncio.to_thread(walk_source, fs, name, expected, claimed, tally)
+    report, sizes = await off_loop(walk_source, fs, name, expected, claimed, tally)
     report.pending = sorted(
         k.rel_path
         for k in known.values()
         if k.rel_path and k.state in (DocState.PENDING, DocState.FAILED)
     )
     if repairs is not None:
-        copies = await asyncio.to_thread(_find_copies, fs, report.missing, expected, sizes)
+        copies = await off_loop(_find_copies, fs, report.missing, expected, sizes)
         await _repair_source(store, report, expected, copies, repairs)
     return report
 
@@ -311,11 +311,11 @@ async def _stale_temps(store: Store, staging: Folder, repairs: Repairs | None) -
     active = await store.jobs.temp_names()
     stale = sorted(
         e.name
-        for e in await asyncio.to_thread(lambda: list(staging.scandir()))
+        for e in await off_loop(lambda: list(staging.scandir()))
         if e.name not in active and e.is_file(follow_symlinks=False)
     )
     if repairs is not None and stale:
-        repairs.removed_temps = await asyncio.to_thread(remove_stale_temps, staging, active)
+        repairs.removed_temps = await off_loop(remove_stale_temps, staging, active)
     return stale
 
 

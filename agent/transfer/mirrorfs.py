@@ -23,17 +23,19 @@ resolves to that open folder itself, never through the names above it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, ParamSpec, TypeVar
 
+from agent.errors import MirrorError
 from agent.log import get_logger
 
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -42,6 +44,17 @@ STAGING = (".sync-agent", "staging")
 HASH_BLOCK = 1 << 20
 LINK_LABEL = "link set aside"
 COPY_LABEL = "local copy"
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def off_loop(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run mirror work in a thread; the operating system's refusals become `MirrorError`."""
+    try:
+        return await asyncio.to_thread(work, *args, **kwargs)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise MirrorError(f"the mirror cannot be used: {exc.strerror or exc}{where}") from exc
 
 
 class Folder:

@@ -229,3 +229,15 @@ async def test_a_lost_state_folder_is_rebuilt_from_sizes_and_dates_without_a_dow
     assert again.code == 0, again.stderr
     assert huddle.api.download_reasons == []
     assert identities(huddle.mirror) == before
+
+
+async def test_a_mirror_that_cannot_be_written_is_one_clear_line_and_exit_74(
+    sm: SmWorld,
+) -> None:
+    sm.mirror.parent.mkdir(parents=True, exist_ok=True)
+    sm.mirror.write_bytes(b"a file where the mirror folder should be")
+    for command in ("sync", "verify"):
+        result = await sm.cli(command)
+        assert result.code == 74, (command, result.stderr)
+        assert "the mirror cannot be used" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ quick check) were hashed by the engine and are only recorded here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -99,11 +100,17 @@ class Committer:
             elif p.adopted:
                 log.info("document.adopted", path=p.mirrored.rel_path, bytes=p.mirrored.size)
 
-    async def flush_periodically(self) -> None:
-        """Keep files appearing promptly while a long pass is still downloading."""
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
+    async def flush_periodically(
+        self, stop: asyncio.Event, interval: float = FLUSH_INTERVAL
+    ) -> None:
+        """Keep files appearing promptly while a long pass is still downloading; once `stop`
+        is set, flush what is left and return. Never cancel it: a batch taken for a flush
+        that is cancelled half-way would be placed but not recorded until the next start."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
             await self.flush()
+        await self.flush()  # what arrived while the last round was running
 
     def _place_all(self, batch: Sequence[Finished], recorded: Mapping[str, str]) -> list[Placement]:
         """Rename every file into place, then fsync each folder once (runs in a thread)."""

@@ -204,14 +204,15 @@ class Engine:
                 self.queue_depth -= 1
 
         self.queue_depth += len(everything)
-        flusher = asyncio.create_task(committer.flush_periodically())
+        stop = asyncio.Event()
+        flusher = asyncio.create_task(committer.flush_periodically(stop))
         workers = min(len(everything), self.agent.max_concurrent_downloads)
         try:
             await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
-            flusher.cancel()
+            stop.set()
             self.queue_depth = max(0, self.queue_depth - sum(1 for _ in queue))
-            await committer.flush()
+            await flusher  # its last round commits what is left
         return tally
 
     async def _adopt(

@@ -189,8 +189,9 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 def print_summary(results: Mapping[str, PassOutcome]) -> None:
     for name, result in results.items():
         if isinstance(result, PassStats):
+            adopted = f", {result.adopted} adopted" if result.adopted else ""
             print(
-                f"{name}: {result.listed} listed, {result.downloaded} downloaded, "
+                f"{name}: {result.listed} listed, {result.downloaded} downloaded{adopted}, "
                 f"{result.moved} moved, {result.skipped} skipped, {result.removed} removed, "
                 f"{result.failed} failed"
             )

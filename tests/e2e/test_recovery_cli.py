@@ -224,7 +224,7 @@ async def test_a_lost_state_folder_is_rebuilt_from_sizes_and_dates_without_a_dow
     assert huddle.api.download_reasons == []  # no content was fetched: quick check
     assert identities(huddle.mirror) == before
     assert not any("(local copy" in rel for rel in before)
-    assert "0 downloaded" in rebuild.stdout
+    assert f"0 downloaded, {len(before)} adopted," in rebuild.stdout
     again = await run_cli("--config", str(huddle.config(refresh_token="after-the-loss")), "sync")
     assert again.code == 0, again.stderr
     assert huddle.api.download_reasons == []

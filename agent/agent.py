@@ -29,9 +29,10 @@ from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.registry import build_source
 from agent.state.store import Store
-from agent.transfer.digests import file_digest
+from agent.transfer.digests import algorithm_of
 from agent.transfer.download import READ_BUFFER, Downloader
-from agent.transfer.files import remove_stale_temps, staging_dir
+from agent.transfer.files import remove_stale_temps
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
 PassOutcome = PassStats | BaseException
@@ -68,16 +69,19 @@ def acquire_lock(state_dir: Path) -> IO[str]:
     return handle
 
 
-def _placed(dest: Path, size: int, like: str) -> tuple[str, int] | None:
-    """(digest, mtime_ns) of `dest` when it is a file of exactly `size` bytes, hashed with
-    the algorithm the digest `like` names."""
-    try:
-        stat = dest.stat()
-    except FileNotFoundError:
+def _placed(fs: MirrorFS, rel_path: str, size: int, digest: str) -> int | None:
+    """The mtime_ns of the regular file at `rel_path` when it has exactly `size` bytes and
+    the recorded `digest` (hashed with the algorithm that digest names)."""
+    folder = fs.parent(rel_path, repair=False)
+    if folder is None:
         return None
-    if not dest.is_file() or stat.st_size != size:
-        return None
-    return file_digest(dest, like), stat.st_mtime_ns
+    with folder:
+        name = rel_path.rpartition("/")[2]
+        found = folder.lstat(name)
+        if found is None or found.st_size != size:
+            return None
+        hashed = folder.digest(name, algorithm_of(digest))
+    return hashed[1].st_mtime_ns if hashed is not None and hashed[0] == digest else None
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Agent:
         store: Store,
         engine: Engine,
         stack: AsyncExitStack,
+        staging: Folder,
         *,
         sleep: Sleep = asyncio.sleep,
         rate_window: float = 60.0,
@@ -104,6 +109,8 @@ class Agent:
         self.store = store
         self.engine = engine
         self.stack = stack
+        self.staging = staging
+        self.fs = MirrorFS(config.agent.mirror_dir)
         self.sleep = sleep  # retry back-off waits (tests inject a fast one)
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
@@ -134,6 +141,8 @@ class Agent:
                     connections=agent_cfg.max_concurrent_downloads + 4,
                 )
             )
+            staging = await off_loop(MirrorFS(agent_cfg.mirror_dir).open_staging)
+            stack.callback(staging.close)
             session = await stack.enter_async_context(
                 open_session(
                     limit=agent_cfg.max_concurrent_downloads * 2,
@@ -145,7 +154,7 @@ class Agent:
             downloader = await stack.enter_async_context(
                 Downloader(
                     session,
-                    staging_dir(agent_cfg.mirror_dir),
+                    staging.path,
                     bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
                     min_free_space=agent_cfg.min_free_space,
                     threads=agent_cfg.max_concurrent_downloads,
@@ -153,8 +162,8 @@ class Agent:
                     sleep=sleep,
                 )
             )
-            engine = Engine(agent_cfg, store, downloader, progress=progress)
-            agent = cls(config, store, engine, stack, sleep=sleep, rate_window=rate_window)
+            engine = Engine(agent_cfg, store, downloader, staging=staging, progress=progress)
+            agent = cls(config, store, engine, stack, staging, sleep=sleep, rate_window=rate_window)
             # events: endpoints known before any pass journals, so they miss none of it
             await store.outbox.register([outbox_endpoint(h) for h in config.webhooks])
             agent.hooks = await stack.enter_async_context(
@@ -173,27 +182,25 @@ class Agent:
     async def reconcile(self) -> None:
         """At start-up: forget temp files no job owns (partials of live jobs are kept), and
         adopt files a crash left renamed into place before their rows were committed."""
-        staging = staging_dir(self.config.agent.mirror_dir)
         await self.store.jobs.requeue_interrupted()
-        removed = await asyncio.to_thread(
-            remove_stale_temps, staging, await self.store.jobs.temp_names()
+        removed = await off_loop(
+            remove_stale_temps, self.staging, await self.store.jobs.temp_names()
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
         await self.prune_journal()
         for job, size, digest in await self.store.jobs.verified():
-            await self._adopt(staging, job, size, digest)
+            await self._adopt(job, size, digest)
 
-    async def _adopt(self, staging: Path, job: JobSpec, size: int, digest: str) -> None:
+    async def _adopt(self, job: JobSpec, size: int, digest: str) -> None:
         """A verified job whose temp file is gone and whose final file holds exactly the
         verified bytes was renamed into place before its row was committed: it is done."""
-        if (staging / job.temp_name).exists():
+        if self.staging.lstat(job.temp_name) is not None:
             return  # not renamed yet: the next pass places it
-        dest = self.config.agent.mirror_dir / job.rel_path
-        found = await asyncio.to_thread(_placed, dest, size, digest)
-        if found is None or found[0] != digest:
+        found = await off_loop(_placed, self.fs, job.rel_path, size, digest)
+        if found is None:
             return
-        if await self.store.documents.adopt_placed(job, size, digest, found[1]):
+        if await self.store.documents.adopt_placed(job, size, digest, found):
             self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=size)
 
     async def prune_journal(self) -> None:

@@ -67,9 +67,3 @@ def hash_file(path: Path, algorithm: Algorithm, limit: int | None = None) -> tup
             hasher.update(block)
             done += len(block)
     return hasher, done
-
-
-def file_digest(path: Path, like: str) -> str:
-    """The recorded form of `path`'s digest, in the algorithm the value `like` names."""
-    algorithm = algorithm_of(like)
-    return value(algorithm, hash_file(path, algorithm)[0])

@@ -56,8 +56,8 @@ class Durability:
 
 
 def fsync_file(path: Path) -> None:
-    """Flush one file's content and size to disk."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush one file's content and size to disk (a link in its place is refused)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

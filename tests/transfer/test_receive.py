@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from transfer_kit import SOURCE, World, payload
+from transfer_kit import SOURCE, World, at_dir_fd, payload
 
 from agent.engine.commit import COMMIT_BATCH
 from agent.models import PassStats
@@ -45,12 +45,12 @@ async def test_a_batch_is_fsynced_whole_before_any_rename_and_committed_after(
         real_fsync(fd)
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        events.append(("rename", str(src)))
+        events.append(("rename", at_dir_fd(kwargs.get("src_dir_fd"), src)))
         real_replace(src, dst, **kwargs)
 
-    async def commit(self: Documents, source: str, items: Any) -> None:
+    async def commit(self: Documents, source: str, items: Any, **journal: Any) -> None:
         events.append(("commit", ",".join(sorted(m.rel_path for m in items))))
-        await real_commit(self, source, items)
+        await real_commit(self, source, items, **journal)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)

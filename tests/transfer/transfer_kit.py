@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,11 @@ class World:
 
 def _toml_pairs(table: dict[str, Any]) -> list[str]:
     return [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+
+
+def at_dir_fd(dir_fd: int | None, name: Any) -> str:
+    """The real path `name` names, relative to `dir_fd` when given (for patched `os` calls)."""
+    return str(name) if dir_fd is None else f"{os.readlink(f'/proc/self/fd/{dir_fd}')}/{name}"
 
 
 def sha256(data: bytes) -> str:

@@ -8,8 +8,10 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
-from bench import data, report, run, tools
+from bench import chart, data, listing, nginx, passes, report, targets, tools, transfers
+from bench.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -17,13 +19,12 @@ HERE = Path(__file__).resolve().parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
-    go = sub.add_parser("run", help="install peers, generate data, run every scenario")
+    go = sub.add_parser("run", help="install peers, generate data, run every measure")
     go.add_argument("--quick", action="store_true", help="tiny data sets (the CI smoke mode)")
-    go.add_argument("--rounds", type=int, default=None, help="bulk rounds per tool (3; quick 1)")
-    go.add_argument("--small-rounds", type=int, default=None, help="small rounds (2; quick 1)")
-    go.add_argument("--concurrency", type=int, default=8, help="parallel downloads per tool")
-    go.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md/results.json go")
-    go.add_argument("--data", type=Path, default=HERE / "data", help="data set folder")
+    go.add_argument("--rounds", type=int, default=None, help="rounds per measure (3; quick 1)")
+    go.add_argument("--concurrency", type=int, default=16, help="parallel downloads per tool")
+    go.add_argument("--out", type=Path, default=HERE, help="where the results go")
+    go.add_argument("--data", type=Path, default=HERE / "data", help="data set cache")
     go.add_argument("--work", type=Path, default=HERE / "work", help="scratch folder")
     go.add_argument("--no-install", action="store_true", help="never call apt-get")
     args = parser.parse_args(argv)
@@ -31,44 +32,62 @@ def main(argv: list[str] | None = None) -> int:
         tools.ensure_tools()
     elif tools.missing_tools():
         raise SystemExit(f"missing: {', '.join(tools.missing_tools())}")
-    settings = run.Settings(
+    settings = Settings(
         quick=args.quick,
-        rounds=args.rounds or (1 if args.quick else 3),
-        small_rounds=args.small_rounds or (1 if args.quick else 2),
+        rounds=max(1, args.rounds or (1 if args.quick else 3)),
         concurrency=args.concurrency,
         data_dir=args.data.absolute(),
         work_dir=args.work.absolute(),
         log=args.work.absolute() / "bench.log",
     )
-    signal.signal(signal.SIGTERM, _interrupted)  # run the cleanups: nginx, sandbox children
+    signal.signal(signal.SIGTERM, _interrupted)  # run the cleanups: nginx, killed children
     shutil.rmtree(settings.work_dir, ignore_errors=True)
     settings.work_dir.mkdir(parents=True)
     results = execute(settings)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "RESULTS.md").write_text(report.markdown(results))
-    print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}")
+    write(results, args.out)
     return 0
 
 
-def execute(settings: run.Settings) -> dict[str, object]:
-    meta = report.machine(settings)
+def execute(s: Settings) -> dict[str, Any]:
+    meta = report.machine(s)
     started = time.monotonic()
-    results = run.Results()
-    for spec in settings.specs.values():
-        data.ensure(settings.data_dir, spec)
-    rate = "8m" if settings.quick else "256m"
-    with tools.nginx(settings.data_dir, resume_rate=rate) as nginx:
-        for key in ("bulk", "small"):
-            print(f"{key}: {', '.join(run.TOOLS)}, alternating")
-            results.transfers[key] = run.bench_transfer(settings, key, nginx)
-        print(f"re-poll over {settings.listing} documents")
-        results.repoll = run.bench_repoll(settings, nginx)
+    prepare(s)
+    meta["prepare_s"] = round(time.monotonic() - started, 1)
+    results: dict[str, Any] = {"machine": meta, "transfers": {}}
+    with nginx.serve(s.data_dir, resume_rate=s.resume_rate) as server:
+        for ts in transfers.transfer_sets(s):
+            print(f"{ts.key}: {', '.join(ts.tools)}, alternating")
+            results["transfers"][ts.key] = transfers.bench_transfer(s, ts, server)
+        print(f"re-poll over {s.sets.repoll.count:,} unchanged documents")
+        results["repoll"] = passes.bench_repoll(s, server)
+        print(f"first file in place, {s.sets.first.count:,}-document listing")
+        results["first_file"] = passes.bench_first_file(s, server)
         print("resume after SIGKILL")
-        results.resume = run.bench_resume(settings, nginx)
+        results["resume"] = passes.bench_resume(s, server)
+        print("replicas over a slow API")
+        results["replicas"] = passes.bench_replicas(s, server)
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     meta["load_after"] = report.loadavg()
-    return {"machine": meta, **run.as_dict(results)}
+    results["targets"] = targets.evaluate(results, quick=s.quick)
+    return results
+
+
+def prepare(s: Settings) -> None:
+    """Generate whatever the data cache lacks (the seeded re-poll state comes later)."""
+    for spec in s.sets.files():
+        data.ensure(s.data_dir, spec)
+    for each in s.sets.listings():
+        listing.ensure_pages(s.data_dir, each)
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "RESULTS.md").write_text(report.markdown(results))
+    m = results["machine"]
+    title = f"sync-agent {m['agent_commit']} against its peers ({m['mode']} run, {m['date'][:10]})"
+    (out / "results.svg").write_text(chart.svg(results, results["targets"], title))
+    print(f"wrote RESULTS.md, results.json and results.svg to {out}")
 
 
 def _interrupted(signum: int, _frame: object) -> None:

@@ -1,9 +1,11 @@
-"""Runs one child process and measures it: wall time and peak RSS from `wait4`'s rusage."""
+"""Runs one child process and measures it: wall time, peak RSS and CPU time from `/usr/bin/time`."""
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
+import signal
 import subprocess
 import tempfile
 import time
@@ -11,51 +13,72 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+TIMER = "/usr/bin/time"
+POLL = 0.005  # seconds between two looks at `until` (the resolution of a watched event)
+
 
 @dataclass(frozen=True)
 class Measured:
-    """One child's run: seconds of wall time, its peak RSS in MiB, and its exit status."""
+    """One child's run: wall seconds, peak RSS in MiB, CPU seconds and how it ended.
+
+    `peak_rss_mib` and `cpu_s` are NaN when the child was killed (the timer dies with it).
+    """
 
     command: str
     seconds: float
     peak_rss_mib: float
+    cpu_s: float
     returncode: int
+    killed: bool = False
 
 
 def run(
     argv: Sequence[str],
     *,
     log: Path,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    until: Callable[[], bool] | None = None,
+    until: Callable[[float], bool] | None = None,
+    timeout: float | None = None,
 ) -> Measured:
-    """Run `argv` to the end (or SIGKILL it once `until()` turns true, polled every 10 ms).
+    """Run `argv` under `/usr/bin/time` until it exits, `until(elapsed)` turns true or the timeout.
 
-    Peak RSS comes from `/usr/bin/time -f %M` when it exists: a child forked from Python
-    inherits Python's RSS in `ru_maxrss` until it execs, which would inflate small tools.
+    The child gets its own process group, so a kill (SIGKILL, as a crash would) reaches the
+    timer and the tool alike. A child forked from Python would report Python's RSS in
+    `ru_maxrss` until it execs; the timer's figure is the tool's own.
     """
-    timer = "/usr/bin/time"
-    wrap = until is None and os.access(timer, os.X_OK)
-    with log.open("ab") as out, tempfile.NamedTemporaryFile("r") as rss:
+    with log.open("ab") as out, tempfile.NamedTemporaryFile("r") as stats:
         out.write(f"$ {shlex.join(argv)}\n".encode())
         out.flush()
-        full = [timer, "-q", "-f", "%M", "-o", rss.name, *argv] if wrap else list(argv)
+        full = [TIMER, "-q", "-f", "%M %U %S", "-o", stats.name, *argv]
         start = time.perf_counter()
-        proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=out, stderr=out)
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG if until else 0)
-        while pid == 0:
-            assert until is not None
-            if until():
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.01)
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        proc = subprocess.Popen(full, stdout=out, stderr=out, start_new_session=True)
+        killed = _wait(proc, start, until, timeout)
         seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        peak_kib = int(rss.read().strip().splitlines()[-1]) if wrap else usage.ru_maxrss
-    return Measured(shlex.join(argv), seconds, peak_kib / 1024, proc.returncode)
+        fields = (stats.read().strip().splitlines() or [""])[-1].split()
+    rss_kib, user, system = (float(x) for x in fields) if len(fields) == 3 else (math.nan,) * 3
+    return Measured(
+        shlex.join(argv), seconds, rss_kib / 1024, user + system, proc.returncode, killed
+    )
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    start: float,
+    until: Callable[[float], bool] | None,
+    timeout: float | None,
+) -> bool:
+    """Wait for the child; True when it had to be killed."""
+    if until is None and timeout is None:
+        proc.wait()
+        return False
+    deadline = math.inf if timeout is None else start + timeout
+    while proc.poll() is None:
+        now = time.perf_counter()
+        if now >= deadline or (until is not None and until(now - start)):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(POLL)
+    return False
 
 
 def tree_size(root: Path) -> tuple[int, int]:

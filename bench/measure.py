@@ -67,18 +67,25 @@ def _wait(
     timeout: float | None,
 ) -> bool:
     """Wait for the child; True when it had to be killed."""
-    if until is None and timeout is None:
-        proc.wait()
+    if until is None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return _kill(proc)
         return False
     deadline = math.inf if timeout is None else start + timeout
     while proc.poll() is None:
         now = time.perf_counter()
-        if now >= deadline or (until is not None and until(now - start)):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
+        if now >= deadline or until(now - start):
+            return _kill(proc)
         time.sleep(POLL)
     return False
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> bool:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True
 
 
 def tree_size(root: Path) -> tuple[int, int]:

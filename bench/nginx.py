@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.listing import ORIGIN
-from bench.tools import which
+from bench.tools import ECHO_MODULE, which
 
 TOKEN = '{"access_token":"bench-token","token_type":"Bearer","expires_in":36000,"scope":"read"}'
 TINY_BODY = b"listing-only document body\n"  # what every download of the `tiny` folder gets
 API_LATENCY = 0.05  # seconds the slow block waits before answering
-ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # Debian's nginx-light
 
 CONF = """\
-{load_echo}{user}worker_processes 2;
+load_module {echo};
+{user}worker_processes 2;
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
@@ -97,7 +97,7 @@ class Nginx:
     """A running nginx child: its URLs and its access log (`uri status bytes` lines)."""
 
     base_url: str
-    slow_url: str | None  # the same API answered API_LATENCY late; None without the module
+    slow_url: str  # the same API, answered API_LATENCY late
     access_log: Path
 
     def bytes_sent(self, uri_prefix: str) -> int:
@@ -114,13 +114,10 @@ class Nginx:
         return sum(1 for line in lines if line.startswith(uri_prefix))
 
 
-def config(tmp: Path, root: Path, port: int, slow_port: int | None, resume_rate: str) -> str:
-    """The whole nginx.conf (the slow block only when its port is given)."""
-    slow = ""
-    if slow_port is not None:
-        slow = SLOW.format(port=port, slow_port=slow_port, latency=API_LATENCY)
+def config(tmp: Path, root: Path, port: int, slow_port: int, resume_rate: str) -> str:
+    """The whole nginx.conf."""
     return CONF.format(
-        load_echo=f"load_module {ECHO_MODULE};\n" if slow_port is not None else "",
+        echo=ECHO_MODULE,
         user="user root root;\n" if os.geteuid() == 0 else "",
         tmp=tmp,
         port=port,
@@ -129,7 +126,7 @@ def config(tmp: Path, root: Path, port: int, slow_port: int | None, resume_rate:
         origin=ORIGIN,
         resume_rate=resume_rate,
         tiny=TINY_BODY.decode().replace("\n", "\\n"),
-        slow=slow,
+        slow=SLOW.format(port=port, slow_port=slow_port, latency=API_LATENCY),
     )
 
 
@@ -141,16 +138,16 @@ def serve(root: Path, *, resume_rate: str = "0") -> Iterator[Nginx]:
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
         os.chmod(tmp, 0o755)
         port = free_port()
-        slow_port = free_port() if ECHO_MODULE.is_file() else None
+        slow_port = free_port()
         conf = Path(tmp, "nginx.conf")
         conf.write_text(config(Path(tmp), root, port, slow_port, resume_rate))
         proc = subprocess.Popen([binary, "-c", str(conf), "-p", tmp, "-e", f"{tmp}/error.log"])
         try:
             for listening in (port, slow_port):
-                if listening is not None:
-                    _wait_listening(listening, proc)
-            slow = None if slow_port is None else f"http://127.0.0.1:{slow_port}"
-            yield Nginx(f"http://127.0.0.1:{port}", slow, Path(tmp, "access.log"))
+                _wait_listening(listening, proc)
+            yield Nginx(
+                f"http://127.0.0.1:{port}", f"http://127.0.0.1:{slow_port}", Path(tmp, "access.log")
+            )
         finally:
             proc.send_signal(signal.SIGQUIT)
             try:

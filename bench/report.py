@@ -102,7 +102,8 @@ def _header(m: dict[str, Any]) -> list[str]:
         "One nginx on 127.0.0.1 serves the files and the Standard-Metrics-shaped API (static",
         "listing pages, a fixed token, `return 302` to the file), so the server costs no Python",
         "CPU; the agent runs its whole flow against it while the peers fetch the same files.",
-        "The data sets sit in the page cache, so every tool reads from memory.",
+        "The data sets sit in the page cache, so every tool reads from memory. Profiles of the",
+        "agent (from the earlier set-up with a Python API server): [PROFILE.md](PROFILE.md).",
         "",
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 # binary -> Debian package (nginx-light brings the echo module the slow API block uses)
 TOOLS = {
@@ -15,6 +16,7 @@ TOOLS = {
     "time": "time",
 }
 SBIN = ("/usr/sbin", "/sbin")
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # echo_sleep: a slow API
 
 
 def which(name: str) -> str | None:
@@ -24,7 +26,10 @@ def which(name: str) -> str | None:
 
 
 def missing_tools() -> list[str]:
-    return [name for name in TOOLS if which(name) is None]
+    missing = [name for name in TOOLS if which(name) is None]
+    if "nginx" not in missing and not ECHO_MODULE.is_file():
+        missing.append("nginx")  # without the echo module nginx-light brings
+    return missing
 
 
 def ensure_tools() -> None:

@@ -51,7 +51,11 @@ def run(
         full = [TIMER, "-q", "-f", "%M %U %S", "-o", stats.name, *argv]
         start = time.perf_counter()
         proc = subprocess.Popen(full, stdout=out, stderr=out, start_new_session=True)
-        killed = _wait(proc, start, until, timeout)
+        try:
+            killed = _wait(proc, start, until, timeout)
+        except BaseException:  # SIGTERM or Ctrl-C: the child is in its own group, end it too
+            _kill(proc)
+            raise
         seconds = time.perf_counter() - start
         fields = (stats.read().strip().splitlines() or [""])[-1].split()
     rss_kib, user, system = (float(x) for x in fields) if len(fields) == 3 else (math.nan,) * 3

@@ -54,22 +54,29 @@ def execute(s: Settings) -> dict[str, Any]:
     prepare(s)
     meta["prepare_s"] = round(time.monotonic() - started, 1)
     results: dict[str, Any] = {"machine": meta, "transfers": {}}
+    load = meta["load_during"] = {}  # the 1-minute load as each measure starts
     with nginx.serve(s.data_dir, resume_rate=s.resume_rate) as server:
         for ts in transfers.transfer_sets(s):
-            print(f"{ts.key}: {', '.join(ts.tools)}, alternating")
+            load[ts.key] = _announce(f"{ts.key}: {', '.join(ts.tools)}, alternating")
             results["transfers"][ts.key] = transfers.bench_transfer(s, ts, server)
-        print(f"re-poll over {s.sets.repoll.count:,} unchanged documents")
+        load["repoll"] = _announce(f"re-poll over {s.sets.repoll.count:,} unchanged documents")
         results["repoll"] = passes.bench_repoll(s, server)
-        print(f"first file in place, {s.sets.first.count:,}-document listing")
+        load["first_file"] = _announce(f"first file, {s.sets.first.count:,}-document listing")
         results["first_file"] = passes.bench_first_file(s, server)
-        print("resume after SIGKILL")
+        load["resume"] = _announce("resume after SIGKILL")
         results["resume"] = passes.bench_resume(s, server)
-        print("replicas over a slow API")
+        load["replicas"] = _announce("replicas over a slow API")
         results["replicas"] = passes.bench_replicas(s, server)
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     meta["load_after"] = report.loadavg()
     results["targets"] = targets.evaluate(results, quick=s.quick)
     return results
+
+
+def _announce(what: str) -> float:
+    load = report.loadavg()[0]
+    print(f"{what} (load {load})")
+    return load
 
 
 def prepare(s: Settings) -> None:

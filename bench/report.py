@@ -94,7 +94,8 @@ def _header(m: dict[str, Any]) -> list[str]:
         f"Agent: commit {m['agent_commit']}{dirty}.",
         f"Machine: {m['cpus']} x {m['cpu']}, {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
         f"Python {m['python']}. Load average (1/5/15 min) before {m['load_before']}, after "
-        f"{m['load_after']} (the machine is shared with other engineers' test runs).",
+        f"{m['load_after']}; 1-minute load as each measure started: {_loads(m)} (the machine "
+        "is shared with other engineers' test runs).",
         "Tools: " + "; ".join(f"{k}: {v}" for k, v in m["versions"].items()) + ".",
         "",
         f"Command: `python -m bench run{quick}` (how it works: [README.md](README.md)).",
@@ -106,6 +107,10 @@ def _header(m: dict[str, Any]) -> list[str]:
         "agent (from the earlier set-up with a Python API server): [PROFILE.md](PROFILE.md).",
         "",
     ]
+
+
+def _loads(m: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in m["load_during"].items())
 
 
 def _targets(results: dict[str, Any]) -> list[str]:

@@ -7,10 +7,12 @@ import json
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import chart, data, listing, nginx, passes, report, targets, tools, transfers
+from bench.measure import MeasureError
 from bench.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -45,7 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     settings.work_dir.mkdir(parents=True)
     results = execute(settings)
     write(results, args.out)
-    return 0
+    return 1 if any("error" in block for block in blocks(results).values()) else 0
+
+
+PASSES = {  # the agent-only measures, by their key in the results
+    "repoll": passes.bench_repoll,
+    "first_file": passes.bench_first_file,
+    "resume": passes.bench_resume,
+    "replicas": passes.bench_replicas,
+}
 
 
 def execute(s: Settings) -> dict[str, Any]:
@@ -58,19 +68,41 @@ def execute(s: Settings) -> dict[str, Any]:
     with nginx.serve(s.data_dir, resume_rate=s.resume_rate) as server:
         for ts in transfers.transfer_sets(s):
             load[ts.key] = _announce(f"{ts.key}: {', '.join(ts.tools)}, alternating")
-            results["transfers"][ts.key] = transfers.bench_transfer(s, ts, server)
-        load["repoll"] = _announce(f"re-poll over {s.sets.repoll.count:,} unchanged documents")
-        results["repoll"] = passes.bench_repoll(s, server)
-        load["first_file"] = _announce(f"first file, {s.sets.first.count:,}-document listing")
-        results["first_file"] = passes.bench_first_file(s, server)
-        load["resume"] = _announce("resume after SIGKILL")
-        results["resume"] = passes.bench_resume(s, server)
-        load["replicas"] = _announce("replicas over a slow API")
-        results["replicas"] = passes.bench_replicas(s, server)
+            results["transfers"][ts.key] = _guarded(transfers.bench_transfer, s, ts, server)
+        for key, measure in PASSES.items():
+            load[key] = _announce(key)
+            results[key] = _guarded(measure, s, server)
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     meta["load_after"] = report.loadavg()
     results["targets"] = targets.evaluate(results, quick=s.quick)
+    results["faults"] = faults(results)
     return results
+
+
+def _guarded(measure: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """The measure's results, or `{"error": why}` when it could not give a valid number."""
+    try:
+        return measure(*args)
+    except MeasureError as exc:
+        print(f"  FAILED: {exc}")
+        return {"error": str(exc)}
+
+
+def blocks(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every measure's results by key: the copied sets and the agent-only measures."""
+    return {**results["transfers"], **{key: results[key] for key in PASSES}}
+
+
+def faults(results: dict[str, Any]) -> list[str]:
+    """Every failed measure and every agent pass that exited 0 with files missing."""
+    found = []
+    for key, block in blocks(results).items():
+        if "error" in block:
+            found.append(f"{key}: the measure failed: {block['error']}")
+        found += [f"{key}, {fault}" for fault in block.get("faults", ())]
+    for n, row in results["replicas"].get("replicas", {}).items():
+        found += [f"replicas ({n}), {fault}" for fault in row.get("faults", ())]
+    return found
 
 
 def _announce(what: str) -> float:

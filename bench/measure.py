@@ -13,8 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.settings import SOURCE
+
 TIMER = "/usr/bin/time"
+STAGING = ".sync-agent"  # the agent's own folder in the mirror (staging files)
 POLL = 0.005  # seconds between two looks at `until` (the resolution of a watched event)
+
+
+class MeasureError(Exception):
+    """A measure cannot give a valid number (a tool failed, or its output is wrong)."""
 
 
 @dataclass(frozen=True)
@@ -103,3 +110,20 @@ def tree_size(root: Path) -> tuple[int, int]:
                 continue
             files += 1
     return files, total
+
+
+def mirror_fault(mirror: Path, count: int, total_bytes: int | None) -> str | None:
+    """What is wrong with an agent's mirror after a pass that exited 0, or None.
+
+    Counts the files of the source folder (not the staging folder) and, when given, their
+    bytes; names the temporary files a pass left behind.
+    """
+    files, total = tree_size(mirror / SOURCE)
+    if files == count and total_bytes in (None, total):
+        return None
+    staged, _ = tree_size(mirror / STAGING)
+    return (
+        f"sync-agent exited 0 with {files} of {count} files in place ({total:,} bytes"
+        + ("" if total_bytes is None else f" of {total_bytes:,}")
+        + f"), {staged} temporary files left in {STAGING}/"
+    )

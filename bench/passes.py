@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import data, seed, subject
 from bench.listing import Listing
-from bench.measure import Measured, run, tree_size
+from bench.measure import Measured, MeasureError, mirror_fault, run, tree_size
 from bench.nginx import API_LATENCY, Nginx
 from bench.settings import SOURCE, Settings, listing_of
 
@@ -51,7 +51,7 @@ def bench_repoll(s: Settings, nginx: Nginx) -> dict[str, Any]:
         summary = subject.summary_line(s.log)
         if measured.returncode != 0 or not _unchanged(summary, listing.count):
             seed.forget_state(s, listing)
-            raise SystemExit(
+            raise MeasureError(
                 f"re-poll round {round_no + 1}: exit {measured.returncode}, `{summary}` (want "
                 f"{listing.count} listed and nothing else); if the agent's state changed, "
                 "adapt bench/seed.py"
@@ -122,7 +122,7 @@ def bench_first_file(s: Settings, nginx: Nginx) -> dict[str, Any]:
 
         measured = run(subject.sync(config), log=s.log, until=until, timeout=600)
         if not seen:
-            raise SystemExit(
+            raise MeasureError(
                 f"first file: no file appeared (exit {measured.returncode}, see {s.log})"
             )
         seconds.append(seen[0])
@@ -158,10 +158,10 @@ def bench_resume(s: Settings, nginx: Nginx) -> dict[str, Any]:
     at_kill = tree_size(root / "mirror")[1]
     second = run(argv, log=s.log)
     if second.returncode != 0:
-        raise SystemExit(f"resumed pass failed with exit {second.returncode}")
+        raise MeasureError(f"resumed pass failed with exit {second.returncode}")
     mirrored = root / "mirror" / SOURCE / data.file_name(0)
     if _sha256(mirrored) != _sha256(s.data_dir / spec.name / data.file_name(0)):
-        raise SystemExit("resumed file differs from the original")
+        raise MeasureError("resumed file differs from the original")
     time.sleep(0.2)  # nginx logs the aborted request once it notices the closed socket
     sent = nginx.bytes_sent(f"/{spec.name}/")
     shutil.rmtree(root, ignore_errors=True)
@@ -209,12 +209,15 @@ def bench_replicas(s: Settings, nginx: Nginx) -> dict[str, Any]:
 def _one_replica(s: Settings, origin: str, listing: Listing) -> dict[str, Any]:
     root = s.work_dir / "latency"
     runs: list[Measured] = []
+    faults: list[str] = []
     for round_no in range(s.rounds):
         config = subject.write_config(root, origin, listing, s.concurrency)
         measured = run(subject.sync(config), log=s.log)
-        files, _ = tree_size(root / "mirror" / SOURCE)
-        if measured.returncode != 0 or files != listing.count:
-            raise SystemExit(f"latency pass: exit {measured.returncode}, {files} files")
+        if measured.returncode != 0:
+            raise MeasureError(f"latency pass exited {measured.returncode} (see the log)")
+        if fault := mirror_fault(root / "mirror", listing.count, None):
+            faults.append(f"round {round_no + 1}: {fault}")
+            print(f"  FAULT {fault}")
         runs.append(measured)
         print(f"  1 replica, 50 ms API, round {round_no + 1}: {measured.seconds:.2f} s")
     shutil.rmtree(root, ignore_errors=True)
@@ -223,6 +226,7 @@ def _one_replica(s: Settings, origin: str, listing: Listing) -> dict[str, Any]:
         "measured": True,
         **medians,
         "docs_per_s": round(listing.count / medians["median_s"], 1),
+        "faults": faults,
         "command": runs[0].command,
     }
 

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,32 @@ def _version(tool: str) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
-    lines = [*_header(m), *_targets(results), "![sync-agent against its peers](results.svg)", ""]
+    lines = [*_header(m), *_faults(results["faults"]), *_targets(results)]
+    lines += ["![sync-agent against its peers](results.svg)", ""]
     for key, block in results["transfers"].items():
-        lines += _transfer_table(key, block)
-    lines += _repoll(results["repoll"]) + _first(results["first_file"])
-    lines += _resume(results["resume"]) + _replicas(results["replicas"])
+        lines += _section(block, _transfer_table, key)
+    lines += _section(results["repoll"], _repoll)
+    lines += _section(results["first_file"], _first)
+    lines += _section(results["resume"], _resume)
+    lines += _section(results["replicas"], _replicas)
     lines += _commands(results)
     return "\n".join(lines) + "\n"
+
+
+def _section(block: dict[str, Any], write: Callable[..., list[str]], *args: Any) -> list[str]:
+    """A measure's section, or one line saying why it has no numbers."""
+    if "error" in block:
+        name = args[0] if args else write.__name__.strip("_").replace("_", " ")
+        return [f"## {name}: no numbers", "", f"**The measure failed**: {block['error']}", ""]
+    return write(*args, block) if args else write(block)
+
+
+def _faults(faults: list[str]) -> list[str]:
+    if not faults:
+        return []
+    lines = ["## Faults the benchmark found", ""]
+    lines += [f"- **{fault}**" for fault in faults]
+    return [*lines, ""]
 
 
 def _header(m: dict[str, Any]) -> list[str]:
@@ -114,9 +134,9 @@ def _loads(m: dict[str, Any]) -> str:
 
 
 def _targets(results: dict[str, Any]) -> list[str]:
-    sizes = {
-        "repoll_time": f" ({results['repoll']['documents']:,})",
-        "first_file": f" ({results['first_file']['documents']:,}-document listing)",
+    scale = {  # target -> the block whose document count it names
+        "repoll_time": ("repoll", "{:,}"),
+        "first_file": ("first_file", "{:,}-document listing"),
     }
     verdict = {True: "met", False: "**missed**", None: "n/a (quick)"}
     lines = [
@@ -126,16 +146,18 @@ def _targets(results: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     for t in results["targets"]:
+        block, form = scale.get(t["key"], ("", ""))
+        count = results.get(block, {}).get("documents")
+        name = t["measure"] + (f" ({form.format(count)})" if count else "")
+        value = "**failed**" if t["value"] is None else f"{t['value']} {t['unit']}"
         limit = f"<= {t['limit']:g} {t['unit']}"
-        lines.append(
-            f"| {t['measure']}{sizes.get(t['key'], '')} | {limit} | {t['value']} {t['unit']} "
-            f"| {verdict[t['met']]} |"
-        )
+        lines.append(f"| {name} | {limit} | {value} | {verdict[t['met']]} |")
     rep = results["replicas"]
-    lines.append(
-        f"| throughput with 1, 2, 3 replicas, API {rep['latency_s'] * 1000:g} ms late "
-        f"| none yet | {_replica_cells(rep)} | - |"
-    )
+    if "error" not in rep:
+        lines.append(
+            f"| throughput with 1, 2, 3 replicas, API {rep['latency_s'] * 1000:g} ms late "
+            f"| none yet | {_replica_cells(rep)} | - |"
+        )
     return [*lines, ""]
 
 
@@ -162,7 +184,11 @@ def _transfer_table(key: str, block: dict[str, Any]) -> list[str]:
             f"| {tool} | {row['median_s']:.2f} | {row['median_s'] / base:.2f} | {runs} "
             f"| {row['mib_per_s']} | {row['peak_rss_mib']} | {row['cpu_s']} |"
         )
-    return [*lines, ""]
+    return [*lines, "", *_fault_lines(block.get("faults", ()))]
+
+
+def _fault_lines(faults: Iterable[str]) -> list[str]:
+    return [f"**Fault**, {fault} (the time still counts).\n" for fault in faults]
 
 
 def _repoll(r: dict[str, Any]) -> list[str]:
@@ -225,18 +251,20 @@ def _replicas(r: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"| {n} | not measured: {row['why']} | | |")
-    return [*lines, ""]
+    faults = r["replicas"]["1"].get("faults", ())
+    return [*lines, "", *_fault_lines(f"1 replica, {fault}" for fault in faults)]
 
 
 def _commands(results: dict[str, Any]) -> list[str]:
     lines = ["## Exact commands", ""]
     for key, block in results["transfers"].items():
-        for tool, row in block["tools"].items():
+        for tool, row in block.get("tools", {}).items():
             lines.append(f"- {key} / {tool}: `{row['command']}`")
-    lines.append(f"- re-poll: `{results['repoll']['command']}`")
-    lines.append(f"- first file: `{results['first_file']['command']}`")
-    lines.append(f"- resume: `{results['resume']['command']}` (after one killed halfway)")
-    one = results["replicas"]["replicas"]["1"]
-    if one["measured"]:
+    named = {"repoll": "re-poll", "first_file": "first file", "resume": "resume (twice)"}
+    for key, name in named.items():
+        if "command" in results[key]:
+            lines.append(f"- {name}: `{results[key]['command']}`")
+    one = results["replicas"].get("replicas", {}).get("1", {})
+    if "command" in one:
         lines.append(f"- 1 replica, slow API: `{one['command']}`")
     return lines

@@ -62,11 +62,17 @@ TARGETS = (
 
 
 def evaluate(results: Results, *, quick: bool) -> list[dict[str, Any]]:
-    """Each target with the run's value and `met` (None in quick mode: tiny sets prove nothing)."""
+    """Each target with the run's value (None: the measure failed) and whether it was met.
+
+    `met` is None in quick mode: tiny sets prove nothing.
+    """
     rows = []
     for t in TARGETS:
-        value = t.value(results)
-        met = None if quick or value is None else value <= t.limit
+        try:
+            value = t.value(results)
+        except KeyError:  # the measure failed: `{"error": ...}` in place of its numbers
+            value = None
+        met = None if quick else value is not None and value <= t.limit
         rows.append(
             {
                 "key": t.key,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import data, subject
-from bench.measure import Measured, run, tree_size
+from bench.measure import Measured, MeasureError, mirror_fault, run, tree_size
 from bench.nginx import Nginx
 from bench.settings import Settings, listing_of
 from bench.tools import which
@@ -77,6 +77,7 @@ def commands(s: Settings, spec: data.Spec, nginx: Nginx) -> dict[str, Command]:
 def bench_transfer(s: Settings, ts: TransferSet, nginx: Nginx) -> dict[str, Any]:
     """Every tool of the set once per round, in an order that rotates from round to round."""
     runs: dict[str, list[Measured]] = {tool: [] for tool in ts.tools}
+    faults: list[str] = []
     build = commands(s, ts.spec, nginx)
     for round_no in range(s.rounds):
         shift = round_no % len(ts.tools)
@@ -84,25 +85,36 @@ def bench_transfer(s: Settings, ts: TransferSet, nginx: Nginx) -> dict[str, Any]
             dest = s.work_dir / f"{ts.key}-{tool}"
             shutil.rmtree(dest, ignore_errors=True)
             measured = run(build[tool](dest), log=s.log)
-            check_tree(tool, dest, ts.spec, measured)
+            if fault := check_tree(tool, dest, ts.spec, measured):
+                faults.append(f"round {round_no + 1}: {fault}")
+                print(f"  FAULT {fault}")
             runs[tool].append(measured)
             print(
                 f"  {ts.key} round {round_no + 1} {tool}: {measured.seconds:.2f} s, "
                 f"{measured.peak_rss_mib:.0f} MiB"
             )
             shutil.rmtree(dest, ignore_errors=True)
-    return summarise(ts, runs)
+    return {**summarise(ts, runs), "faults": faults}
 
 
-def check_tree(tool: str, dest: Path, spec: data.Spec, measured: Measured) -> None:
-    """Fail loudly unless the tool exited 0 and left every byte (agent state excluded)."""
-    root = dest / "mirror" if tool == AGENT else dest
-    files, total = tree_size(root)
-    if measured.returncode != 0 or total != spec.total_bytes or files < spec.count:
-        raise SystemExit(
-            f"{tool} on {spec.name}: exit {measured.returncode}, {files} files, {total} bytes "
-            f"(want {spec.count} files, {spec.total_bytes} bytes)"
-        )
+def check_tree(tool: str, dest: Path, spec: data.Spec, measured: Measured) -> str | None:
+    """None when the tool exited 0 with every file in place.
+
+    A peer that fails raises `MeasureError`; so does the agent when it exits non-zero.
+    When the agent exits 0 without every file in its place, its time still counts and the
+    fault is returned, to be reported: that is a bug the benchmark found, not a slow run.
+    """
+    if measured.returncode != 0:
+        raise MeasureError(f"{tool} on {spec.name} exited {measured.returncode} (see the log)")
+    if tool != AGENT:
+        files, total = tree_size(dest)
+        if files != spec.count or total != spec.total_bytes:
+            raise MeasureError(
+                f"{tool} on {spec.name}: {files} files, {total} bytes "
+                f"(want {spec.count} files, {spec.total_bytes} bytes)"
+            )
+        return None
+    return mirror_fault(dest / "mirror", spec.count, spec.total_bytes)
 
 
 def summarise(ts: TransferSet, runs: dict[str, list[Measured]]) -> dict[str, Any]:

@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from bench import tools
-from bench.__main__ import main
+from bench import chart, targets, tools
+from bench.__main__ import faults, main
+from bench.report import markdown
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmark_produces_numbers_for_every_set(tmp_path: Path) -> None:
-    """`python -m bench run --quick` measures each set and writes RESULTS.md, JSON and SVG."""
+    """`python -m bench run --quick` measures each set and writes RESULTS.md, JSON and SVG.
+
+    Then, on the same results, a failed measure comes out as failed in the report.
+    """
     missing = tools.missing_tools()
     if missing:
         pytest.skip(f"benchmark tools not installed: {', '.join(missing)} (apt-get install)")
@@ -58,3 +62,12 @@ def test_quick_benchmark_produces_numbers_for_every_set(tmp_path: Path) -> None:
     svg = (out / "results.svg").read_text()
     assert svg.startswith("<svg")
     assert svg.count("<rect") > 10  # a bar per tool and measure
+
+    # A measure that failed is reported as failed, and the rest of the report still renders.
+    results["repoll"] = {"error": "re-poll round 1: exit -9"}
+    results["targets"] = targets.evaluate(results, quick=False)
+    results["faults"] = faults(results)
+    failed = markdown(results)
+    assert "**The measure failed**: re-poll round 1: exit -9" in failed
+    assert "- **repoll: the measure failed: re-poll round 1: exit -9**" in failed
+    assert chart.svg(results, results["targets"], "t").startswith("<svg")

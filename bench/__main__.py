@@ -1,4 +1,7 @@
-"""`python -m bench run [--quick] [--rounds N] [--out DIR]`: the whole benchmark, one command."""
+"""`python -m bench run [--quick] [--rounds N] [--out DIR]`: the whole benchmark, one command.
+
+`python -m bench report [--out DIR]` writes RESULTS.md and results.svg again from results.json.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--data", type=Path, default=HERE / "data", help="data set cache")
     go.add_argument("--work", type=Path, default=HERE / "work", help="scratch folder")
     go.add_argument("--no-install", action="store_true", help="never call apt-get")
+    redo = sub.add_parser("report", help="write RESULTS.md and results.svg from results.json")
+    redo.add_argument("--out", type=Path, default=HERE, help="where results.json is")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        write(json.loads((args.out / "results.json").read_text()), args.out)
+        return 0
     if not args.no_install:
         tools.ensure_tools()
     elif tools.missing_tools():

@@ -31,7 +31,7 @@ def machine(settings: Settings) -> dict[str, Any]:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
-        "agent_commit": _git("rev-parse", "--short", "HEAD"),
+        "agent_commit": _git("log", "-1", "--format=%h", "--", "agent"),  # the agent's code
         "agent_dirty": bool(_git("status", "--porcelain", "agent")),
         "versions": {tool: _version(tool) for tool in PEERS},
         "load_before": loadavg(),
@@ -111,13 +111,14 @@ def _header(m: dict[str, Any]) -> list[str]:
         f"({m['elapsed_s'] / 60:.1f} min) in all; every figure is the median of "
         f"{m['rounds']} round(s); concurrency {m['concurrency']} for the agent, rclone and "
         "aria2c.",
-        f"Agent: commit {m['agent_commit']}{dirty}.",
+        f"Agent: the code of commit {m['agent_commit']} (the last one under agent/){dirty}.",
         f"Machine: {m['cpus']} x {m['cpu']}, {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
         f"Python {m['python']}. Load average (1/5/15 min) before {m['load_before']}, after "
         f"{m['load_after']}; 1-minute load as each measure started: {_loads(m)} (the machine "
         "is shared with other engineers' test runs).",
         "Tools: " + "; ".join(f"{k}: {v}" for k, v in m["versions"].items()) + ".",
         "",
+        *_busy(m),
         f"Command: `python -m bench run{quick}` (how it works: [README.md](README.md)).",
         "",
         "One nginx on 127.0.0.1 serves the files and the Standard-Metrics-shaped API (static",
@@ -125,6 +126,20 @@ def _header(m: dict[str, Any]) -> list[str]:
         "CPU; the agent runs its whole flow against it while the peers fetch the same files.",
         "The data sets sit in the page cache, so every tool reads from memory. Profiles of the",
         "agent (from the earlier set-up with a Python API server): [PROFILE.md](PROFILE.md).",
+        "",
+    ]
+
+
+def _busy(m: dict[str, Any]) -> list[str]:
+    """A warning when other work competed for the cores during the run."""
+    peak = max([*m["load_during"].values(), m["load_before"][0], m["load_after"][0]])
+    if peak <= m["cpus"]:
+        return []
+    return [
+        f"**The machine was busy**: the 1-minute load reached {peak} on {m['cpus']} cores, so",
+        "every tool got a share of the cores and the disk. Absolute times are inflated and vary",
+        "from round to round; the ratios compare tools run side by side, alternating, but carry",
+        "that noise too. Rerun on a quiet machine before reading small differences.",
         "",
     ]
 

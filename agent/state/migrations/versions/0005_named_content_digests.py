@@ -48,26 +48,33 @@ def downgrade() -> None:
 
 
 def _rename(table: str, old: str, new: str, type_: sa.String, existing: sa.String) -> None:
-    """Rename and retype a column; SQLite copies the table for that, so the journal keeps
-    its AUTOINCREMENT and its last number (an entry's `seq` is never used twice)."""
+    """Rename and retype a column. SQLite copies the table for that: a table declared with
+    AUTOINCREMENT (the journal, whose `seq` is never used twice; the jobs, whose ids fence
+    their leases) keeps it, and keeps its last number."""
     bind = op.get_bind()
-    sqlite = bind.dialect.name == "sqlite"
-    keep = sqlite and table == "events"
-    last = _last_seq(bind) if keep else None
+    keep = bind.dialect.name == "sqlite" and _autoincrement(bind, table)
+    last = _last_id(bind, table) if keep else None
     kwargs = {"sqlite_autoincrement": True} if keep else {}
     with op.batch_alter_table(table, table_kwargs=kwargs) as batch:
         batch.alter_column(
             old, new_column_name=new, type_=type_, existing_type=existing, existing_nullable=True
         )
     if last is not None:
-        bind.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = 'events'"))
+        bind.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = :t"), {"t": table})
         bind.execute(
-            sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', :seq)"),
-            {"seq": last},
+            sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :seq)"),
+            {"t": table, "seq": last},
         )
 
 
-def _last_seq(bind: sa.Connection) -> int | None:
-    found = bind.execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'events'"))
+def _autoincrement(bind: sa.Connection, table: str) -> bool:
+    found = bind.execute(
+        sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}
+    )
+    return "AUTOINCREMENT" in (found.scalar() or "").upper()
+
+
+def _last_id(bind: sa.Connection, table: str) -> int | None:
+    found = bind.execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table})
     value = found.scalar()
     return None if value is None else int(value)

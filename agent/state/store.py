@@ -19,6 +19,7 @@ from agent.state.credentials import Credentials
 from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
+from agent.state.leases import PassLeases
 from agent.state.source_state import SourceState
 from agent.state.status import Status
 
@@ -32,11 +33,12 @@ class Store:
     jobs: Jobs
     credentials: Credentials
     status: Status
+    leases: PassLeases
 
     @classmethod
     def over(cls, db: Database) -> Store:
         jobs = Jobs(db)
-        return cls(db, Documents(db), jobs, Credentials(db), Status(db, jobs))
+        return cls(db, Documents(db), jobs, Credentials(db), Status(db, jobs), PassLeases(db))
 
     @classmethod
     @asynccontextmanager

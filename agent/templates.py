@@ -40,6 +40,7 @@ mirror_dir = ${mirror_dir}  # required: each source mirrors into a sub-folder na
 # listen = "127.0.0.1:8749"                 # /healthz /readyz /metrics /status, POST /sync
 # api_token_env = "SYNC_AGENT_API_TOKEN"    # required for POST /sync off loopback
 # shutdown_timeout = "30s"                  # how long SIGTERM waits for running downloads
+# lease_duration = "30s"                    # replicas: a stopped one's work moves on after it
 """
 
 STANDARD_METRICS = """

@@ -62,6 +62,7 @@ class AgentConfig(Table, frozen=True, kw_only=True):
     bandwidth_limit: Annotated[int | None, Parse(parse_optional_size)] = None
     min_free_space: Annotated[int, Parse(parse_size)] = 1 << 30
     shutdown_timeout: Duration = 30.0
+    lease_duration: Duration = 30.0  # how long claims outlive a replica that stops renewing
     api_token: Secret | None = None
 
 

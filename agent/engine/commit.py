@@ -1,27 +1,37 @@
-"""Puts verified downloads in place and records them, in batches.
+"""Puts verified downloads in place and records them, in batches (one committer per source).
 
-For each batch: record the verified size and sha256 of every job (one transaction), rename
-the fsynced temp files into place and fsync their folders (one thread hop), then commit the
-document rows (one transaction). A crash anywhere in between leaves either a temp file the
-next pass places, or a placed file start-up adopts after checking its sha256.
+For each batch: record the verified size and sha256 of every job (one transaction, fenced:
+only jobs this replica still holds go on), rename the fsynced temp files into place and
+fsync their folders (one thread hop), then commit the document rows and retire the jobs
+(one transaction, fenced again). A crash anywhere in between leaves either a temp file the
+next attempt places, or a placed file start-up adopts after checking its sha256.
+
+Batches follow group commit: a file that arrives while the committer is idle is placed at
+once (the first file of a pass appears without waiting), later ones gather for up to
+`FLUSH_INTERVAL` or `COMMIT_BATCH` files. A batch, once begun, runs to its commit whatever
+is cancelled meanwhile: renamed files whose rows were never committed would look like local
+edits to a process that does not restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.engine.plan import Download
 from agent.log import get_logger
-from agent.models import Fetched, JobSpec, metadata_digest
+from agent.models import Fetched, JobSpec, KnownDocument, metadata_digest
 from agent.state.documents import Mirrored
+from agent.state.jobs import JobLease
 from agent.state.store import Store
 from agent.transfer.files import (
     fsync_dir,
+    hash_file,
     keep_local_copy,
     locally_edited,
     write_atomic,
@@ -30,6 +40,7 @@ from agent.transfer.files import (
 COMMIT_BATCH = 64
 FLUSH_INTERVAL = 1.0  # seconds a verified file may wait for its batch
 SIDECAR_SUFFIX = ".meta.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,7 @@ class Finished:
     """A download that is verified and fsynced, waiting to be placed and recorded."""
 
     item: Download
+    lease: JobLease
     job: JobSpec
     fetched: Fetched
     metadata: Mapping[str, Any] | None
@@ -48,61 +60,140 @@ class Placement:
     kept_as: str | None  # the name a locally edited file was moved aside to
 
 
+async def finish(task: asyncio.Future[T]) -> T:
+    """The result of `task`, waiting for it to end even when the waiter is cancelled
+    meanwhile (the cancellation is raised once the task is done)."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
+
+
 class Committer:
-    """Collects finished downloads of one pass and commits them in batches."""
+    """Collects one source's finished downloads and commits them in batches."""
 
     def __init__(
-        self, store: Store, mirror_dir: Path, staging: Path, source: str, write_metadata: bool
+        self,
+        store: Store,
+        mirror_dir: Path,
+        staging: Path,
+        source: str,
+        write_metadata: bool,
+        *,
+        on_flushed: Callable[[Sequence[Finished], Sequence[Mirrored]], None],
+        on_failed: Callable[[Sequence[Finished], BaseException], None],
     ) -> None:
         self.store = store
         self.mirror_dir = mirror_dir
         self.staging = staging
         self.source = source
         self.write_metadata = write_metadata
+        self.on_flushed = on_flushed  # (the batch, what of it was committed)
+        self.on_failed = on_failed
         self.pending: list[Finished] = []
-        self._lock = asyncio.Lock()
+        self.log = get_logger(source=source)
+        self._arrived = asyncio.Event()
+        self._hurry = False
+        self._closing = False
+        self._last_flush = -FLUSH_INTERVAL
+        self._task = asyncio.create_task(self._run(), name=f"commit:{source}")
 
-    async def add(self, finished: Finished) -> None:
+    def add(self, finished: Finished) -> None:
         self.pending.append(finished)
-        if len(self.pending) >= COMMIT_BATCH:
-            await self.flush()
+        self._arrived.set()
 
-    async def flush(self) -> None:
-        async with self._lock:
-            batch, self.pending = self.pending, []
-            if not batch:
+    def hurry(self) -> None:
+        """Nothing else is on its way: commit what is pending without waiting for more."""
+        self._hurry = True
+        self._arrived.set()
+
+    async def close(self) -> None:
+        """Commit everything pending, then stop (a cancelled caller still waits for it)."""
+        self._closing = True
+        self._arrived.set()
+        await finish(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if not self.pending:
+                self._arrived.clear()
+                self._hurry = False
+                if self._closing:
+                    return
+                continue
+            await self._gather()
+            batch, self.pending = self.pending[:COMMIT_BATCH], self.pending[COMMIT_BATCH:]
+            try:
+                committed = await finish(asyncio.ensure_future(self._flush(batch)))
+            except Exception as exc:
+                self.on_failed(batch, exc)
+            else:
+                self.on_flushed(batch, committed)
+            self._last_flush = time.monotonic()
+
+    async def _gather(self) -> None:
+        """Wait until the batch is full, time is up, or nobody should wait any longer."""
+        deadline = self._last_flush + FLUSH_INTERVAL
+        while len(self.pending) < COMMIT_BATCH and not (self._closing or self._hurry):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return
-            await self.store.jobs.mark_verified(
-                [(f.job.job_id, f.fetched.size, f.fetched.sha256) for f in batch]
-            )
-            recorded = await self.store.documents.recorded_sha256(
-                self.source, [f.item.doc.remote_id for f in batch if f.item.known is not None]
-            )
-            placed = await asyncio.to_thread(self._place_all, batch, recorded)
-            await self.store.documents.commit_mirrored(self.source, [p.mirrored for p in placed])
-        log = get_logger(source=self.source)
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def _flush(self, batch: Sequence[Finished]) -> list[Mirrored]:
+        """Place and commit a batch; returns what was committed (jobs still held)."""
+        held = await self.store.jobs.mark_verified(
+            [(f.lease, f.fetched.size, f.fetched.sha256, f.job.temp_name) for f in batch]
+        )
+        for lost in (f for f in batch if f.lease.job_id not in held):
+            self.log.warning("download.lease_lost", remote_id=lost.item.doc.remote_id)
+        batch = [f for f in batch if f.lease.job_id in held]
+        if not batch:
+            return []
+        ids = [f.item.doc.remote_id for f in batch]
+        known = await self.store.documents.known(self.source, ids)
+        recorded = await self.store.documents.recorded_sha256(self.source, list(known))
+        placed = await asyncio.to_thread(self._place_all, batch, known, recorded)
+        committed = await self.store.documents.commit_mirrored(
+            self.source, [p.mirrored for p in placed]
+        )
         for p in placed:
             if p.kept_as:
-                log.warning("document.local_edit_kept", path=p.mirrored.rel_path, kept_as=p.kept_as)
+                self.log.warning(
+                    "document.local_edit_kept", path=p.mirrored.rel_path, kept_as=p.kept_as
+                )
+        return committed
 
-    async def flush_periodically(self) -> None:
-        """Keep files appearing promptly while a long pass is still downloading."""
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            await self.flush()
-
-    def _place_all(self, batch: Sequence[Finished], recorded: Mapping[str, str]) -> list[Placement]:
+    def _place_all(
+        self,
+        batch: Sequence[Finished],
+        known: Mapping[str, KnownDocument],
+        recorded: Mapping[str, str],
+    ) -> list[Placement]:
         """Rename every file into place, then fsync each folder once (runs in a thread)."""
-        placed = [self._place(f, recorded.get(f.item.doc.remote_id)) for f in batch]
+        placed = [
+            self._place(f, known.get(f.item.doc.remote_id), recorded.get(f.item.doc.remote_id))
+            for f in batch
+        ]
         for folder in {(self.mirror_dir / p.mirrored.rel_path).parent for p in placed}:
             fsync_dir(folder)
         return placed
 
-    def _place(self, finished: Finished, recorded_sha256: str | None) -> Placement:
+    def _place(
+        self, finished: Finished, known: KnownDocument | None, recorded_sha256: str | None
+    ) -> Placement:
         item = finished.item
         dest = self.mirror_dir / item.rel_path
         kept_as = None
-        if dest.exists() and self._edited(item, dest, recorded_sha256):
+        if dest.exists() and _edited(item.rel_path, dest, known, recorded_sha256, finished):
             kept_as = keep_local_copy(dest).name
         dest.parent.mkdir(parents=True, exist_ok=True)
         Path(finished.fetched.temp_path).replace(dest)
@@ -112,7 +203,7 @@ class Committer:
                 dest.with_name(dest.name + SIDECAR_SUFFIX), meta_json.encode() + b"\n", self.staging
             )
         mirrored = Mirrored(
-            finished.job.job_id,
+            finished.lease,
             item.doc,
             item.rel_path,
             finished.fetched.size,
@@ -123,13 +214,33 @@ class Committer:
         )
         return Placement(mirrored, kept_as)
 
-    @staticmethod
-    def _edited(item: Download, dest: Path, recorded_sha256: str | None) -> bool:
-        """Is the file at `dest` something other than what the agent last wrote there?"""
-        known = item.known
-        if known is None or known.rel_path != item.rel_path or recorded_sha256 is None:
-            return True  # the agent never wrote this path for this document
-        return locally_edited(dest, known.size, known.mtime_ns, recorded_sha256)
+
+def _edited(
+    rel_path: str,
+    dest: Path,
+    known: KnownDocument | None,
+    recorded_sha256: str | None,
+    finished: Finished,
+) -> bool:
+    """Is the file at `dest` something other than what the agent wrote or is placing now?
+
+    A file holding exactly the new bytes is not: another replica that lost this job after
+    placing it, or a crash after the rename, left the very same content.
+    """
+    if (
+        known is not None
+        and known.rel_path == rel_path
+        and recorded_sha256 is not None
+        and not locally_edited(dest, known.size, known.mtime_ns, recorded_sha256)
+    ):
+        return False  # the file the agent wrote there, unchanged
+    return not _identical(dest, finished.fetched)
+
+
+def _identical(dest: Path, fetched: Fetched) -> bool:
+    if not dest.is_file() or dest.stat().st_size != fetched.size:
+        return False
+    return hash_file(dest)[0].hexdigest() == fetched.sha256
 
 
 def prune(path: Path) -> None:

@@ -1,13 +1,33 @@
-"""What a pass must do, decided by pure functions over the listing and the known state."""
+"""What a pass must do, decided by pure functions, one window of the listing at a time.
+
+A pass streams: each window (a few hundred listed documents) is planned against the state's
+rows of those documents and the paths other documents hold, and its downloads are queued
+before the next window is read. Nothing here needs the whole listing or the whole state.
+
+Paths. Every listed document wants `mirror_path(source, folder, name)`; paths are compared
+casefolded, for the file systems that fold case. The rule, decided per window:
+
+1. A document that holds its path keeps it: the state records its file there (mirrored),
+   or its queued job will place it there.
+2. A path another document holds is taken: the newcomer gets a sibling name with a suffix
+   from its own id (`name (~1a2b3c4d).ext`). A holder leaving its path in this same pass
+   (renamed or removed) frees it for the next pass, not this one: its claim is known only
+   when its window comes, and no rename must land where a file still is.
+3. Among documents that want a free path, the first listed in this pass wins; the claim is
+   persisted with its job before the next window is planned, so later windows see it.
+
+Once held, a path stays with its document across passes, whatever the listing order; a
+sibling name moves to the plain one in a later pass once the plain one is free.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.engine.paths import disambiguate, mirror_path
 from agent.models import DocState, KnownDocument, RemoteDocument, metadata_digest
+from agent.state.jobs import path_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,42 +52,87 @@ class Sidecar:
 
 @dataclass
 class Plan:
+    """One window's plan."""
+
     downloads: list[Download] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
     skips: list[RemoteDocument] = field(default_factory=list)
     sidecars: list[Sidecar] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    prunes: list[str] = field(default_factory=list)  # relative paths to delete
     waiting: int = 0
     unchanged: int = 0
 
 
-def assign_paths(
-    source: str, listing: Sequence[RemoteDocument], known: Mapping[str, KnownDocument]
-) -> dict[str, str]:
-    """A distinct, stable relative path for every listed document.
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A document the listing no longer has: mark it removed, and delete its file when the
+    source asked for that (`prune`)."""
 
-    Documents that want the same path (compared case-insensitively, for the file systems
-    that fold case) are told apart by a suffix derived from their id; the one already
-    holding the path keeps it, otherwise the smallest id does.
+    remote_id: str
+    prune_path: str | None
+
+
+def wanted_path(source: str, doc: RemoteDocument) -> str:
+    return mirror_path(source, doc.folder, doc.name)
+
+
+def contested(
+    source: str, window: Sequence[RemoteDocument], known: Mapping[str, KnownDocument]
+) -> list[str]:
+    """The path keys to look up holders of: those the window's documents want and do not
+    hold already (an unchanged document costs no lookup)."""
+    keys = []
+    for doc in window:
+        path = wanted_path(source, doc)
+        if doc.skip_reason is None and not _holds(known.get(doc.remote_id), path):
+            keys.append(path_key(path))
+    return keys
+
+
+def plan_window(
+    source: str,
+    window: Sequence[RemoteDocument],
+    known: Mapping[str, KnownDocument],
+    holders: Mapping[str, Collection[str]],
+) -> Plan:
+    """Compare a window of the listing with the state: what to download, move or skip.
+
+    `known` holds the state's rows of the window's documents; `holders` the ids holding
+    each contested path key (see `contested`), claims of earlier windows included.
     """
-    assigned: dict[str, str] = {}
-    first_claim: dict[str, str] = {}  # casefolded path -> the id that claimed it first
-    contested: dict[str, list[str]] = defaultdict(list)  # casefolded path -> other ids
-    for doc in listing:
-        path = mirror_path(source, doc.folder, doc.name)
-        assigned[doc.remote_id] = path
-        key = path.casefold()
-        if first_claim.setdefault(key, doc.remote_id) != doc.remote_id:
-            contested[key].append(doc.remote_id)
-    for key, others in contested.items():
-        claims = [first_claim[key], *others]
-        holders = sorted(rid for rid in claims if _holds(known.get(rid), assigned[rid]))
-        winner = holders[0] if holders else min(claims)
-        for rid in claims:
-            if rid != winner:
-                assigned[rid] = _sibling(assigned[rid], rid)
-    return assigned
+    plan = Plan()
+    claimed: dict[str, str] = {}  # path key -> the id that claimed it in this window
+    for doc in window:
+        k = known.get(doc.remote_id)
+        if doc.skip_reason is not None:
+            _skip(plan, doc, k)
+            continue
+        path = _assign(source, doc, k, holders, claimed)
+        claimed[path_key(path)] = doc.remote_id
+        _decide(plan, doc, k, path)
+    return plan
+
+
+def removal(gone: KnownDocument) -> Removal:
+    """What to do about a document of the state the whole listing did not have."""
+    prunes = gone.prune and gone.rel_path and gone.state == DocState.MIRRORED
+    return Removal(gone.remote_id, gone.rel_path if prunes else None)
+
+
+def _assign(
+    source: str,
+    doc: RemoteDocument,
+    known: KnownDocument | None,
+    holders: Mapping[str, Collection[str]],
+    claimed: Mapping[str, str],
+) -> str:
+    path = wanted_path(source, doc)
+    if _holds(known, path):
+        return path
+    wanted = path_key(path)
+    others = [rid for rid in holders.get(wanted, ()) if rid != doc.remote_id]
+    if others or claimed.get(wanted, doc.remote_id) != doc.remote_id:
+        return _sibling(path, doc.remote_id)
+    return path
 
 
 def _holds(known: KnownDocument | None, path: str) -> bool:
@@ -79,31 +144,14 @@ def _sibling(path: str, remote_id: str) -> str:
     return f"{folder}/{disambiguate(name, remote_id)}"
 
 
-def plan_pass(
-    source: str, listing: Sequence[RemoteDocument], known: Mapping[str, KnownDocument]
-) -> Plan:
-    """Compare the listing with the state: what to download, move, skip or mark removed."""
-    plan = Plan()
-    paths = assign_paths(source, [d for d in listing if d.skip_reason is None], known)
-    listed = set()
-    for doc in listing:
-        listed.add(doc.remote_id)
-        _decide(plan, doc, known.get(doc.remote_id), paths.get(doc.remote_id))
-    for rid, k in known.items():
-        if rid not in listed and k.state != DocState.REMOVED:
-            plan.removed.append(rid)
-            if k.prune and k.rel_path and k.state == DocState.MIRRORED:
-                plan.prunes.append(k.rel_path)
-    return plan
+def _skip(plan: Plan, doc: RemoteDocument, known: KnownDocument | None) -> None:
+    if known is None or known.state != DocState.SKIPPED or known.version != doc.version:
+        plan.skips.append(doc)
+    else:
+        plan.unchanged += 1
 
 
-def _decide(plan: Plan, doc: RemoteDocument, known: KnownDocument | None, path: str | None) -> None:
-    if doc.skip_reason is not None or path is None:
-        if known is None or known.state != DocState.SKIPPED or known.version != doc.version:
-            plan.skips.append(doc)
-        else:
-            plan.unchanged += 1
-        return
+def _decide(plan: Plan, doc: RemoteDocument, known: KnownDocument | None, path: str) -> None:
     if known is None or known.version != doc.version or known.state != DocState.MIRRORED:
         if known is not None and known.waiting_version == doc.version:
             plan.waiting += 1

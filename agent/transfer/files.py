@@ -93,14 +93,18 @@ def keep_local_copy(dest: Path) -> Path:
     raise FileExistsError(dest)
 
 
-def remove_stale_temps(staging: Path, keep: set[str]) -> list[str]:
-    """Delete temp files no job owns any more; returns their names."""
+def remove_stale_temps(staging: Path, keep: set[str], *, older_than: float = 0.0) -> list[str]:
+    """Delete temp files no job owns any more, untouched for `older_than` seconds (another
+    process may be writing a newer one); returns their names."""
     if not staging.is_dir():
         return []
     removed = []
+    cutoff = time.time() - older_than
     for entry in staging.iterdir():
-        if entry.name not in keep and entry.is_file():
-            with contextlib.suppress(FileNotFoundError):
+        if entry.name in keep:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_file() and entry.stat().st_mtime <= cutoff:
                 entry.unlink()
-            removed.append(entry.name)
+                removed.append(entry.name)
     return removed

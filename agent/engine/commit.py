@@ -131,7 +131,7 @@ class Committer:
             batch, self.pending = self.pending[:COMMIT_BATCH], self.pending[COMMIT_BATCH:]
             try:
                 committed = await finish(asyncio.ensure_future(self._flush(batch)))
-            except Exception as exc:
+            except Exception as exc:  # reported to the pass; later batches go on
                 self.on_failed(batch, exc)
             else:
                 self.on_flushed(batch, committed)

@@ -18,13 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.engine.commit import SIDECAR_SUFFIX, prune
-from agent.engine.plan import Move, Plan, Removal, Sidecar, contested, plan_window, removal
+from agent.engine.plan import (
+    Move,
+    Plan,
+    Removal,
+    Sidecar,
+    contested,
+    plan_window,
+    removal,
+    wanted_paths,
+)
 from agent.errors import LeaseLostError
 from agent.models import DocState, RemoteDocument, metadata_digest
 from agent.state.store import Store
@@ -55,6 +65,39 @@ class _End:
 
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
+
+
+class _Ahead:
+    """Listed documents read ahead of planning. The reader waits only when it is `limit`
+    documents ahead; planning takes what has arrived, waiting only for the first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: deque[RemoteDocument] = deque()
+        self.end: _End | None = None
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+
+    async def put(self, doc: RemoteDocument) -> None:
+        self.items.append(doc)
+        self._arrived.set()
+        if len(self.items) >= self.limit:
+            self._room.clear()
+            await self._room.wait()
+
+    def finish(self, end: _End) -> None:
+        self.end = end
+        self._arrived.set()
+
+    async def take(self, most: int) -> tuple[list[RemoteDocument], _End | None]:
+        """Up to `most` documents, and the end once nothing is left before it."""
+        while not self.items and self.end is None:
+            self._arrived.clear()
+            await self._arrived.wait()
+        window = [self.items.popleft() for _ in range(min(most, len(self.items)))]
+        if len(self.items) < self.limit:
+            self._room.set()
+        return window, None if self.items else self.end
 
 
 class Lister:
@@ -90,11 +133,11 @@ class Lister:
 
     async def _windows(self) -> AsyncIterator[list[RemoteDocument]]:
         """The listing in windows of new ids (a repeated id keeps its first listing)."""
-        arrived: asyncio.Queue[RemoteDocument | _End] = asyncio.Queue(AHEAD)
-        reader = asyncio.create_task(self._read(arrived), name=f"list:{self.name}")
+        ahead = _Ahead(AHEAD)
+        reader = asyncio.create_task(self._read(ahead), name=f"list:{self.name}")
         try:
             while True:
-                window, end = await _take(arrived)
+                window, end = await ahead.take(WINDOW)
                 fresh = [d for d in window if d.remote_id not in self.seen]
                 self.seen.update(d.remote_id for d in fresh)
                 self.counts.listed += len(fresh)
@@ -109,21 +152,33 @@ class Lister:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _read(self, arrived: asyncio.Queue[RemoteDocument | _End]) -> None:
+    async def _read(self, ahead: _Ahead) -> None:
         try:
             async for doc in self.rt.source.list_documents():
-                await arrived.put(doc)
-        except Exception as exc:
-            await arrived.put(_End(exc))
+                await ahead.put(doc)
+        except Exception as exc:  # handed to the planning side, which raises it
+            ahead.finish(_End(exc))
         else:
-            await arrived.put(_End())
+            ahead.finish(_End())
 
     async def _window(self, window: Sequence[RemoteDocument]) -> None:
         documents = self.store.documents
-        known = await documents.known(self.name, [d.remote_id for d in window])
-        keys = contested(self.name, window, known)
+        wanted = wanted_paths(self.name, window)
+        probe = [
+            (d.remote_id, d.version, wanted[d.remote_id], _digest(d))
+            for d in window
+            if d.remote_id in wanted
+        ]
+        unsettled = await documents.unsettled(self.name, probe)
+        todo = [d for d in window if d.remote_id not in wanted or d.remote_id in unsettled]
+        self.counts.unchanged += len(window) - len(todo)  # mirrored as listed: nothing to do
+        if not todo:
+            return
+        wanted = {d.remote_id: wanted[d.remote_id] for d in todo if d.remote_id in wanted}
+        known = await documents.known(self.name, [d.remote_id for d in todo])
+        keys = contested(wanted, known)
         holders = await documents.holders(self.name, keys) if keys else {}
-        plan = plan_window(self.name, window, known, holders)
+        plan = plan_window(todo, wanted, known, holders)
         await self._apply(plan)
         if plan.downloads:
             items = [(d.doc, d.rel_path) for d in plan.downloads]
@@ -180,20 +235,8 @@ class Lister:
             self.rt.log.info("document.pruned", path=rel_path)
 
 
-async def _take(
-    arrived: asyncio.Queue[RemoteDocument | _End],
-) -> tuple[list[RemoteDocument], _End | None]:
-    """What has arrived (waiting for the first), up to a window: (documents, the end if
-    it came)."""
-    window: list[RemoteDocument] = []
-    item = await arrived.get()
-    while True:
-        if isinstance(item, _End):
-            return window, item
-        window.append(item)
-        if len(window) >= WINDOW or arrived.empty():
-            return window, None
-        item = arrived.get_nowait()
+def _digest(doc: RemoteDocument) -> str | None:
+    return None if doc.metadata is None else metadata_digest(doc.metadata)[1]
 
 
 def _rename(old: Path, new: Path, sidecar: bool) -> None:

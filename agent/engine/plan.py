@@ -71,33 +71,32 @@ class Removal:
     prune_path: str | None
 
 
-def wanted_path(source: str, doc: RemoteDocument) -> str:
-    return mirror_path(source, doc.folder, doc.name)
+def wanted_paths(source: str, window: Sequence[RemoteDocument]) -> dict[str, str]:
+    """The path each document of the window wants (the skipped want none), by id."""
+    return {
+        doc.remote_id: mirror_path(source, doc.folder, doc.name)
+        for doc in window
+        if doc.skip_reason is None
+    }
 
 
-def contested(
-    source: str, window: Sequence[RemoteDocument], known: Mapping[str, KnownDocument]
-) -> list[str]:
-    """The path keys to look up holders of: those the window's documents want and do not
-    hold already (an unchanged document costs no lookup)."""
-    keys = []
-    for doc in window:
-        path = wanted_path(source, doc)
-        if doc.skip_reason is None and not _holds(known.get(doc.remote_id), path):
-            keys.append(path_key(path))
-    return keys
+def contested(wanted: Mapping[str, str], known: Mapping[str, KnownDocument]) -> list[str]:
+    """The path keys to look up holders of: those wanted by documents that do not hold them
+    already (an unchanged document costs no lookup)."""
+    return [path_key(path) for rid, path in wanted.items() if not _holds(known.get(rid), path)]
 
 
 def plan_window(
-    source: str,
     window: Sequence[RemoteDocument],
+    wanted: Mapping[str, str],
     known: Mapping[str, KnownDocument],
     holders: Mapping[str, Collection[str]],
 ) -> Plan:
     """Compare a window of the listing with the state: what to download, move or skip.
 
-    `known` holds the state's rows of the window's documents; `holders` the ids holding
-    each contested path key (see `contested`), claims of earlier windows included.
+    `wanted` holds the paths the documents want (`wanted_paths`); `known` the state's
+    rows of the window's documents; `holders` the ids holding each contested path key
+    (`contested`), claims of earlier windows included.
     """
     plan = Plan()
     claimed: dict[str, str] = {}  # path key -> the id that claimed it in this window
@@ -106,7 +105,7 @@ def plan_window(
         if doc.skip_reason is not None:
             _skip(plan, doc, k)
             continue
-        path = _assign(source, doc, k, holders, claimed)
+        path = _assign(doc.remote_id, wanted[doc.remote_id], k, holders, claimed)
         claimed[path_key(path)] = doc.remote_id
         _decide(plan, doc, k, path)
     return plan
@@ -119,19 +118,18 @@ def removal(gone: KnownDocument) -> Removal:
 
 
 def _assign(
-    source: str,
-    doc: RemoteDocument,
+    remote_id: str,
+    path: str,
     known: KnownDocument | None,
     holders: Mapping[str, Collection[str]],
     claimed: Mapping[str, str],
 ) -> str:
-    path = wanted_path(source, doc)
     if _holds(known, path):
         return path
-    wanted = path_key(path)
-    others = [rid for rid in holders.get(wanted, ()) if rid != doc.remote_id]
-    if others or claimed.get(wanted, doc.remote_id) != doc.remote_id:
-        return _sibling(path, doc.remote_id)
+    key = path_key(path)
+    others = [rid for rid in holders.get(key, ()) if rid != remote_id]
+    if others or claimed.get(key, remote_id) != remote_id:
+        return _sibling(path, remote_id)
     return path
 
 

@@ -96,6 +96,7 @@ class Engine:
         """A pass over the source: listed here when this replica gets its pass lease; its
         queue worked here in any case, until it settles (see the module docstring)."""
         name = rt.config.name
+        rt.log.debug("pass.started")
         self.workers.restart(name)
         self.workers.serve(name)
         before = self.workers.tally(name).copy()

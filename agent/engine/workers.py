@@ -272,7 +272,7 @@ class Workers:
             await self._skipped(job, exc)
         except DocumentError as exc:
             await self._failed(job, exc)
-        except Exception as exc:
+        except Exception as exc:  # stops the source: its pass raises it
             await self._let_go(job)
             self._stop(source, exc)
 

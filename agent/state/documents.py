@@ -8,6 +8,8 @@ a window of documents at a time: a pass never holds a whole source's rows.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,10 @@ from agent.state.database import Database
 from agent.state.tables import DocumentRow, JobRow
 
 CHUNK = 500  # remote ids per IN (...) list
+STREAM = 2000  # rows fetched at a time when streaming a whole source
+SETTLED_CHUNK = 1000  # listed documents compared per statement (4 parameters each)
 TABLE = cast(Table, DocumentRow.__table__)
+STATES = {state.value: state for state in DocState}  # a dict lookup costs less than DocState()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,7 @@ class DocumentRecord:
 
 
 DocumentState = tuple[RemoteDocument, DocState, str | None, str | None]
+Listed = tuple[str, str, str, str | None]  # remote_id, version, the path it wants, metadata hash
 
 
 class Documents:
@@ -70,18 +76,34 @@ class Documents:
         self, source: str, remote_ids: Collection[str] | None = None
     ) -> dict[str, KnownDocument]:
         """What the planner needs of these documents (all of the source's when None)."""
-        query = _known_query(source, self.db.clock())
+        params = {"source": source, "now": self.db.clock()}
         known: dict[str, KnownDocument] = {}
         async with self.db.connect() as conn:
             if remote_ids is None:
-                rows = await conn.stream(query.execution_options(yield_per=2000))
-                async for row in rows:
-                    known[row.remote_id] = _known(row)
+                rows = await conn.stream(KNOWN.execution_options(yield_per=STREAM), params)
+                async for partition in rows.partitions():
+                    known.update((row[0], _known(row)) for row in partition)
                 return known
             for chunk in _chunks(list(remote_ids)):
-                for row in await conn.execute(query.where(TABLE.c.remote_id.in_(chunk))):
-                    known[row.remote_id] = _known(row)
+                for row in await conn.execute(KNOWN_OF, {**params, "ids": chunk}):
+                    known[row[0]] = _known(row)
         return known
+
+    async def unsettled(self, source: str, listed: Sequence[Listed]) -> set[str]:
+        """The ids of these listed documents whose row is not exactly what the listing says:
+        mirrored, at that version, at that path, with that metadata hash (when one is given).
+        The others need nothing from a pass. The database compares: a re-poll of an
+        unchanged source sends its ids and gets nothing back, with no row built in Python.
+        """
+        found: set[str] = set()
+        async with self.db.connect() as conn:
+            style = conn.dialect.paramstyle
+            for start in range(0, len(listed), SETTLED_CHUNK):
+                chunk = listed[start : start + SETTLED_CHUNK]
+                params = (*(value for row in chunk for value in row), source)
+                result = await conn.exec_driver_sql(_unsettled_sql(style, len(chunk)), params)
+                found.update(row[0] for row in result)
+        return found
 
     async def holders(self, source: str, keys: Collection[str]) -> dict[str, set[str]]:
         """Who holds these path keys (`jobs.path_key`): documents mirrored there, and jobs
@@ -102,13 +124,18 @@ class Documents:
         return found
 
     async def unlisted(self, source: str, listed: Collection[str]) -> AsyncIterator[KnownDocument]:
-        """Documents of the source not in `listed` and not marked removed yet, streamed."""
-        query = _known_query(source, self.db.clock()).where(TABLE.c.state != DocState.REMOVED)
+        """Documents of the source not in `listed` and not marked removed yet, streamed
+        (only their ids are read for every document; whole rows for the unlisted)."""
+        ids = select(TABLE.c.remote_id).where(
+            TABLE.c.source == source, TABLE.c.state != DocState.REMOVED
+        )
         async with self.db.connect() as conn:
-            rows = await conn.stream(query.execution_options(yield_per=2000))
-            async for row in rows:
-                if row.remote_id not in listed:
-                    yield _known(row)
+            found = await conn.stream_scalars(ids.execution_options(yield_per=STREAM))
+            async for partition in found.partitions():  # one hop to the driver per partition
+                gone = [rid for rid in partition if rid not in listed]
+                if gone:
+                    for known in (await self.known(source, gone)).values():
+                        yield known
 
     async def recorded_sha256(self, source: str, remote_ids: Sequence[str]) -> dict[str, str]:
         """The sha256 the agent recorded for these documents' mirrored files."""
@@ -317,13 +344,14 @@ def _record(row: Any) -> DocumentRecord:
     )
 
 
-def _known_query(source: str, now: float) -> Any:
-    """Documents of a source with what the planner needs, and the version a failed job of
-    theirs waits to retry (until its time comes)."""
+def _known_query() -> Any:
+    """Documents of a source (`:source`) with what the planner needs, and the version a
+    failed job of theirs waits to retry until its time (`:now`). Built once: a statement
+    built per window costs more than its rows."""
     waiting = and_(
         JobRow.source == TABLE.c.source,
         JobRow.remote_id == TABLE.c.remote_id,
-        JobRow.next_retry_at > now,
+        JobRow.next_retry_at > bindparam("now"),
     )
     return (
         select(
@@ -338,21 +366,40 @@ def _known_query(source: str, now: float) -> Any:
             TABLE.c.mtime_ns,
         )
         .outerjoin(JobRow, waiting)
-        .where(TABLE.c.source == source)
+        .where(TABLE.c.source == bindparam("source"))
     )
 
 
+KNOWN = _known_query()
+KNOWN_OF = KNOWN.where(TABLE.c.remote_id.in_(bindparam("ids", expanding=True)))
+
+
 def _known(row: Any) -> KnownDocument:
+    rid, version, rel_path, state, size, metadata_hash, waiting, prune, mtime_ns = row  # by
+    # position: a Row's attribute lookup costs more than the rest of this function
     return KnownDocument(
-        row.remote_id,
-        row.version,
-        row.rel_path,
-        DocState(row.state),
-        row.size,
-        row.metadata_hash,
-        row.waiting_version,
-        row.prune,
-        row.mtime_ns,
+        rid, version, rel_path, STATES[state], size, metadata_hash, waiting, prune, mtime_ns
+    )
+
+
+@functools.cache
+def _unsettled_sql(paramstyle: str, rows: int) -> str:
+    """The statement `Documents.unsettled` sends for `rows` listed documents (SQLite's `?`
+    or asyncpg's `$n` parameters; the listed values are typed text on PostgreSQL)."""
+    numbered = itertools.count(1)
+
+    def slot() -> str:
+        return "?" if paramstyle == "qmark" else f"${next(numbered)}::text"
+
+    values = ", ".join(f"({slot()}, {slot()}, {slot()}, {slot()})" for _ in range(rows))
+    return (
+        f"WITH listed (rid, ver, path, mhash) AS (VALUES {values}) "  # noqa: S608 - no input
+        "SELECT listed.rid FROM listed LEFT OUTER JOIN documents AS d "
+        f"ON d.source = {slot()} AND d.remote_id = listed.rid "
+        f"WHERE d.id IS NULL OR d.state <> '{DocState.MIRRORED.value}' "
+        "OR d.version <> listed.ver OR d.rel_path IS NULL OR d.rel_path <> listed.path "
+        "OR (listed.mhash IS NOT NULL "
+        "AND (d.metadata_hash IS NULL OR d.metadata_hash <> listed.mhash))"
     )
 
 

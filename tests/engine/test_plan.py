@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from agent.engine.plan import Plan, contested, plan_window, removal
+from agent.engine.plan import Plan, contested, plan_window, removal, wanted_paths
 from agent.models import DocState, KnownDocument, RemoteDocument
 
 
@@ -22,7 +22,7 @@ def plan(
     known: Mapping[str, KnownDocument] | None = None,
     holders: Mapping[str, Collection[str]] | None = None,
 ) -> Plan:
-    return plan_window("s", window, known or {}, holders or {})
+    return plan_window(window, wanted_paths("s", window), known or {}, holders or {})
 
 
 def paths(p: Plan) -> dict[str, str]:
@@ -38,7 +38,7 @@ def test_unchanged_documents_cost_nothing_not_even_a_path_lookup() -> None:
     known = {"a": mirrored("a")}
     p = plan([doc("a")], known)
     assert (p.downloads, p.moves, p.unchanged) == ([], [], 1)
-    assert contested("s", [doc("a")], known) == []
+    assert contested(wanted_paths("s", [doc("a")]), known) == []
 
 
 def test_a_changed_version_is_downloaded_again() -> None:
@@ -85,7 +85,7 @@ def test_a_path_claimed_in_an_earlier_window_or_pass_stays_with_its_claimant() -
 def test_the_holder_keeps_its_name_whatever_the_listing_order() -> None:
     known = {"b": mirrored("b", path="s/x.pdf")}
     listing = [doc("a", name="X.pdf"), doc("b", name="x.pdf")]
-    keys = contested("s", listing, known)
+    keys = contested(wanted_paths("s", listing), known)
     assert keys == ["s/x.pdf"]  # only the newcomer looks the path up
     p = plan(listing, known, holders={"s/x.pdf": {"b"}})
     assert "b" not in paths(p)  # unchanged, keeps s/x.pdf

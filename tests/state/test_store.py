@@ -228,3 +228,35 @@ async def test_the_store_reads_the_time_from_its_clock_only(
             )
         }
     assert stamps == {t: {42.0} for t in ("sources", "documents", "tokens", "cursors")}
+
+
+async def test_unsettled_names_exactly_the_listed_documents_a_pass_must_look_at(
+    store: Store,
+) -> None:
+    await mirror(store, doc("same"))
+    await mirror(store, doc("older"))
+    await mirror(store, doc("moved"))
+    await mirror(store, doc("meta"))
+    await store.documents.record_metadata(SRC, "meta", "{}", "h1")
+    await store.documents.record_states(SRC, [(doc("failed"), DocState.FAILED, "x", "src/f")])
+
+    listed = [
+        ("same", "v1", "src/same.pdf", None),
+        ("older", "v2", "src/older.pdf", None),  # a new version
+        ("moved", "v1", "src/elsewhere.pdf", None),  # renamed
+        ("meta", "v1", "src/meta.pdf", "h2"),  # its metadata changed
+        ("failed", "v1", "src/f", None),  # not mirrored
+        ("new", "v1", "src/new.pdf", None),  # unknown
+    ]
+
+    assert await store.documents.unsettled(SRC, listed) == {
+        "older",
+        "moved",
+        "meta",
+        "failed",
+        "new",
+    }
+    assert await store.documents.unsettled(SRC, [("meta", "v1", "src/meta.pdf", "h1")]) == set()
+    assert await store.documents.unsettled("other", [("same", "v1", "src/same.pdf", None)]) == {
+        "same"
+    }

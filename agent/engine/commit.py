@@ -116,7 +116,13 @@ class Committer:
         """Commit everything pending, then stop (a cancelled caller still waits for it)."""
         self._closing = True
         self._arrived.set()
-        await finish(self._task)
+        try:
+            await finish(self._task)
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise  # the caller was cancelled; the flusher finished first
+        while self.pending:  # the flusher itself was cancelled: what it left is done here
+            await self._commit_next()
 
     async def _run(self) -> None:
         while True:
@@ -128,14 +134,24 @@ class Committer:
                     return
                 continue
             await self._gather()
-            batch, self.pending = self.pending[:COMMIT_BATCH], self.pending[COMMIT_BATCH:]
-            try:
-                committed = await finish(asyncio.ensure_future(self._flush(batch)))
-            except Exception as exc:  # reported to the pass; later batches go on
-                self.on_failed(batch, exc)
-            else:
-                self.on_flushed(batch, committed)
+            with contextlib.suppress(Exception):  # reported to the pass; later batches go on
+                await self._commit_next()
+
+    async def _commit_next(self) -> None:
+        """Place and commit the next batch, in a task of its own that runs to its end even
+        when the one waiting for it is cancelled; report how it went."""
+        batch, self.pending = self.pending[:COMMIT_BATCH], self.pending[COMMIT_BATCH:]
+        flush = asyncio.ensure_future(self._flush(batch))
+        try:
+            await finish(flush)
+        finally:
             self._last_flush = time.monotonic()
+            if flush.cancelled():  # only a loop tearing down cancels the batch itself
+                self.on_flushed(batch, [])
+            elif (error := flush.exception()) is not None:
+                self.on_failed(batch, error)
+            else:
+                self.on_flushed(batch, flush.result())
 
     async def _gather(self) -> None:
         """Wait until the batch is full, time is up, or nobody should wait any longer."""

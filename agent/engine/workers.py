@@ -394,12 +394,14 @@ class Workers:
                 tally = self.tally(finished.job.source)
                 tally.downloaded += 1
                 tally.bytes += finished.fetched.size
+        self._wake.set()  # room to claim more
         self._settled.set()
 
     def _flush_failed(self, source: str, batch: Sequence[Finished], exc: BaseException) -> None:
         """A batch could not be committed: let its jobs go and stop the source."""
         for finished in batch:
             self.held.pop(finished.lease.job_id, None)
+        self._wake.set()
         self._stop(source, exc)
 
     def _stop(self, source: str, exc: BaseException) -> None:

@@ -101,7 +101,12 @@ class Daemon:
             stack.callback(self._remove_signals, loop)
             watchdog = self._start_watchdog()
             await self.notifier.ready(f"watching {len(self.agent.slots)} source(s)")
-            self.log.info("daemon.ready", listen=url, sources=sorted(self.agent.slots))
+            self.log.info(
+                "daemon.ready",
+                listen=url,
+                sources=sorted(self.agent.slots),
+                replica=self.agent.engine.leases.owner,
+            )
             await self.stop_requested.wait()
             await self.notifier.stopping()
             # however long shutdown_timeout is, systemd waits for the drain (+ margin)

@@ -18,9 +18,18 @@ from pathlib import Path
 from typing import IO
 
 from agent.config import Config, SourceConfig
+from agent.engine.ondemand import FetchResult, fetch_now
 from agent.engine.sync import Engine, Progress, SourceRuntime
 from agent.engine.workers import LeaseSettings
-from agent.errors import AgentError, AlreadyRunningError, AuthenticationError, FatalSourceError
+from agent.errors import (
+    AgentError,
+    AlreadyRunningError,
+    AuthenticationError,
+    ConfigError,
+    FatalSourceError,
+)
+from agent.events.hooks import Command, Hooks, on_change_hooks
+from agent.events.webhooks import outbox_endpoint
 from agent.log import get_logger
 from agent.models import JobSpec, PassStats
 from agent.sources.base import SourceContext
@@ -109,6 +118,7 @@ class Agent:
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
         self.signed_in_since_rebuild: set[str] = set()
+        self.hooks: Hooks | None = None  # the on_change commands, once open
         self.log = get_logger()
 
     @classmethod
@@ -164,6 +174,11 @@ class Agent:
                 sleep=sleep,
                 rate_window=rate_window,
             )
+            # events: endpoints known before any pass journals, so they miss none of it
+            await store.outbox.register([outbox_endpoint(h) for h in config.webhooks])
+            agent.hooks = await stack.enter_async_context(
+                on_change_hooks(store.journal, agent.on_change, agent_cfg.on_change_timeout)
+            )
             await agent.reconcile(alone=alone)
             await stack.enter_async_context(agent.engine)
             for source in config.sources:
@@ -190,6 +205,7 @@ class Agent:
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
+        await self.prune_journal()
         for job, size, sha256 in await self.store.jobs.verified():
             await self._adopt(staging, job, size, sha256)
 
@@ -204,6 +220,28 @@ class Agent:
             return
         if await self.store.documents.adopt_placed(job, size, sha256, found[1]):
             self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=size)
+
+    async def prune_journal(self) -> None:
+        """Forget journal entries older than `journal_retention`."""
+        cutoff = self.store.db.clock() - self.config.agent.journal_retention
+        pruned = await self.store.journal.prune(cutoff)
+        if pruned:
+            self.log.info("journal.pruned", entries=pruned)
+
+    def on_change(self, name: str) -> Command:
+        """The command to run after a pass of `name` changed the mirror (() for none)."""
+        try:
+            return self.config.on_change(self.config.source(name))
+        except ConfigError:  # a source no longer configured
+            return ()
+
+    async def fetch_now(self, name: str, remote_id: str, reason: str) -> FetchResult:
+        """Download one document now (after a pass of the source that is running ends).
+
+        KeyError for a source not configured or not enabled."""
+        slot = self.slots[name]
+        async with slot.lock:
+            return await fetch_now(self.engine, slot.runtime, remote_id, reason)
 
     async def add_source(self, cfg: SourceConfig) -> None:
         stack = AsyncExitStack()

@@ -28,6 +28,7 @@ from agent.log import get_logger
 from agent.models import Fetched, JobSpec, KnownDocument, metadata_digest
 from agent.state.documents import Mirrored
 from agent.state.jobs import JobLease
+from agent.state.journal import EMPTY
 from agent.state.store import Store
 from agent.transfer.files import (
     fsync_dir,
@@ -87,6 +88,7 @@ class Committer:
         *,
         on_flushed: Callable[[Sequence[Finished], Sequence[Mirrored]], None],
         on_failed: Callable[[Sequence[Finished], BaseException], None],
+        note: Mapping[str, object] = EMPTY,
     ) -> None:
         self.store = store
         self.mirror_dir = mirror_dir
@@ -95,6 +97,7 @@ class Committer:
         self.write_metadata = write_metadata
         self.on_flushed = on_flushed  # (the batch, what of it was committed)
         self.on_failed = on_failed
+        self.note = note  # added to the journal entries of these files
         self.pending: list[Finished] = []
         self.log = get_logger(source=source)
         self._arrived = asyncio.Event()
@@ -179,7 +182,10 @@ class Committer:
         recorded = await self.store.documents.recorded_sha256(self.source, list(known))
         placed = await asyncio.to_thread(self._place_all, batch, known, recorded)
         committed = await self.store.documents.commit_mirrored(
-            self.source, [p.mirrored for p in placed]
+            self.source,
+            [p.mirrored for p in placed],
+            kept={p.mirrored.doc.remote_id: p.kept_as for p in placed if p.kept_as},
+            note=self.note,
         )
         for p in placed:
             if p.kept_as:

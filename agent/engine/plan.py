@@ -111,6 +111,16 @@ def plan_window(
     return plan
 
 
+def assign_one(
+    remote_id: str,
+    path: str,
+    known: KnownDocument | None,
+    holders: Mapping[str, Collection[str]],
+) -> str:
+    """The path of one document planned alone (an on-demand fetch): the rule above."""
+    return _assign(remote_id, path, known, holders, {})
+
+
 def removal(gone: KnownDocument) -> Removal:
     """What to do about a document of the state the whole listing did not have."""
     prunes = gone.prune and gone.rel_path and gone.state == DocState.MIRRORED

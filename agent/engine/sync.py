@@ -113,10 +113,11 @@ class Engine:
         finally:
             self.workers.unserve(name)
         stats = _stats(listed, before, self.workers.tally(name))
+        ok = stats.failed == 0
         if leased:
-            ok = stats.failed == 0
             error = None if ok else "; ".join(stats.errors[:3])
             await self.store.status.pass_finished(name, ok, error)
+        await self.store.journal.pass_completed(name, stats, ok=ok)  # events: the pass's counts
         summary = {k: v for k, v in dataclasses.asdict(stats).items() if k != "errors"}
         rt.log.info("pass.done", listed_here=leased, **summary)
         return stats

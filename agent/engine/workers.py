@@ -161,6 +161,39 @@ class Workers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), SETTLE_POLL)
 
+    async def fetch_one(
+        self,
+        rt: SourceRuntime,
+        job: Claimed,
+        *,
+        attrs: Mapping[str, str],
+        note: Mapping[str, object],
+    ) -> list[Mirrored]:
+        """Download and commit one job leased outside the feeder (an on-demand fetch) now,
+        `attrs` added to this attempt's request and `note` to its journal entry; returns
+        what was committed (nothing: the job was lost to another replica). A download error
+        leaves the job held for the caller to record it failed."""
+        self.held[job.lease.job_id] = job
+        try:
+            async with self.slots:
+                finished = await self._download(rt, job, attrs)
+        except DocumentError:
+            self.held.pop(job.lease.job_id, None)
+            raise
+        except BaseException:
+            await finish(asyncio.ensure_future(self._let_go(job)))
+            raise
+        committed: list[Mirrored] = []
+
+        def flushed(batch: Sequence[Finished], done: Sequence[Mirrored]) -> None:
+            committed.extend(done)
+            self._flushed(batch, done)
+
+        committer = self._new_committer(rt, flushed, note)
+        committer.add(finished)
+        await committer.close()
+        return committed
+
     async def drop_source(self, source: str) -> None:
         """The source was removed from the configuration: stop its downloads (they let
         their jobs go) and commit what is finished."""
@@ -260,7 +293,7 @@ class Workers:
                 await self._let_go(job)
                 return
             async with self.slots:
-                finished = await self._download(rt, job)
+                finished = await self._download(rt, job, {})
             self._committer(rt).add(finished)
         except asyncio.CancelledError:
             await finish(asyncio.ensure_future(self._let_go(job)))
@@ -276,10 +309,12 @@ class Workers:
             await self._let_go(job)
             self._stop(source, exc)
 
-    async def _download(self, rt: SourceRuntime, job: Claimed) -> Finished:
+    async def _download(
+        self, rt: SourceRuntime, job: Claimed, attrs: Mapping[str, str]
+    ) -> Finished:
         spec = await self._take_over(job)
         metadata = await rt.source.describe(job.doc)
-        endpoint = Endpoint(rt.source, job.doc, spec.attrs, rt.limiter)
+        endpoint = Endpoint(rt.source, job.doc, {**spec.attrs, **attrs}, rt.limiter)
 
         async def checkpoint(_: int, offset: int, validator: str | None) -> None:
             await self.store.jobs.checkpoint(job.lease, offset, validator, spec.temp_name)
@@ -374,17 +409,27 @@ class Workers:
         name = rt.config.name
         committer = self.committers.get(name)
         if committer is None:
-            committer = Committer(
-                self.store,
-                self.mirror_dir,
-                self.staging,
-                name,
-                rt.config.write_metadata,
-                on_flushed=self._flushed,
-                on_failed=lambda batch, exc: self._flush_failed(name, batch, exc),
-            )
+            committer = self._new_committer(rt, self._flushed, {})
             self.committers[name] = committer
         return committer
+
+    def _new_committer(
+        self,
+        rt: SourceRuntime,
+        flushed: Callable[[Sequence[Finished], Sequence[Mirrored]], None],
+        note: Mapping[str, object],
+    ) -> Committer:
+        name = rt.config.name
+        return Committer(
+            self.store,
+            self.mirror_dir,
+            self.staging,
+            name,
+            rt.config.write_metadata,
+            on_flushed=flushed,
+            on_failed=lambda batch, exc: self._flush_failed(name, batch, exc),
+            note=note,
+        )
 
     def _flushed(self, batch: Sequence[Finished], committed: Sequence[Mirrored]) -> None:
         done = {m.lease.job_id for m in committed}

@@ -160,41 +160,67 @@ class Jobs:
         if not sources or limit <= 0:
             return []
         now = self.db.clock()
+        where = _claimable(now, busy) & TABLE.c.source.in_(list(sources))
+        async with self.db.begin() as conn:
+            return await self._claim(conn, where, limit, owner, now + seconds)
+
+    async def claim_document(
+        self, owner: str, source: str, doc: RemoteDocument, rel_path: str, seconds: float
+    ) -> Claimed | None:
+        """Queue this document version and lease its job to `owner` in one transaction (an
+        on-demand fetch: no worker can claim it in between); None while a live lease of
+        another holder has it."""
+        now = self.db.clock()
+        where = _claimable(now, ()) & (TABLE.c.source == source)
+        async with self.db.begin() as conn:
+            await _enqueue(conn, source, [(doc, rel_path)], now)
+            found = await self._claim(
+                conn, where & (TABLE.c.remote_id == doc.remote_id), 1, owner, now + seconds
+            )
+        return found[0] if found else None
+
+    async def _claim(
+        self,
+        conn: AsyncConnection,
+        where: ColumnElement[bool],
+        limit: int,
+        owner: str,
+        until: float,
+    ) -> list[Claimed]:
+        """The claim statement (see the module docstring), oldest job first."""
         values = {
             "state": JobState.ACTIVE,
             "owner": owner,
-            "lease_until": now + seconds,
+            "lease_until": until,
             "attempt": TABLE.c.attempt + 1,
-            "updated_at": now,
+            "updated_at": self.db.clock(),
         }
-        claimable = _claimable(sources, now, busy)
-        async with self.db.begin() as conn:
-            if self.exclusive:
-                picked = select(TABLE.c.id).where(claimable).order_by(TABLE.c.id).limit(limit)
-                statement = (
-                    update(TABLE)
-                    .where(TABLE.c.id.in_(picked.scalar_subquery()))
-                    .values(values)
-                    .returning(*TABLE.c)
-                )
-                rows = (await conn.execute(statement)).all()
-                return sorted((_claimed(r, None) for r in rows), key=_by_id)
-            cte = (
-                select(TABLE.c.id, TABLE.c.owner.label("previous_owner"))
-                .where(claimable)
-                .order_by(TABLE.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .cte("picked")
-            )
+        if self.exclusive:
+            picked = select(TABLE.c.id).where(where).order_by(TABLE.c.id).limit(limit)
             statement = (
                 update(TABLE)
-                .where(TABLE.c.id == cte.c.id)
+                .where(TABLE.c.id.in_(picked.scalar_subquery()))
                 .values(values)
-                .returning(*TABLE.c, cte.c.previous_owner)
+                .returning(*TABLE.c)
             )
             rows = (await conn.execute(statement)).all()
-            return sorted((_claimed(r, r.previous_owner) for r in rows), key=_by_id)
+            return sorted((_claimed(r, None) for r in rows), key=_by_id)
+        cte = (
+            select(TABLE.c.id, TABLE.c.owner.label("previous_owner"))
+            .where(where)
+            .order_by(TABLE.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("picked")
+        )
+        statement = (
+            update(TABLE)
+            .where(TABLE.c.id == cte.c.id)
+            .values(values)
+            .returning(*TABLE.c, cte.c.previous_owner)
+        )
+        rows = (await conn.execute(statement)).all()
+        return sorted((_claimed(r, r.previous_owner) for r in rows), key=_by_id)
 
     async def extend(self, leases: Collection[JobLease], seconds: float) -> set[int]:
         """Heartbeat: extend these leases; returns the ids still held (the rest were lost)."""
@@ -405,15 +431,11 @@ def _workable(source: str) -> ColumnElement[bool]:
     return (TABLE.c.source == source) & TABLE.c.doc_json.is_not(None)
 
 
-def _claimable(sources: Collection[str], now: float, busy: Collection[int]) -> ColumnElement[bool]:
+def _claimable(now: float, busy: Collection[int]) -> ColumnElement[bool]:
     lapsed = (TABLE.c.state == JobState.ACTIVE) & (func.coalesce(TABLE.c.lease_until, 0) < now)
     if busy:
         lapsed &= TABLE.c.id.not_in(list(busy))
-    return (
-        TABLE.c.source.in_(list(sources))
-        & TABLE.c.doc_json.is_not(None)
-        & ((TABLE.c.state == JobState.QUEUED) | lapsed)
-    )
+    return TABLE.c.doc_json.is_not(None) & ((TABLE.c.state == JobState.QUEUED) | lapsed)
 
 
 async def _enqueue(

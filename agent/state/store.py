@@ -5,6 +5,9 @@ store.documents     documents and mirrored files    (agent.state.documents)
 store.jobs          the download job queue          (agent.state.jobs)
 store.credentials   tokens and cursors              (agent.state.credentials)
 store.status        pass records, the status model  (agent.state.status)
+store.journal       the change journal              (agent.state.journal)
+store.outbox        webhook endpoints' cursors      (agent.state.outbox)
+store.leases        who lists and plans each source (agent.state.leases)
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from agent.state.credentials import Credentials
 from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
+from agent.state.journal import Journal
 from agent.state.leases import PassLeases
+from agent.state.outbox import Outbox
 from agent.state.source_state import SourceState
 from agent.state.status import Status
 
@@ -33,12 +38,24 @@ class Store:
     jobs: Jobs
     credentials: Credentials
     status: Status
+    journal: Journal
+    outbox: Outbox
     leases: PassLeases
 
     @classmethod
     def over(cls, db: Database) -> Store:
-        jobs = Jobs(db)
-        return cls(db, Documents(db), jobs, Credentials(db), Status(db, jobs), PassLeases(db))
+        jobs, journal = Jobs(db), Journal(db)
+        documents = Documents(db, journal)
+        return cls(
+            db,
+            documents,
+            jobs,
+            Credentials(db),
+            Status(db, jobs),
+            journal,
+            Outbox(db, journal),
+            PassLeases(db),
+        )
 
     @classmethod
     @asynccontextmanager

@@ -7,15 +7,15 @@ with AUTOINCREMENT: a fence (`id`, `owner`, `attempt`) must never match a later 
 reused a deleted job's id. Jobs a stopped process left active are queued again (no lease
 holds them), and the path keys are filled in by Python's casefold, which SQL cannot do.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

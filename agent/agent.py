@@ -39,7 +39,8 @@ from agent.state import replica
 from agent.state.database import sqlite_file
 from agent.state.store import Store
 from agent.transfer.download import READ_BUFFER, Downloader
-from agent.transfer.files import hash_file, remove_stale_temps, staging_dir
+from agent.transfer.files import remove_stale_temps
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
 STALE_AFTER = 3600.0  # seconds a staging file no job owns is left alone, with replicas
@@ -79,15 +80,18 @@ def acquire_lock(state_dir: Path) -> IO[str]:
     return handle
 
 
-def _placed(dest: Path, size: int) -> tuple[str, int] | None:
-    """(sha256, mtime_ns) of `dest` when it is a file of exactly `size` bytes."""
-    try:
-        stat = dest.stat()
-    except FileNotFoundError:
+def _placed(fs: MirrorFS, rel_path: str, size: int) -> tuple[str, int] | None:
+    """(sha256, mtime_ns) of the regular file at `rel_path` when it has exactly `size` bytes."""
+    folder = fs.parent(rel_path, repair=False)
+    if folder is None:
         return None
-    if not dest.is_file() or stat.st_size != size:
-        return None
-    return hash_file(dest)[0].hexdigest(), stat.st_mtime_ns
+    with folder:
+        name = rel_path.rpartition("/")[2]
+        found = folder.lstat(name)
+        if found is None or found.st_size != size:
+            return None
+        digest = folder.digest(name)
+    return None if digest is None else (digest[0], digest[1].st_mtime_ns)
 
 
 @dataclass
@@ -106,6 +110,7 @@ class Agent:
         store: Store,
         engine: Engine,
         stack: AsyncExitStack,
+        staging: Folder,
         *,
         sleep: Sleep = asyncio.sleep,
         rate_window: float = 60.0,
@@ -114,6 +119,8 @@ class Agent:
         self.store = store
         self.engine = engine
         self.stack = stack
+        self.staging = staging
+        self.fs = MirrorFS(config.agent.mirror_dir)
         self.sleep = sleep  # retry back-off waits (tests inject a fast one)
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
@@ -146,6 +153,8 @@ class Agent:
                     connections=agent_cfg.max_concurrent_downloads + 4,
                 )
             )
+            staging = await off_loop(MirrorFS(agent_cfg.mirror_dir).open_staging)
+            stack.callback(staging.close)
             session = await stack.enter_async_context(
                 open_session(
                     limit=agent_cfg.max_concurrent_downloads * 2,
@@ -156,7 +165,7 @@ class Agent:
             )
             downloader = Downloader(
                 session,
-                staging_dir(agent_cfg.mirror_dir),
+                staging.path,
                 bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
                 min_free_space=agent_cfg.min_free_space,
                 sleep=sleep,
@@ -166,14 +175,10 @@ class Agent:
                 agent_cfg.lease_duration,
                 poll=ALONE_POLL if alone else SHARED_POLL,
             )
-            agent = cls(
-                config,
-                store,
-                Engine(agent_cfg, store, downloader, leases, progress=progress),
-                stack,
-                sleep=sleep,
-                rate_window=rate_window,
+            engine = Engine(
+                agent_cfg, store, downloader, leases, staging=staging, progress=progress
             )
+            agent = cls(config, store, engine, stack, staging, sleep=sleep, rate_window=rate_window)
             # events: endpoints known before any pass journals, so they miss none of it
             await store.outbox.register([outbox_endpoint(h) for h in config.webhooks])
             agent.hooks = await stack.enter_async_context(
@@ -195,27 +200,25 @@ class Agent:
         instance lock proves it gone), forget temp files no job owns (partials of live jobs
         are kept; with replicas, only files old enough that no replica is writing them), and
         adopt files a crash left renamed into place before their rows were committed."""
-        staging = staging_dir(self.config.agent.mirror_dir)
         if alone:
             await self.store.jobs.release_all()
             await self.store.leases.release_all()
         quiet = 0.0 if alone else STALE_AFTER
-        removed = await asyncio.to_thread(
-            remove_stale_temps, staging, await self.store.jobs.temp_names(), older_than=quiet
+        removed = await off_loop(
+            remove_stale_temps, self.staging, await self.store.jobs.temp_names(), older_than=quiet
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
         await self.prune_journal()
         for job, size, sha256 in await self.store.jobs.verified():
-            await self._adopt(staging, job, size, sha256)
+            await self._adopt(job, size, sha256)
 
-    async def _adopt(self, staging: Path, job: JobSpec, size: int, sha256: str) -> None:
+    async def _adopt(self, job: JobSpec, size: int, sha256: str) -> None:
         """A verified job whose temp file is gone and whose final file holds exactly the
         verified bytes was renamed into place before its row was committed: it is done."""
-        if (staging / job.temp_name).exists():
+        if self.staging.lstat(job.temp_name) is not None:
             return  # not renamed yet: the next pass places it
-        dest = self.config.agent.mirror_dir / job.rel_path
-        found = await asyncio.to_thread(_placed, dest, size)
+        found = await off_loop(_placed, self.fs, job.rel_path, size)
         if found is None or found[0] != sha256:
             return
         if await self.store.documents.adopt_placed(job, size, sha256, found[1]):

@@ -35,7 +35,7 @@ from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
 from agent.state.journal import Event
-from agent.transfer.files import free_bytes
+from agent.transfer.files import reserve, volume
 from agent.web import serve_web, status_json
 
 PRUNE_INTERVAL = 3600.0  # seconds between prunings of the change journal
@@ -101,8 +101,9 @@ class Daemon:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
             mirror = self.config.agent.mirror_dir
+            setting = self.config.agent.min_free_space
             self.metrics.watch_free_space(
-                lambda: free_bytes(mirror), self.config.agent.min_free_space
+                lambda: volume(mirror).free, reserve(volume(mirror).size, setting)
             )
             await stack.enter_async_context(  # events: a worker per webhook endpoint
                 deliveries(self.agent.store, self.config.webhooks, self.metrics)

@@ -16,6 +16,7 @@
      |    +-- CorruptStateError   its file is damaged: set aside and rebuilt at the next start
      +-- AlreadyRunningError      another daemon holds the state folder's lock
      +-- LeaseLostError           another replica took over a job or pass this one held
+     +-- MirrorError              the mirror folder cannot be read or written (exit 74)
 
 Exceptions carry structured fields and a readable `__str__`; URLs never include their query
 string (signatures) and no message ever contains a secret.
@@ -88,6 +89,10 @@ class LeaseLostError(AgentError):
     Its lease expired (the replica stalled past it) and another replica took the work over:
     whatever this replica was doing with it stops, and nothing of it is committed.
     """
+
+
+class MirrorError(AgentError):
+    """The mirror folder cannot be read or written (permissions, a full or lost volume)."""
 
 
 class DocumentError(AgentError):

@@ -21,32 +21,36 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from pathlib import Path
+
+from agent.transfer.mirrorfs import Folder
+
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def take_over(staging: Path, partial: str, own: str, *, copy: bool) -> int:
+def take_over(staging: Folder, partial: str, own: str, *, copy: bool) -> int:
     """Make the earlier attempt's file `partial` this attempt's file `own`; returns how many
     bytes it holds (0: there was nothing to take over). Runs in a thread."""
-    source, target = staging / partial, staging / own
-    try:
-        if copy:
-            shutil.copyfile(source, target)  # a new inode: late writes to `source` stay there
-        else:
-            os.replace(source, target)
-        return target.stat().st_size
-    except FileNotFoundError:
+    if not copy:
+        try:
+            os.replace(partial, own, src_dir_fd=staging.fd, dst_dir_fd=staging.fd)
+        except FileNotFoundError:
+            return 0
+        return size_of(staging, own) or 0
+    source = staging.open_read(partial)
+    if source is None:
         return 0
+    with source, os.fdopen(os.open(own, WRITE_FLAGS, 0o666, dir_fd=staging.fd), "wb") as target:
+        shutil.copyfileobj(source, target)  # a new inode: late writes to `partial` stay there
+    return size_of(staging, own) or 0
 
 
-def discard(staging: Path, name: str) -> None:
+def discard(staging: Folder, name: str) -> None:
     """Delete a staging file nobody will continue (runs in a thread)."""
     with contextlib.suppress(FileNotFoundError):
-        (staging / name).unlink()
+        os.unlink(name, dir_fd=staging.fd)
 
 
-def size_of(staging: Path, name: str) -> int | None:
-    """The size of a staging file, None when there is none (runs in a thread)."""
-    try:
-        return (staging / name).stat().st_size
-    except FileNotFoundError:
-        return None
+def size_of(staging: Folder, name: str) -> int | None:
+    """The size of a staging file, None when there is none."""
+    found = staging.lstat(name)
+    return None if found is None else found.st_size

@@ -125,7 +125,7 @@ async def _failed(
 ) -> None:
     """Leave the job for the next pass to resume, and journal the failure."""
     error = describe_error(exc)
-    size = await asyncio.to_thread(size_of, engine.staging, job.spec.temp_name) or 0
+    size = size_of(engine.staging, job.spec.temp_name) or 0
     await engine.store.jobs.failed(
         job.lease,
         kind=exc.kind,

@@ -30,7 +30,7 @@ from agent.models import PassStats
 from agent.sources.base import Source
 from agent.state.store import Store
 from agent.transfer.download import Downloader
-from agent.transfer.files import staging_dir
+from agent.transfer.mirrorfs import Folder, MirrorFS
 from agent.transfer.pacing import RateLimiter
 
 __all__ = ["Engine", "Progress", "SourceRuntime"]
@@ -67,12 +67,14 @@ class Engine:
         downloader: Downloader,
         leases: LeaseSettings,
         *,
+        staging: Folder,
         progress: Progress | None = None,
     ) -> None:
         self.agent = agent
         self.store = store
         self.leases = leases
-        self.staging = staging_dir(agent.mirror_dir)
+        self.fs = MirrorFS(agent.mirror_dir)
+        self.staging = staging  # kept open by the agent for its whole life
         self.runtimes: dict[str, SourceRuntime] = {}
         self.workers = Workers(
             store,
@@ -80,7 +82,7 @@ class Engine:
             self.runtimes,
             leases,
             concurrency=agent.max_concurrent_downloads,
-            mirror_dir=agent.mirror_dir,
+            fs=self.fs,
             staging=self.staging,
             progress=progress,
         )
@@ -127,9 +129,10 @@ class Engine:
         lister = Lister(
             self.store,
             rt,
-            mirror_dir=self.agent.mirror_dir,
+            fs=self.fs,
             staging=self.staging,
             queued=self.workers.wake,
+            adoptable=self.workers.adoptable,
             still_leased=lambda: lease.alive,
         )
         return await lister.run()
@@ -169,6 +172,7 @@ def _stats(listed: Listed, before: Tally, after: Tally) -> PassStats:
     return PassStats(
         listed=listed.listed,
         downloaded=after.downloaded - before.downloaded,
+        adopted=after.adopted - before.adopted,
         moved=listed.moved,
         skipped=listed.skipped + after.skipped - before.skipped,
         removed=listed.removed,

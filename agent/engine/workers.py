@@ -5,7 +5,10 @@ room (`max_concurrent_downloads` running, as many again leased and waiting for a
 naps when there is nothing to claim until `wake()` is called (work was queued) or its poll
 interval passes (work queued elsewhere, a lease of a stopped replica ran out). Each claimed
 job runs in its own task: take over what an earlier attempt left, download, hand the file
-to its source's committer. A heartbeat extends the leases of every job this replica holds,
+to its source's committer. A job the listing found already in the mirror (its quick check,
+`Lister._hint_adoptions`) is adopted in place instead: the file is hashed, not downloaded;
+another replica, which got no hint, downloads it and the commit adopts the identical file.
+A heartbeat extends the leases of every job this replica holds,
 from claim to commit; a job whose lease was lost meanwhile is cancelled, and its fenced
 writes would be refused anyway.
 
@@ -22,10 +25,9 @@ import contextlib
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.engine.commit import Committer, Finished, finish
+from agent.engine.commit import Committer, Finished, adopt_in_place, finish
 from agent.engine.handoff import discard, size_of, take_over
 from agent.engine.plan import Download
 from agent.errors import (
@@ -34,6 +36,7 @@ from agent.errors import (
     LeaseLostError,
     PermanentError,
     SkipDocument,
+    StateError,
     describe_error,
 )
 from agent.log import get_logger
@@ -42,6 +45,7 @@ from agent.state.documents import Mirrored
 from agent.state.jobs import Claimed
 from agent.state.store import Store
 from agent.transfer.download import Downloader, Endpoint
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.retry import next_retry_seconds
 
 if TYPE_CHECKING:
@@ -58,13 +62,21 @@ class Tally:
     """What this replica's workers did for one source (totals; a pass takes a difference)."""
 
     downloaded: int = 0
+    adopted: int = 0
     failed: int = 0
     skipped: int = 0
     bytes: int = 0
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))  # newest
 
     def copy(self) -> Tally:
-        return Tally(self.downloaded, self.failed, self.skipped, self.bytes, self.errors.copy())
+        return Tally(
+            self.downloaded,
+            self.adopted,
+            self.failed,
+            self.skipped,
+            self.bytes,
+            self.errors.copy(),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +99,8 @@ class Workers:
         leases: LeaseSettings,
         *,
         concurrency: int,
-        mirror_dir: Path,
-        staging: Path,
+        fs: MirrorFS,
+        staging: Folder,
         progress: Progress | None = None,
     ) -> None:
         self.store = store
@@ -97,7 +109,7 @@ class Workers:
         self.leases = leases
         self.slots = asyncio.Semaphore(concurrency)
         self.capacity = concurrency * 2  # running, and leased waiting for a slot
-        self.mirror_dir = mirror_dir
+        self.fs = fs
         self.staging = staging
         self.progress = progress
         self.tallies: dict[str, Tally] = {}
@@ -107,6 +119,7 @@ class Workers:
         self.serving: Counter[str] = Counter()
         self.failures: dict[str, BaseException] = {}
         self.committers: dict[str, Committer] = {}
+        self.in_place: dict[str, set[tuple[str, str, str]]] = {}  # source: (id, version, path)
         self.closing = False
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
@@ -140,8 +153,15 @@ class Workers:
             del self.serving[source]
 
     def restart(self, source: str) -> None:
-        """A new pass of `source`: forget the error that stopped the previous one."""
+        """A new pass of `source`: forget the error that stopped the previous one, and the
+        adoptions its listing hinted at that another replica's workers took."""
         self.failures.pop(source, None)
+        self.in_place.pop(source, None)
+
+    def adoptable(self, source: str, items: Sequence[Download]) -> None:
+        """These queued downloads may be adopted from the file already at their path."""
+        hints = self.in_place.setdefault(source, set())
+        hints.update((d.doc.remote_id, d.doc.version, d.rel_path) for d in items)
 
     def tally(self, source: str) -> Tally:
         return self.tallies.setdefault(source, Tally())
@@ -238,9 +258,13 @@ class Workers:
             sources = [s for s in self.serving if s not in self.failures]
             claimed: list[Claimed] = []
             if sources and room >= max(1, self.capacity // 4):
-                claimed = await self.store.jobs.claim(
-                    self.leases.owner, sources, room, self.leases.seconds, busy=list(self.held)
-                )
+                try:
+                    claimed = await self.store.jobs.claim(
+                        self.leases.owner, sources, room, self.leases.seconds, busy=list(self.held)
+                    )
+                except Exception as exc:  # the state failing: those passes raise it, not hang
+                    for source in sources:
+                        self._stop(source, exc)
             for job in claimed:
                 self._start(job)
             if not claimed:
@@ -257,7 +281,11 @@ class Workers:
             if not self.held:
                 continue
             leases = [c.lease for c in self.held.values()]
-            kept = await self.store.jobs.extend(leases, self.leases.seconds)
+            try:
+                kept = await self.store.jobs.extend(leases, self.leases.seconds)
+            except StateError as exc:  # the next beat tries again, well within the lease
+                get_logger().warning("job.heartbeat_failed", error=str(exc))
+                continue
             lost = [lease.job_id for lease in leases if lease.job_id not in kept]
             for job_id in lost:
                 get_logger().warning("job.lease_lost", job_id=job_id)
@@ -293,7 +321,7 @@ class Workers:
                 await self._let_go(job)
                 return
             async with self.slots:
-                finished = await self._download(rt, job, {})
+                finished = await self._adopt(rt, job) or await self._download(rt, job, {})
             self._committer(rt).add(finished)
         except asyncio.CancelledError:
             await finish(asyncio.ensure_future(self._let_go(job)))
@@ -327,6 +355,22 @@ class Workers:
         )
         return Finished(Download(job.doc, spec.rel_path), job.lease, spec, fetched, metadata)
 
+    async def _adopt(self, rt: SourceRuntime, job: Claimed) -> Finished | None:
+        """The file already at the job's path, hashed, when the listing hinted it may be
+        adopted; None when there was no hint or the file changed since (then: download)."""
+        spec = job.spec
+        hints = self.in_place.get(spec.source)
+        hint = (job.doc.remote_id, job.doc.version, spec.rel_path)
+        if not hints or hint not in hints or job.partial is not None:
+            return None
+        hints.discard(hint)
+        item = Download(job.doc, spec.rel_path)
+        fetched = await off_loop(adopt_in_place, self.fs, item)
+        if fetched is None:
+            return None
+        metadata = await rt.source.describe(job.doc)
+        return Finished(item, job.lease, spec, fetched, metadata, in_place=True)
+
     async def _take_over(self, job: Claimed) -> JobSpec:
         """This attempt's spec, its staging file holding the earlier attempt's bytes."""
         spec, partial = job.spec, job.partial
@@ -334,17 +378,17 @@ class Workers:
             return spec
         if not (spec.validator or spec.sha256):  # bytes nothing can continue: start over
             if not job.holder_may_live:
-                await asyncio.to_thread(discard, self.staging, partial)
+                await off_loop(discard, self.staging, partial)
             return spec
         copy = job.holder_may_live
-        size = await asyncio.to_thread(take_over, self.staging, partial, spec.temp_name, copy=copy)
+        size = await off_loop(take_over, self.staging, partial, spec.temp_name, copy=copy)
         if size:
             await self.store.jobs.checkpoint(job.lease, size, spec.validator, spec.temp_name)
             get_logger(source=spec.source).info(
                 "download.taken_over", remote_id=spec.remote_id, bytes=size, copied=copy
             )
         if copy:
-            await asyncio.to_thread(discard, self.staging, partial)
+            await off_loop(discard, self.staging, partial)
         return replace(spec)
 
     async def _let_go(self, job: Claimed) -> None:
@@ -352,7 +396,7 @@ class Workers:
         if self.held.pop(job.lease.job_id, None) is None:
             return  # lost already: another replica has it
         own = job.spec.temp_name
-        has_bytes = await asyncio.to_thread(size_of, self.staging, own)
+        has_bytes = size_of(self.staging, own)
         await self.store.jobs.release([(job.lease, own if has_bytes else None)])
 
     async def _skipped(self, job: Claimed, exc: SkipDocument) -> None:
@@ -368,7 +412,7 @@ class Workers:
         self.held.pop(job.lease.job_id, None)
         permanent = isinstance(exc, PermanentError)
         attempts = await self.store.jobs.attempts(spec.job_id) + 1
-        size = await asyncio.to_thread(size_of, self.staging, spec.temp_name)
+        size = size_of(self.staging, spec.temp_name)
         retry_in = next_retry_seconds(attempts, permanent=permanent)
         if isinstance(exc, DiskSpaceError):
             retry_in = 0.0  # a local condition: the next pass resumes once space is freed
@@ -422,7 +466,7 @@ class Workers:
         name = rt.config.name
         return Committer(
             self.store,
-            self.mirror_dir,
+            self.fs,
             self.staging,
             name,
             rt.config.write_metadata,
@@ -437,8 +481,11 @@ class Workers:
             self.held.pop(finished.lease.job_id, None)
             if finished.lease.job_id in done:
                 tally = self.tally(finished.job.source)
-                tally.downloaded += 1
-                tally.bytes += finished.fetched.size
+                if finished.in_place:
+                    tally.adopted += 1
+                else:
+                    tally.downloaded += 1
+                    tally.bytes += finished.fetched.size
         self._wake.set()  # room to claim more
         self._settled.set()
 

@@ -7,6 +7,7 @@ under another replica's live lease to it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -140,8 +141,8 @@ async def test_a_fatal_error_stops_the_sources_other_downloads_which_checkpoint(
     world.storage.faults.bytes_per_second = 400_000
 
     async def refuse_once_the_slow_one_runs(doc: RemoteDocument) -> None:
-        if doc.remote_id != slow:
-            await until(lambda: world.storage.bytes_sent > 0, "the slow transfer to start")
+        if doc.remote_id != slow:  # once the slow one wrote bytes the cancel must checkpoint
+            await until(lambda: _staged_bytes(world) > 0, "the slow transfer to write")
             raise AuthenticationError(SOURCE, "credentials rejected")
 
     async with running(world) as agent:
@@ -163,6 +164,14 @@ async def test_a_fatal_error_stops_the_sources_other_downloads_which_checkpoint(
     world.storage.faults.bytes_per_second = None
     ok(await world.sync())
     await world.assert_exact()
+
+
+def _staged_bytes(world: World) -> int:
+    total = 0
+    for path in world.staging.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+            total += path.stat().st_size
+    return total
 
 
 async def test_a_batch_being_placed_is_committed_whatever_is_cancelled(

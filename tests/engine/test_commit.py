@@ -1,0 +1,85 @@
+"""The committer: a stop never loses a batch, whether it was waiting or being flushed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.engine.commit import Committer, Finished
+from agent.engine.plan import Download
+from agent.models import Fetched, JobSpec, KnownDocument, RemoteDocument
+from agent.state.documents import Mirrored
+from agent.state.jobs import JobLease
+from agent.transfer.mirrorfs import Folder, MirrorFS
+
+
+class HeldStore:
+    """The store's calls the committer makes; the first `mark_verified` waits for `go`."""
+
+    def __init__(self) -> None:
+        self.jobs = self
+        self.documents = self
+        self.inside = asyncio.Event()
+        self.go = asyncio.Event()
+        self.committed: list[Mirrored] = []
+
+    async def mark_verified(self, items: Sequence[Any]) -> set[int]:
+        self.inside.set()
+        await self.go.wait()
+        return {lease.job_id for lease, *_ in items}  # every job still held
+
+    async def known(self, _source: str, _ids: Sequence[str]) -> dict[str, KnownDocument]:
+        return {}
+
+    async def recorded_sha256(self, _source: str, _ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    async def commit_mirrored(
+        self, _source: str, items: Sequence[Mirrored], **_journal: object
+    ) -> list[Mirrored]:
+        self.committed += items
+        return list(items)
+
+
+def finished(staging: Folder, name: str, job_id: int) -> Finished:
+    data = name.encode()
+    (staging.path / f"{name}.part").write_bytes(data)
+    doc = RemoteDocument(remote_id=name, version="1", name=name)
+    job = JobSpec(job_id, "s", name, "1", f"s/{name}", temp_name=f"{name}.part")
+    fetched = Fetched(
+        str(staging.path / f"{name}.part"), len(data), hashlib.sha256(data).hexdigest(), None
+    )
+    lease = JobLease(job_id, "me", 1)
+    return Finished(Download(doc, f"s/{name}"), lease, job, fetched, None)
+
+
+async def test_files_that_arrive_during_the_last_flush_are_committed_too(tmp_path: Path) -> None:
+    fs = MirrorFS(tmp_path / "mirror")
+    store = HeldStore()
+    flushed: list[Mirrored] = []
+    with fs.open_staging() as staging:
+        committer = Committer(
+            store,  # type: ignore[arg-type]
+            fs,
+            staging,
+            "s",
+            write_metadata=False,
+            on_flushed=lambda _batch, done: flushed.extend(done),
+            on_failed=lambda _batch, exc: pytest.fail(f"the batch failed: {exc}"),
+        )
+        committer.add(finished(staging, "a.bin", 1))
+        await store.inside.wait()  # the first batch has taken a.bin and is in flight
+        committer.add(finished(staging, "b.bin", 2))
+        closing = asyncio.create_task(committer.close())  # the pass ends while that flush runs
+        await asyncio.sleep(0)
+        store.go.set()
+        await closing
+
+    assert sorted(m.rel_path for m in store.committed) == ["s/a.bin", "s/b.bin"]
+    assert sorted(m.rel_path for m in flushed) == ["s/a.bin", "s/b.bin"]
+    assert (fs.root / "s" / "b.bin").read_bytes() == b"b.bin"

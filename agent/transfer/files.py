@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -101,14 +102,20 @@ def holds(folder: Folder, name: str, digest: str) -> bool:
     return found is not None and found[0] == digest
 
 
-def remove_stale_temps(staging: Folder, keep: Collection[str]) -> list[str]:
-    """Delete temp files no job owns any more; returns their names."""
+def remove_stale_temps(
+    staging: Folder, keep: Collection[str], *, older_than: float = 0.0
+) -> list[str]:
+    """Delete temp files no job owns any more, untouched for `older_than` seconds (another
+    process may be writing a newer one); returns their names."""
     removed = []
+    cutoff = time.time() - older_than
     for entry in list(staging.scandir()):
-        if entry.name not in keep and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
+        if entry.name in keep or not entry.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
                 os.unlink(entry.name, dir_fd=staging.fd)
-            removed.append(entry.name)
+                removed.append(entry.name)
     return removed
 
 

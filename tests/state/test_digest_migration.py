@@ -1,4 +1,4 @@
-"""Migration 0005: sha256 values recorded before digests named their algorithm stay readable
+"""Migration 0006: sha256 values recorded before digests named their algorithm stay readable
 as "sha256:<hex>", on SQLite and on PostgreSQL, and a downgrade gives them back."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agent.state.database import MIGRATIONS
 
-BEFORE, AFTER = "0004", "0005"  # the migration under test, and the revision before it
+BEFORE, AFTER = "0005", "0006"  # the migration under test, and the revision before it
 OLD = "ab" * 32  # a sha256 hex value as the revision before stored it
 
 
@@ -87,3 +87,21 @@ async def test_the_journal_keeps_its_numbering_across_the_migration(engine: Asyn
         seq = (await conn.execute(text("SELECT seq FROM events"))).scalar_one()
 
     assert seq > 3  # a reader that saw seq 3 must not miss the next entry
+
+
+async def test_job_ids_are_never_reused_across_the_migration(engine: AsyncEngine) -> None:
+    job = (
+        "INSERT INTO jobs (source, remote_id, version, rel_path, attrs_json, state, bytes_done, "
+        "temp_name, attempts, created_at, updated_at) "
+        "VALUES ('s', :rid, '1', 's/a', '{}', 'queued', 0, 't', 0, 0, 0)"
+    )
+    async with engine.begin() as conn:
+        await conn.run_sync(_migrate, BEFORE)
+        for n in range(3):
+            await conn.execute(text(job), {"rid": f"r{n}"})
+        await conn.execute(text("DELETE FROM jobs"))  # every job retired
+        await conn.run_sync(_migrate, AFTER)
+        await conn.execute(text(job), {"rid": "after"})
+        job_id = (await conn.execute(text("SELECT id FROM jobs"))).scalar_one()
+
+    assert job_id > 3  # a lease's fence (id, owner, attempt) must never match a later job

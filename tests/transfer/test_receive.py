@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from transfer_kit import SOURCE, World, at_dir_fd, payload
 
-from agent.engine.commit import COMMIT_BATCH
 from agent.models import PassStats
 from agent.state.documents import Documents
 from agent.state.store import Store
@@ -37,7 +36,7 @@ async def test_a_batch_is_fsynced_whole_before_any_rename_and_committed_after(
     names = [f"batch-{n}.bin" for n in range(3)]
     for n, name in enumerate(names):
         world.add(name, payload(50_000 + n, seed=60 + n))
-    events: list[tuple[str, str]] = []
+    events: list[tuple[str, ...]] = []
     real_fsync, real_replace, real_commit = os.fsync, os.replace, Documents.commit_mirrored
 
     def fsync(fd: int) -> None:
@@ -45,12 +44,13 @@ async def test_a_batch_is_fsynced_whole_before_any_rename_and_committed_after(
         real_fsync(fd)
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        events.append(("rename", at_dir_fd(kwargs.get("src_dir_fd"), src)))
+        moved = (at_dir_fd(kwargs.get("src_dir_fd"), src), at_dir_fd(kwargs.get("dst_dir_fd"), dst))
+        events.append(("rename", *moved))
         real_replace(src, dst, **kwargs)
 
-    async def commit(self: Documents, source: str, items: Any, **journal: Any) -> None:
-        events.append(("commit", ",".join(sorted(m.rel_path for m in items))))
-        await real_commit(self, source, items, **journal)
+    async def commit(self: Documents, source: str, items: Any, **journal: Any) -> Any:
+        events.append(("commit", *sorted(m.rel_path for m in items)))
+        return await real_commit(self, source, items, **journal)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
@@ -58,19 +58,22 @@ async def test_a_batch_is_fsynced_whole_before_any_rename_and_committed_after(
 
     _ok(await world.sync())
 
-    staged = str(world.staging)
-    synced = [i for i, (kind, path) in enumerate(events) if kind == "fsync" and staged in path]
-    renamed = [i for i, (kind, path) in enumerate(events) if kind == "rename" and staged in path]
-    committed = [i for i, e in enumerate(events) if e == ("commit", _rel(names))]
-    assert len(synced) == len(renamed) == len(names)
-    assert len(committed) == 1
-    assert max(synced) < min(renamed)  # every file of the batch is on disk before any rename
-    assert max(renamed) < committed[0]  # and in place before its row says so
+    batches = [(i, e[1:]) for i, e in enumerate(events) if e[0] == "commit" and len(e) > 1]
+    assert sorted(rel for _, batch in batches for rel in batch) == _rel(names)  # each once
+    for committed_at, batch in batches:
+        dests = {str(world.mirror / rel) for rel in batch}
+        renamed = {i: e[1] for i, e in enumerate(events) if e[0] == "rename" and e[2] in dests}
+        temps = set(renamed.values())
+        synced = [i for i, e in enumerate(events) if e[0] == "fsync" and e[1] in temps]
+        assert all(Path(temp).parent == world.staging for temp in temps)
+        assert len(synced) == len(renamed) == len(batch)
+        assert max(synced) < min(renamed)  # every file of the batch on disk before any rename
+        assert max(renamed) < committed_at  # and in place before its row says so
     await world.assert_exact()
 
 
-def _rel(names: list[str]) -> str:
-    return ",".join(sorted(f"{SOURCE}/{name}" for name in names))
+def _rel(names: list[str]) -> list[str]:
+    return sorted(f"{SOURCE}/{name}" for name in names)
 
 
 async def test_a_cancelled_transfer_stops_at_once_and_leaves_a_resumable_job(
@@ -223,21 +226,22 @@ def _write(handle: Any, chunks: list[Any], digest: Any) -> None:
         digest.update(chunk)
 
 
-async def test_downloads_go_on_while_a_full_batch_is_flushed(
+async def test_downloads_go_on_while_a_batch_is_flushed(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    count = COMMIT_BATCH + 6
+    workers = 2
+    count = 4 * workers
     for n in range(count):
         world.add(f"many-{n:03d}.pdf", payload(1000, seed=n))
-    world.agent_options["max_concurrent_downloads"] = 1  # one worker: it must not wait
+    world.agent_options["max_concurrent_downloads"] = workers
     world.source_options["requests_per_minute"] = 1_000_000  # not the budget's pace either
     real_sync = Durability.sync
     seen_while_flushing: list[int] = []
 
     async def slow_sync(self: Durability, paths: Any) -> None:
-        if not seen_while_flushing:  # the first batch: hold it until the rest has arrived
+        if not seen_while_flushing:  # the first batch: hold it while more files arrive
             deadline = time.monotonic() + 20
-            while len(world.storage.log.matching("GET", "/b/")) < count:
+            while len(world.storage.log.matching("GET", "/b/")) <= workers:
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.01)
@@ -248,5 +252,6 @@ async def test_downloads_go_on_while_a_full_batch_is_flushed(
 
     _ok(await world.sync())
 
-    assert seen_while_flushing == [count]
+    # more files than the workers run at once arrived while the first batch was flushing
+    assert seen_while_flushing[0] > workers
     await world.assert_exact()

@@ -8,15 +8,15 @@ stay readable (a local-edit check hashes the file with the algorithm its row nam
 column widens to 80 characters for the prefix. A downgrade keeps the sha256 values and
 forgets the others (the old code could not check a file against them).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -72,36 +72,36 @@ async def test_old_sha256_values_are_tagged_and_a_downgrade_restores_them(
     assert downgraded == [(OLD,), (None,)]  # a BLAKE3 value means nothing to the old code
 
 
-async def test_the_journal_keeps_its_numbering_across_the_migration(engine: AsyncEngine) -> None:
-    entry = (
-        "INSERT INTO events (id, type, source, time, data) VALUES (:id, 'document.added', 's', 0, "
-        "'{}')"
-    )
-    async with engine.begin() as conn:
-        await conn.run_sync(_migrate, BEFORE)
-        for n in range(3):
-            await conn.execute(text(entry), {"id": f"evt_{n}"})
-        await conn.execute(text("DELETE FROM events"))  # every entry pruned
-        await conn.run_sync(_migrate, AFTER)
-        await conn.execute(text(entry), {"id": "evt_after"})
-        seq = (await conn.execute(text("SELECT seq FROM events"))).scalar_one()
-
-    assert seq > 3  # a reader that saw seq 3 must not miss the next entry
-
-
-async def test_job_ids_are_never_reused_across_the_migration(engine: AsyncEngine) -> None:
-    job = (
+# Tables whose numbers must never be used twice: the journal's `seq` (a reader that saw 3
+# must not miss the next entry) and the jobs' ids (a lease's fence must never match a later
+# job). SQLite copies a table to rename a column; the copy must keep AUTOINCREMENT.
+NUMBERED = {
+    "events": (
+        "INSERT INTO events (id, type, source, time, data) "
+        "VALUES (:key, 'document.added', 's', 0, '{}')",
+        "SELECT seq FROM events",
+    ),
+    "jobs": (
         "INSERT INTO jobs (source, remote_id, version, rel_path, attrs_json, state, bytes_done, "
         "temp_name, attempts, created_at, updated_at) "
-        "VALUES ('s', :rid, '1', 's/a', '{}', 'queued', 0, 't', 0, 0, 0)"
-    )
+        "VALUES ('s', :key, '1', 's/a', '{}', 'queued', 0, 't', 0, 0, 0)",
+        "SELECT id FROM jobs",
+    ),
+}
+
+
+@pytest.mark.parametrize("table", sorted(NUMBERED))
+async def test_numbers_are_never_used_twice_across_the_migration(
+    engine: AsyncEngine, table: str
+) -> None:
+    insert, number = NUMBERED[table]
     async with engine.begin() as conn:
         await conn.run_sync(_migrate, BEFORE)
         for n in range(3):
-            await conn.execute(text(job), {"rid": f"r{n}"})
-        await conn.execute(text("DELETE FROM jobs"))  # every job retired
+            await conn.execute(text(insert), {"key": f"k{n}"})
+        await conn.execute(text(f"DELETE FROM {table}"))  # every entry pruned, every job retired
         await conn.run_sync(_migrate, AFTER)
-        await conn.execute(text(job), {"rid": "after"})
-        job_id = (await conn.execute(text("SELECT id FROM jobs"))).scalar_one()
+        await conn.execute(text(insert), {"key": "after"})
+        after = (await conn.execute(text(number))).scalar_one()
 
-    assert job_id > 3  # a lease's fence (id, owner, attempt) must never match a later job
+    assert after > 3

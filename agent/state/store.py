@@ -5,6 +5,8 @@ store.documents     documents and mirrored files    (agent.state.documents)
 store.jobs          the download job queue          (agent.state.jobs)
 store.credentials   tokens and cursors              (agent.state.credentials)
 store.status        pass records, the status model  (agent.state.status)
+store.replicas      registered replicas             (agent.state.replicas)
+store.requests      passes asked of any replica     (agent.state.replicas)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agent.state.credentials import Credentials
 from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
+from agent.state.replicas import PassRequests, Replicas
 from agent.state.source_state import SourceState
 from agent.state.status import Status
 
@@ -32,11 +35,14 @@ class Store:
     jobs: Jobs
     credentials: Credentials
     status: Status
+    replicas: Replicas
+    requests: PassRequests
 
     @classmethod
     def over(cls, db: Database) -> Store:
         jobs = Jobs(db)
-        return cls(db, Documents(db), jobs, Credentials(db), Status(db, jobs))
+        status = Status(db, jobs)
+        return cls(db, Documents(db), jobs, Credentials(db), status, Replicas(db), PassRequests(db))
 
     @classmethod
     @asynccontextmanager

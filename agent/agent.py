@@ -22,7 +22,7 @@ from agent.sources.registry import build_source
 from agent.state.store import Store
 from agent.transfer.download import READ_BUFFER, Downloader
 from agent.transfer.files import hash_file, remove_stale_temps, staging_dir
-from agent.transfer.pacing import BandwidthLimiter, RateLimiter
+from agent.transfer.pacing import BandwidthLimiter, request_limiter
 
 PassOutcome = PassStats | BaseException
 Sleep = Callable[[float], Awaitable[None]]
@@ -178,7 +178,9 @@ class Agent:
         stack = AsyncExitStack()
         await stack.__aenter__()
         session = await stack.enter_async_context(open_session(limit=8, limit_per_host=8))
-        limiter = RateLimiter(cfg.requests_per_minute, window=self.rate_window)
+        limiter = request_limiter(
+            cfg.requests_per_minute, self.store, cfg.name, window=self.rate_window
+        )
         client = ApiClient(session, limiter, source=cfg.name, sleep=self.sleep)
         ctx = SourceContext(cfg, self.config.agent, client, self.store.for_source(cfg.name))
         self.slots[cfg.name] = _Slot(SourceRuntime(cfg, build_source(ctx), limiter), stack)

@@ -24,7 +24,7 @@ from agent.transfer.files import (
     staging_dir,
     write_atomic,
 )
-from agent.transfer.pacing import RateLimiter
+from agent.transfer.pacing import Pacer
 from agent.transfer.retry import next_retry_seconds
 
 Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
@@ -36,7 +36,7 @@ class SourceRuntime:
 
     config: SourceConfig
     source: Source
-    limiter: RateLimiter
+    limiter: Pacer
     log: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

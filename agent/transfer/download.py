@@ -44,7 +44,7 @@ from agent.transfer.contract import (
     token_verdict,
 )
 from agent.transfer.files import free_bytes
-from agent.transfer.pacing import BandwidthLimiter, RateLimiter, wait_out
+from agent.transfer.pacing import BandwidthLimiter, Pacer, wait_out
 from agent.transfer.partial import Partial, Restart, expected_size
 from agent.transfer.retry import Action, RetryPolicy, decide
 
@@ -73,7 +73,7 @@ class Endpoint:
     source: DownloadContract
     doc: RemoteDocument
     attrs: Mapping[str, str]
-    limiter: RateLimiter
+    limiter: Pacer
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,10 @@
-"""Shared budgets: requests per minute per source, bytes per second overall, retry waits."""
+"""Shared budgets: requests per minute per source, bytes per second overall, retry waits.
+
+A source's requests go through a `Pacer`: `RateLimiter` counts them in memory (one process:
+SQLite, or no budget configured); `SharedRateLimiter` takes permits from the budget that
+every replica on one PostgreSQL database shares (`agent.state.budget`). `request_limiter`
+chooses by the state database.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,61 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
+from agent.state.budget import Budget, BudgetShape, SharedBudget
+from agent.state.replicas import shared
+from agent.state.store import Store
 from agent.transfer.retry import Decision
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+MAX_BATCH = 32  # permits one replica asks for at once
+
+
+class Pacer(Protocol):
+    """A source's request budget, as the API client and the downloader use it."""
+
+    @property
+    def waited(self) -> float:
+        """Total seconds requests spent waiting for the budget (for metrics)."""
+        ...
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits the budget."""
+        ...
+
+    async def pause(self, seconds: float) -> None:
+        """Hold every request of this source for `seconds` (after a 429)."""
+        ...
+
+
+def request_limiter(
+    per_minute: float | None, store: Store, source: str, *, window: float = 60.0
+) -> Pacer:
+    """The budget shared through the state database when several replicas can share it
+    (PostgreSQL) and one is configured; else one in memory."""
+    if per_minute is None or not shared(store.db):
+        return RateLimiter(per_minute, window=window)
+    shape = shared_shape(per_minute, window)
+    return SharedRateLimiter(SharedBudget(store.db, source, shape), shape)
+
+
+def shared_shape(per_minute: float, window: float = 60.0) -> BudgetShape:
+    """How a shared budget counts `per_minute` requests so that no `window` ever holds more.
+
+    Permits are sent within `hold` of being granted and grant times are rounded up to
+    `resolution`, so a window of requests lies within a span of grants `hold + resolution`
+    longer than the window plus `RateLimiter`'s margin for requests in flight.
+    """
+    capacity = max(1, int(per_minute * window / 60.0))
+    hold, resolution = min(1.0, window / 20), min(0.25, window / 240)
+    span = window + _margin(window) + hold + resolution
+    return BudgetShape(capacity, span, resolution, hold, max(1, min(MAX_BATCH, capacity // 8)))
+
+
+def _margin(window: float) -> float:
+    return min(0.5, window / 10)
 
 
 class RateLimiter:
@@ -33,7 +89,7 @@ class RateLimiter:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.capacity = None if per_minute is None else max(1, int(per_minute * window / 60.0))
-        self.window = window + (min(0.5, window / 10) if margin is None else margin)
+        self.window = window + (_margin(window) if margin is None else margin)
         self.clock = clock
         self.sleep = sleep
         self.sent: deque[float] = deque()
@@ -62,9 +118,71 @@ class RateLimiter:
             if self.capacity is not None:
                 self.sent.append(self.clock())
 
-    def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
         """Hold every request of this source for `seconds` (after a 429)."""
         self.paused_until = max(self.paused_until, self.clock() + seconds)
+
+
+class SharedRateLimiter:
+    """A source's budget shared by every replica: permits from a `Budget`, a few at a time.
+
+    Requests waiting together ask for permits together (up to `shape.batch`), so a busy
+    replica spends one statement on several requests. A permit is used within `shape.hold`
+    of the moment it was asked for, or thrown away: that bound is what lets the budget count
+    grants instead of requests. A 429 pauses this replica at once and every other replica
+    through the budget.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        shape: BudgetShape,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.budget = budget
+        self.shape = shape
+        self.clock = clock
+        self.sleep = sleep
+        self.waited = 0.0
+        self.paused_until = 0.0
+        self._permits: deque[float] = deque()  # when each held permit expires
+        self._waiting = 0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        self._waiting += 1
+        try:
+            if not self._permits:
+                await asyncio.sleep(0)  # requests woken together ask for their permits together
+            async with self._lock:
+                await self._take()
+        finally:
+            self._waiting -= 1
+
+    async def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, self.clock() + seconds)
+        self._permits.clear()
+        await self.budget.pause(seconds)
+
+    async def _take(self) -> None:
+        while True:
+            asked = self.clock()
+            wait = self.paused_until - asked
+            if wait <= 0:
+                while self._permits and self._permits[0] <= asked:
+                    self._permits.popleft()
+                if self._permits:
+                    self._permits.popleft()
+                    return
+                grant = await self.budget.grant(min(self._waiting, self.shape.batch))
+                self._permits.extend([asked + self.shape.hold] * grant.permits)
+                if grant.permits:
+                    continue
+                wait = grant.retry_in
+            self.waited += wait
+            await self.sleep(wait)
 
 
 class BandwidthLimiter:
@@ -96,8 +214,8 @@ class BandwidthLimiter:
                 await self.sleep(-self.allowance / self.rate)
 
 
-async def wait_out(decision: Decision, limiter: RateLimiter, sleep: Sleep) -> None:
+async def wait_out(decision: Decision, limiter: Pacer, sleep: Sleep) -> None:
     """Wait before a retry; after a 429 first pause the source's whole request budget."""
     if decision.throttled:
-        limiter.pause(decision.delay)
+        await limiter.pause(decision.delay)
     await sleep(decision.delay)

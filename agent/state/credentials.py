@@ -2,20 +2,31 @@
 
 Sources see this through the `SourceState` interface (`agent.state.source_state`), scoped to
 themselves by `Credentials.for_source`.
+
+Replicas on one PostgreSQL database renew a source's tokens one at a time (`renewal`): the
+renewer holds a transaction-level advisory lock for the source while it re-reads the stored
+tokens, spends the refresh token and saves what it got, each save committed before the lock
+is let go; the next holder then reads the new tokens, never the spent ones. A transaction
+lock (not a session lock) keeps this working behind a transaction-pooling PgBouncer.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent.state.database import Database
+from agent.state.database import Database, translated
+from agent.state.replicas import shared
 from agent.state.source_state import SourceState, StoredToken
 from agent.state.tables import CursorRow, TokenRow
 
 TOKEN_HISTORY = 5  # rotated refresh tokens kept (encrypted) for forensics
+RENEWAL_LOCKS = 0x746F6B6E  # the advisory lock space of token renewals (the key: the source)
 
 
 class Credentials:
@@ -26,6 +37,33 @@ class Credentials:
 
     def for_source(self, source: str) -> SourceState:
         return ScopedCredentials(self, source)
+
+    @asynccontextmanager
+    async def renewal(self, source: str) -> AsyncIterator[None]:
+        """Hold `source`'s token renewal across processes (see the module); SQLite has one
+        process, whose callers serialise their renewals themselves."""
+        if not shared(self.db):
+            yield
+            return
+        conn = await self._renewal_lock(source)
+        try:
+            yield
+        finally:
+            async with translated(self.db.where, None):
+                await conn.close()  # ends the transaction, and with it the lock
+
+    async def _renewal_lock(self, source: str) -> AsyncConnection:
+        """A connection in a transaction that holds the source's renewal lock (waiting for it)."""
+        async with translated(self.db.where, None):
+            conn = await self.db.engine.connect()
+            try:
+                await conn.begin()
+                key = func.hashtext(source)
+                await conn.execute(select(func.pg_advisory_xact_lock(RENEWAL_LOCKS, key)))
+            except BaseException:
+                await conn.close()
+                raise
+            return conn
 
     async def load_token(self, source: str, kind: str) -> StoredToken | None:
         async with self.db.session() as s:
@@ -106,3 +144,6 @@ class ScopedCredentials:
 
     async def save_cursor(self, key: str, value: str | None) -> None:
         await self.credentials.save_cursor(self.source, key, value)
+
+    def renewal(self) -> AbstractAsyncContextManager[None]:
+        return self.credentials.renewal(self.source)

@@ -20,6 +20,7 @@ from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.registry import build_source
 from agent.state.store import Store
+from agent.state.wakeup import LocalWakeup, Wakeup, open_wakeup
 from agent.transfer.download import READ_BUFFER, Downloader
 from agent.transfer.files import hash_file, remove_stale_temps, staging_dir
 from agent.transfer.pacing import BandwidthLimiter, request_limiter
@@ -97,6 +98,7 @@ class Agent:
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
         self.signed_in_since_rebuild: set[str] = set()
+        self.wakeup: Wakeup = LocalWakeup()  # hints between replicas (`open` sets the real one)
         self.log = get_logger()
 
     @classmethod
@@ -139,6 +141,7 @@ class Agent:
             )
             engine = Engine(agent_cfg, store, downloader, progress=progress)
             agent = cls(config, store, engine, stack, sleep=sleep, rate_window=rate_window)
+            agent.wakeup = await stack.enter_async_context(open_wakeup(store.db))
             await agent.reconcile()
             for source in config.sources:
                 if source.enabled:

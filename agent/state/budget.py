@@ -11,10 +11,12 @@ whatever the number of replicas. (An UPDATE that computed its SET from the row w
 lock is not enough: re-checking a concurrently updated row does not recompute such a
 subquery, and replicas then overwrite each other's grants; the tests hammer this.)
 
-Grant times are rounded up to `resolution` seconds, so a grant is never recorded earlier
-than it happened and the arrays hold at most `span / resolution` entries, whatever the
-request rate. A 429 pauses the source for every replica (`pause`): the statement grants
-nothing until `paused_until`.
+The budget holds over the whole window and over every sixth of it (`burst` in
+`burst_span`), as the in-memory `RateLimiter` does: APIs state limits over short windows
+too. Grant times are rounded up to `resolution` seconds, so a grant is never recorded
+earlier than it happened and the arrays hold at most `span / resolution` entries, whatever
+the request rate. A 429 pauses the source for every replica (`pause`): the statement
+grants nothing until `paused_until`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
@@ -43,8 +45,11 @@ WITH locked AS (
     SELECT locked.now,
            ceil(locked.now / CAST(:resolution AS float8)) * CAST(:resolution AS float8) AS at,
            CASE WHEN locked.now < locked.paused_until THEN 0
-                ELSE greatest(0, least(CAST(:want AS int),
-                     CAST(:capacity AS int) - (SELECT coalesce(sum(n), 0) FROM live)))
+                ELSE greatest(0, least(
+                    CAST(:want AS int),
+                    CAST(:capacity AS int) - (SELECT coalesce(sum(n), 0) FROM live),
+                    CAST(:burst AS int) - (SELECT coalesce(sum(n), 0) FROM live
+                                           WHERE t > locked.now - CAST(:burst_span AS float8))))
            END AS granted
     FROM locked
 ), kept AS (
@@ -60,7 +65,14 @@ SET grant_times = coalesce((SELECT array_agg(t ORDER BY t) FROM kept), '{}'),
     checked_at = d.now
 FROM decision AS d
 WHERE b.source = :source
-RETURNING b.granted, b.checked_at, b.grant_times[1] AS oldest, b.paused_until
+RETURNING b.granted, b.checked_at, b.paused_until,
+    (SELECT coalesce(sum(u.n), 0) FROM unnest(b.grant_times, b.grant_counts) AS u(t, n))
+        AS used,
+    b.grant_times[1] AS oldest,
+    (SELECT coalesce(sum(u.n), 0) FROM unnest(b.grant_times, b.grant_counts) AS u(t, n)
+     WHERE u.t > b.checked_at - CAST(:burst_span AS float8)) AS used_burst,
+    (SELECT min(u.t) FROM unnest(b.grant_times) AS u(t)
+     WHERE u.t > b.checked_at - CAST(:burst_span AS float8)) AS oldest_burst
 """
 )
 
@@ -84,7 +96,8 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class BudgetShape:
-    """How a source's budget is counted: `capacity` permits in any `span` seconds.
+    """How a source's budget is counted: `capacity` permits in any `span` seconds, and at
+    most `burst` of them in any `burst_span`.
 
     `hold` (how long a replica may keep a permit) and `batch` (how many it asks for at
     once) are the replicas' side of the bargain (`agent.transfer.pacing.shared_shape`).
@@ -92,9 +105,34 @@ class BudgetShape:
 
     capacity: int
     span: float
+    burst: int
+    burst_span: float
     resolution: float
     hold: float
     batch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a refused grant saw: permits in each window, the oldest grant in each, a pause."""
+
+    now: float
+    used: int
+    oldest: float | None
+    used_burst: int
+    oldest_burst: float | None
+    paused_until: float
+
+
+def retry_in(usage: Usage, shape: BudgetShape) -> float:
+    """Seconds until a permit may be granted: the pause ends, and the oldest grant of each
+    full window leaves it (pure)."""
+    frees_at = usage.paused_until
+    if usage.used >= shape.capacity and usage.oldest is not None:
+        frees_at = max(frees_at, usage.oldest + shape.span)
+    if usage.used_burst >= shape.burst and usage.oldest_burst is not None:
+        frees_at = max(frees_at, usage.oldest_burst + shape.burst_span)
+    return max(frees_at - usage.now, shape.resolution)
 
 
 class Budget(Protocol):
@@ -127,13 +165,23 @@ class SharedBudget:
             "want": want,
             "capacity": shape.capacity,
             "span": shape.span,
+            "burst": shape.burst,
+            "burst_span": shape.burst_span,
             "resolution": shape.resolution,
         }
         async with self.db.begin() as conn:
-            row = (await conn.execute(_GRANT, params)).one()
+            row: Any = (await conn.execute(_GRANT, params)).one()
         if row.granted > 0:
             return Grant(row.granted, 0.0)
-        return Grant(0, _retry_in(row.checked_at, row.oldest, row.paused_until, shape))
+        usage = Usage(
+            row.checked_at,
+            row.used,
+            row.oldest,
+            row.used_burst,
+            row.oldest_burst,
+            row.paused_until,
+        )
+        return Grant(0, retry_in(usage, shape))
 
     async def pause(self, seconds: float) -> None:
         """Grant nothing to any replica for `seconds` (the API answered 429)."""
@@ -157,12 +205,6 @@ class SharedBudget:
         self._row_exists = True
 
 
-def _retry_in(now: float, oldest: float | None, paused_until: float, shape: BudgetShape) -> float:
-    """Seconds until a permit may be granted: the oldest grant leaves the span, the pause ends."""
-    frees_at = paused_until if oldest is None else max(oldest + shape.span, paused_until)
-    return max(frees_at - now, shape.resolution)
-
-
 @dataclass
 class MemoryBudget:
     """The same budget in memory (one process): the fake beside `SharedBudget` for tests."""
@@ -175,16 +217,19 @@ class MemoryBudget:
 
     async def grant(self, want: int) -> Grant:
         self.statements += 1
-        now = self.clock()
-        while self.grants and self.grants[0][0] <= now - self.shape.span:
+        now, shape = self.clock(), self.shape
+        while self.grants and self.grants[0][0] <= now - shape.span:
             self.grants.popleft()
-        used = sum(n for _, n in self.grants)
-        permits = 0 if now < self.paused_until else max(0, min(want, self.shape.capacity - used))
-        if permits:
+        recent = [(t, n) for t, n in self.grants if t > now - shape.burst_span]
+        used, used_burst = sum(n for _, n in self.grants), sum(n for _, n in recent)
+        permits = max(0, min(want, shape.capacity - used, shape.burst - used_burst))
+        if now >= self.paused_until and permits:
             self.grants.append((now, permits))
             return Grant(permits, 0.0)
         oldest = self.grants[0][0] if self.grants else None
-        return Grant(0, _retry_in(now, oldest, self.paused_until, self.shape))
+        oldest_burst = recent[0][0] if recent else None
+        usage = Usage(now, used, oldest, used_burst, oldest_burst, self.paused_until)
+        return Grant(0, retry_in(usage, shape))
 
     async def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self.clock() + seconds)

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.state.budget import Budget, BudgetShape, SharedBudget
@@ -22,6 +23,7 @@ from agent.transfer.retry import Decision
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 MAX_BATCH = 32  # permits one replica asks for at once
+BURST_PARTS = 6  # the budget holds over every sixth of its window too
 
 
 class Pacer(Protocol):
@@ -53,16 +55,34 @@ def request_limiter(
 
 
 def shared_shape(per_minute: float, window: float = 60.0) -> BudgetShape:
-    """How a shared budget counts `per_minute` requests so that no `window` ever holds more.
+    """How a shared budget counts `per_minute` requests so that no window ever holds more,
+    over the whole window and over every sixth of it (as `RateLimiter` does).
 
-    Permits are sent within `hold` of being granted and grant times are rounded up to
-    `resolution`, so a window of requests lies within a span of grants `hold + resolution`
-    longer than the window plus `RateLimiter`'s margin for requests in flight.
+    Permits are sent within `hold` of being asked for and grant times are rounded up to
+    `resolution`, so the requests of a window lie within a span of grants `hold +
+    resolution` longer than the window plus `RateLimiter`'s margin for requests in flight.
     """
-    capacity = max(1, int(per_minute * window / 60.0))
-    hold, resolution = min(1.0, window / 20), min(0.25, window / 240)
-    span = window + _margin(window) + hold + resolution
-    return BudgetShape(capacity, span, resolution, hold, max(1, min(MAX_BATCH, capacity // 8)))
+    capacity = _capacity(per_minute, window)
+    hold, resolution = min(0.5, window / 40), min(0.25, window / 240)
+    short = window / BURST_PARTS
+    return BudgetShape(
+        capacity=capacity,
+        span=window + _margin(window) + hold + resolution,
+        burst=_burst(capacity),
+        burst_span=short + _margin(short) + hold + resolution,
+        resolution=resolution,
+        hold=hold,
+        batch=max(1, min(MAX_BATCH, capacity // 8)),
+    )
+
+
+def _capacity(per_minute: float, window: float) -> int:
+    return max(1, int(per_minute * window / 60.0))
+
+
+def _burst(capacity: int) -> int:
+    """The requests allowed in a sixth of the window: a sixth of them, rounded up."""
+    return -(-capacity // BURST_PARTS)
 
 
 def _margin(window: float) -> float:
@@ -70,13 +90,18 @@ def _margin(window: float) -> float:
 
 
 class RateLimiter:
-    """At most `per_minute` requests in any sliding window of `window` seconds.
+    """At most `per_minute` requests in any sliding window of `window` seconds, spread out.
 
     One limiter is shared by every task of a source (token, listing and download calls), so
     the budget holds whatever the concurrency. A 429 pauses the whole source (`pause`).
-    `margin` widens the window a little so that requests that travel at different speeds
-    still never land closer together at the server than the budget allows; by default it is
-    half a second, or a tenth of the window for windows under five seconds (tests).
+
+    The budget is also held over every sixth of the window (20 requests in any 10 seconds
+    for 120 a minute): APIs state their limits over short windows too (Standard Metrics
+    documents "30 requests in 10 seconds per bearer token" beside 120 a minute), and a
+    burst of a minute's budget in one second is what such a limit refuses. `margin` widens
+    each window a little so that requests that travel at different speeds still never land
+    closer together at the server than the budget allows; by default it is half a second,
+    or a tenth of the window for short windows (tests).
     """
 
     def __init__(
@@ -88,35 +113,34 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.capacity = None if per_minute is None else max(1, int(per_minute * window / 60.0))
-        self.window = window + (_margin(window) if margin is None else margin)
+        self.windows: tuple[_Window, ...] = ()
+        if per_minute is not None:
+            capacity = _capacity(per_minute, window)
+            self.windows = (
+                _Window.of(window, capacity, margin),
+                _Window.of(window / BURST_PARTS, _burst(capacity), margin),
+            )
         self.clock = clock
         self.sleep = sleep
-        self.sent: deque[float] = deque()
         self.paused_until = 0.0
         self.waited = 0.0  # total seconds spent waiting, for metrics
         self._lock = asyncio.Lock()
 
     def delay(self, now: float) -> float:
-        """Seconds until one more request fits (pure over the limiter's record)."""
-        wait = max(0.0, self.paused_until - now)
-        if self.capacity is not None and len(self.sent) >= self.capacity:
-            wait = max(wait, self.sent[0] + self.window - now)
-        return wait
+        """Seconds until one more request fits (forgetting requests that left the windows)."""
+        return max(self.paused_until - now, 0.0, *(w.delay(now) for w in self.windows))
 
     async def acquire(self) -> None:
         async with self._lock:
             while True:
-                now = self.clock()
-                while self.sent and self.sent[0] + self.window <= now:
-                    self.sent.popleft()
-                wait = self.delay(now)
+                wait = self.delay(self.clock())
                 if wait <= 0:
                     break
                 self.waited += wait
                 await self.sleep(wait)
-            if self.capacity is not None:
-                self.sent.append(self.clock())
+            sent = self.clock()
+            for window in self.windows:
+                window.sent.append(sent)
 
     async def pause(self, seconds: float) -> None:
         """Hold every request of this source for `seconds` (after a 429)."""
@@ -183,6 +207,26 @@ class SharedRateLimiter:
                 wait = grant.retry_in
             self.waited += wait
             await self.sleep(wait)
+
+
+@dataclass
+class _Window:
+    """The send times of the requests still inside one sliding window."""
+
+    span: float  # the window's length, margin included
+    capacity: int
+    sent: deque[float] = field(default_factory=deque)
+
+    @classmethod
+    def of(cls, window: float, capacity: int, margin: float | None) -> _Window:
+        return cls(window + (_margin(window) if margin is None else margin), capacity)
+
+    def delay(self, now: float) -> float:
+        while self.sent and self.sent[0] + self.span <= now:
+            self.sent.popleft()
+        if len(self.sent) < self.capacity:
+            return 0.0
+        return self.sent[0] + self.span - now
 
 
 class BandwidthLimiter:

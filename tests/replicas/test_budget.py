@@ -39,18 +39,23 @@ class Clock:
         await asyncio.sleep(0)
 
 
-def test_the_shape_spans_the_window_plus_what_a_permit_may_travel() -> None:
-    shape = shared_shape(120.0)
-    assert shape.capacity == 120
-    assert shape.span == 60.0 + 0.5 + shape.hold + shape.resolution
-    assert (shape.hold, shape.resolution) == (1.0, 0.25)
-    assert shape.batch == 15
+def shape(capacity: int, burst: int | None = None, span: float = 60.0) -> BudgetShape:
+    """A budget of `capacity` in `span` seconds (and `burst` in a sixth of it)."""
+    return BudgetShape(capacity, span, burst or capacity, span / 6, 0.25, 1.0, 16)
+
+
+def test_the_shape_spans_each_window_plus_what_a_permit_may_travel() -> None:
+    counted = shared_shape(120.0)
+    assert (counted.capacity, counted.burst, counted.batch) == (120, 20, 15)
+    assert (counted.hold, counted.resolution) == (0.5, 0.25)
+    assert counted.span == 60.0 + 0.5 + counted.hold + counted.resolution
+    assert counted.burst_span == 10.0 + 0.5 + counted.hold + counted.resolution
 
 
 async def test_waiting_requests_ask_for_their_permits_together() -> None:
     """Eight requests waiting at once cost one grant, not eight."""
     clock = Clock()
-    budget = MemoryBudget(BudgetShape(100, 61.75, 0.25, 1.0, 16), clock)
+    budget = MemoryBudget(shape(100), clock)
     limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
     await asyncio.gather(*(limiter.acquire() for _ in range(8)))
     assert budget.statements == 1
@@ -59,7 +64,7 @@ async def test_waiting_requests_ask_for_their_permits_together() -> None:
 
 async def test_a_permit_not_used_within_its_hold_is_thrown_away() -> None:
     clock = Clock()
-    budget = MemoryBudget(BudgetShape(100, 61.75, 0.25, 1.0, 16), clock)
+    budget = MemoryBudget(shape(100), clock)
     limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
     limiter._permits.append(clock.now + 1.0)  # a permit left over from a cancelled request
     clock.now += 1.5
@@ -69,21 +74,29 @@ async def test_a_permit_not_used_within_its_hold_is_thrown_away() -> None:
 
 async def test_an_exhausted_budget_waits_until_the_oldest_grant_leaves_the_span() -> None:
     clock = Clock()
-    shape = BudgetShape(2, 10.0, 0.25, 1.0, 2)
-    budget = MemoryBudget(shape, clock)
-    limiter = SharedRateLimiter(budget, shape, clock=clock, sleep=clock.sleep)
+    budget = MemoryBudget(shape(2, span=10.0), clock)
+    limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
     for _ in range(3):
         await limiter.acquire()
     assert clock.now == pytest.approx(110.0)
     assert limiter.waited == pytest.approx(10.0)
 
 
+async def test_a_burst_waits_for_the_sixth_of_the_window_it_fills() -> None:
+    """120 a minute is at most 20 in any tenth of it: the 21st waits for the first to leave."""
+    clock = Clock()
+    budget = MemoryBudget(shape(120, burst=20), clock)
+    limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
+    for _ in range(21):
+        await limiter.acquire()
+    assert clock.now == pytest.approx(110.0)
+
+
 async def test_a_429_pauses_this_replica_and_every_other_through_the_budget() -> None:
     clock = Clock()
-    shape = BudgetShape(100, 61.75, 0.25, 1.0, 16)
-    budget = MemoryBudget(shape, clock)
-    mine = SharedRateLimiter(budget, shape, clock=clock, sleep=clock.sleep)
-    other = SharedRateLimiter(budget, shape, clock=clock, sleep=clock.sleep)
+    budget = MemoryBudget(shape(100), clock)
+    mine = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
+    other = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
     await mine.acquire()
     await mine.pause(30.0)
     await other.acquire()
@@ -113,33 +126,44 @@ async def test_postgresql_shares_the_budget_between_replicas(stores: list[Store]
     assert isinstance(request_limiter(None, stores[0], "sm"), RateLimiter)
 
 
+async def hammer(stores: list[Store], counted: BudgetShape) -> int:
+    """Two tasks per replica ask for 3 permits 20 times each, all at once: the permits got."""
+
+    async def ask(store: Store) -> int:
+        budget = SharedBudget(store.db, "sm", counted)
+        return sum([(await budget.grant(3)).permits for _ in range(20)])
+
+    return sum(await asyncio.gather(*(ask(s) for s in stores for _ in range(2))))
+
+
 async def test_concurrent_grants_never_hand_out_more_than_the_capacity(
     stores: list[Store],
 ) -> None:
     """Replicas asking at once, many times, within one span, get exactly the capacity."""
-    shape = shared_shape(60.0, window=30.0)  # capacity 30 in a span of ~33 s
-
-    async def ask(store: Store) -> int:
-        budget = SharedBudget(store.db, "sm", shape)
-        granted = 0
-        for _ in range(20):
-            granted += (await budget.grant(3)).permits
-        return granted
-
-    got = await asyncio.gather(*(ask(s) for s in stores for _ in range(2)))
-    assert sum(got) == shape.capacity
-    refused = await SharedBudget(stores[0].db, "sm", shape).grant(1)
+    counted = shape(30, span=30.0)
+    assert await hammer(stores, counted) == counted.capacity
+    refused = await SharedBudget(stores[0].db, "sm", counted).grant(1)
     assert refused.permits == 0
-    assert shape.span - 2.0 < refused.retry_in <= shape.span
+    assert counted.span - 2.0 < refused.retry_in <= counted.span
+
+
+async def test_concurrent_grants_never_hand_out_more_than_the_burst(
+    stores: list[Store],
+) -> None:
+    counted = shape(60, burst=10, span=60.0)
+    assert await hammer(stores, counted) == 10
+    refused = await SharedBudget(stores[0].db, "sm", counted).grant(1)
+    assert refused.permits == 0
+    assert counted.burst_span - 2.0 < refused.retry_in <= counted.burst_span
 
 
 async def test_a_pause_on_one_replica_holds_the_grants_of_another(stores: list[Store]) -> None:
-    shape = shared_shape(600.0, window=60.0)
-    await SharedBudget(stores[0].db, "sm", shape).pause(20.0)
-    refused = await SharedBudget(stores[1].db, "sm", shape).grant(1)
+    counted = shared_shape(600.0, window=60.0)
+    await SharedBudget(stores[0].db, "sm", counted).pause(20.0)
+    refused = await SharedBudget(stores[1].db, "sm", counted).grant(1)
     assert refused.permits == 0
     assert 18.0 < refused.retry_in <= 20.0
-    assert (await SharedBudget(stores[1].db, "other", shape).grant(1)).permits == 1
+    assert (await SharedBudget(stores[1].db, "other", counted).grant(1)).permits == 1
 
 
 async def test_three_replicas_never_exceed_the_budget_in_any_window(

@@ -3,6 +3,11 @@
 It schedules one APScheduler job per source, serves the HTTP endpoint, speaks the systemd
 notify protocol, reloads its configuration on SIGHUP and stops cleanly on SIGTERM/SIGINT.
 Every resource sits in one AsyncExitStack, so shutdown is the reverse of start-up.
+
+As one replica among several on a shared PostgreSQL state it registers itself and
+heartbeats (`agent.state.replicas`), and answers passes asked of any replica: `POST /sync`
+records a request and hints every replica (`agent.state.wakeup`), and each looks at the
+requests on a hint or every REQUEST_POLL seconds and starts the passes asked for.
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
+from agent.state.replicas import HEARTBEAT, this_replica
+from agent.state.wakeup import Work
 from agent.transfer.files import free_bytes
-from agent.web import serve_web, status_json
+from agent.web import serve_web, status_json, status_report
+
+REQUEST_POLL = 5.0  # seconds between looks at the passes asked for, when no hint comes
 
 
 class Daemon:
@@ -46,6 +55,7 @@ class Daemon:
         self.notifier = Notifier()
         self._reloading: asyncio.Task[None] | None = None
         self.exit_code = 0
+        self.replica = this_replica(time.time())
 
     # ------------------------------------------------------------ Controller (web.py)
 
@@ -58,19 +68,22 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         assert self.agent is not None
-        return {"sources": status_json(await self.agent.store.status.sources(self._configured()))}
+        report = await status_report(self.agent.store, self._configured())
+        return {"replica": self.replica.id, **report}
 
     def _configured(self) -> list[str]:
         return [s.name for s in self.config.sources]
 
-    def trigger(self, source: str | None) -> list[str]:
+    async def trigger(self, source: str | None) -> list[str]:
+        """Ask for a pass of one or every source; whichever replica runs it next answers."""
         assert self.agent is not None
         names = [source] if source is not None else list(self.agent.slots)
         for name in names:
             if name not in self.agent.slots:
                 raise KeyError(name)
+        await self.agent.store.requests.ask(names)
         for name in names:
-            self.start_pass(name)
+            await self.agent.wakeup.notify(name, Work.SYNC)
         return names
 
     # ------------------------------------------------------------ life cycle
@@ -80,6 +93,8 @@ class Daemon:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
+            await stack.enter_async_context(self.agent.store.replicas.registered(self.replica))
+            self.metrics.set_replica(self.replica.id, self.replica.host, self.replica.pid)
             mirror = self.config.agent.mirror_dir
             self.metrics.watch_free_space(
                 lambda: free_bytes(mirror), self.config.agent.min_free_space
@@ -89,6 +104,9 @@ class Daemon:
             stack.callback(self.scheduler.shutdown, wait=False)
             for cfg in self.agent.slots.values():
                 self.schedule(cfg.runtime.config)
+            self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT))
+            requests = asyncio.create_task(self._answer_requests(), name="requests")
+            stack.push_async_callback(_cancelled, requests)
             url = await stack.enter_async_context(
                 serve_web(self, self.config.agent.listen, self.config.agent.api_token)
             )
@@ -134,11 +152,38 @@ class Daemon:
             return
         self.running[name] = asyncio.create_task(self._pass(name), name=f"pass:{name}")
 
+    async def _answer_requests(self) -> None:
+        """Start the passes asked of any replica, on a hint or every REQUEST_POLL seconds."""
+        assert self.agent is not None
+        with self.agent.wakeup.subscribe(Work.SYNC) as inbox:
+            while True:
+                await inbox.wait(REQUEST_POLL)
+                try:
+                    asked = await self.agent.store.requests.pending()
+                except StateError as exc:
+                    self.log.error("requests.failed", error=str(exc))
+                    continue
+                for name in asked.keys() & self.agent.slots.keys():
+                    self.start_pass(name)
+
+    async def _heartbeat(self) -> None:
+        """Tell the other replicas this one lives, and forget those long gone."""
+        assert self.agent is not None
+        replicas = self.agent.store.replicas
+        try:
+            if not await replicas.heartbeat(self.replica.id):
+                self.log.warning("replica.registered_again", replica=self.replica.id)
+                await replicas.register(self.replica)
+            await replicas.forget_stale()
+        except StateError as exc:
+            self.log.error("replica.heartbeat_failed", error=str(exc))
+
     async def _pass(self, name: str) -> None:
         assert self.agent is not None
         slot = self.agent.slots.get(name)
         if slot is None or self.stop_requested.is_set():
             return
+        asked_before = self.agent.store.db.clock()  # the requests this pass answers
         started = time.monotonic()
         waited_before = slot.runtime.limiter.waited
         ok = False
@@ -156,6 +201,7 @@ class Daemon:
             self.metrics.observe_pass(name, time.monotonic() - started, ok)
             self.metrics.add_rate_wait(name, slot.runtime.limiter.waited - waited_before)
         try:
+            await self.agent.store.requests.answered(name, asked_before)
             await self._publish_status()
         except StateError as exc:
             self.log.error("status.failed", error=str(exc))
@@ -251,6 +297,11 @@ class Daemon:
         return asyncio.create_task(
             watchdog_loop(self.notifier, interval, self.ready, on_lag=self.metrics.set_loop_lag)
         )
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def run_daemon(config: Config, path: Path) -> int:

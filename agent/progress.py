@@ -62,9 +62,28 @@ def terminal_progress(stream: TextIO) -> Iterator[ProgressCallback | None]:
         yield _Live(progress)
 
 
-def print_status(sources: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:
-    """The readable form of `sync-agent status`."""
+def print_status(report: Mapping[str, Any], console: Console | None = None) -> None:
+    """The readable form of `sync-agent status`: the sources, then the replicas."""
     console = console or Console()
+    _print_sources(report["sources"], console)
+    _print_replicas(report["replicas"], console)
+
+
+def _print_replicas(replicas: Sequence[Mapping[str, Any]], console: Console) -> None:
+    if not replicas:
+        console.print("no replica running (no `sync-agent run` has registered)")
+        return
+    table = Table(title="replicas")
+    for column in ("replica", "host", "pid", "started", "last heartbeat", "state"):
+        table.add_column(column)
+    for r in replicas:
+        table.add_row(
+            r["id"], r["host"], str(r["pid"]), r["started"], r["last_heartbeat"], r["state"]
+        )
+    console.print(table)
+
+
+def _print_sources(sources: Sequence[Mapping[str, Any]], console: Console) -> None:
     table = Table(title="sync-agent status")
     for column in (
         "source",

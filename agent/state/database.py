@@ -16,9 +16,11 @@ hold rows of it): the pass fails with `CorruptStateError`, and the next start re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -188,14 +190,15 @@ def load_cipher(state_dir: Path) -> Fernet:
     """The key that encrypts tokens at rest, created once in the state folder (mode 0600).
 
     It stays a local file with PostgreSQL too: the database alone never holds readable tokens.
+    Replicas must share it (one state folder, or the same key file in each). A new key is
+    written aside and linked into place, so replicas starting together on one folder all
+    read the one key that won, never a half-written file.
     """
     key_file = state_dir / "secret.key"
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(Fernet.generate_key())
+            _create_key(key_file)
         return Fernet(key_file.read_bytes().strip())
     except OSError as exc:
         raise StateError(f"cannot use the token key {key_file}: {exc.strerror}") from exc
@@ -204,6 +207,21 @@ def load_cipher(state_dir: Path) -> Fernet:
             f"the token key {key_file} is not a key this agent wrote: move it aside to start "
             "a new one (tokens stored with the old key must then be obtained again)"
         ) from exc
+
+
+def _create_key(key_file: Path) -> None:
+    """A new key at `key_file`, unless another process put one there first."""
+    fd, name = tempfile.mkstemp(prefix=f".{key_file.name}.", dir=key_file.parent)  # 0600
+    draft = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key())
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, key_file)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def upgrade(connection: Connection) -> None:

@@ -183,7 +183,7 @@ class Daemon:
         slot = self.agent.slots.get(name)
         if slot is None or self.stop_requested.is_set():
             return
-        asked_before = self.agent.store.db.clock()  # the requests this pass answers
+        asked_before = time.time()  # the pass requests this pass answers
         started = time.monotonic()
         waited_before = slot.runtime.limiter.waited
         ok = False
@@ -202,6 +202,9 @@ class Daemon:
             self.metrics.add_rate_wait(name, slot.runtime.limiter.waited - waited_before)
         try:
             await self.agent.store.requests.answered(name, asked_before)
+        except StateError as exc:
+            self.log.error("requests.failed", error=str(exc))
+        try:
             await self._publish_status()
         except StateError as exc:
             self.log.error("status.failed", error=str(exc))

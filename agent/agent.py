@@ -141,7 +141,9 @@ class Agent:
             )
             engine = Engine(agent_cfg, store, downloader, progress=progress)
             agent = cls(config, store, engine, stack, sleep=sleep, rate_window=rate_window)
-            agent.wakeup = await stack.enter_async_context(open_wakeup(store.db))
+            agent.wakeup = await stack.enter_async_context(
+                open_wakeup(store.db, agent_cfg.state_listen_url)
+            )
             await agent.reconcile()
             for source in config.sources:
                 if source.enabled:

@@ -301,7 +301,11 @@ def _engine(url: str, connections: int) -> AsyncEngine:
         # A pool as large as the downloads that checkpoint at once (a new PostgreSQL
         # connection costs a fork): overflow covers bursts, pre-ping a restarted server.
         return create_async_engine(
-            url, pool_size=connections, max_overflow=connections // 2, pool_pre_ping=True
+            url,
+            pool_size=connections,
+            max_overflow=connections // 2,
+            pool_pre_ping=True,
+            connect_args=_driver_numbers(url),
         )
     except ImportError as exc:
         raise StateError(
@@ -310,6 +314,24 @@ def _engine(url: str, connections: int) -> AsyncEngine:
         ) from exc
     except SQLAlchemyError as exc:
         raise StateError(f"state_url: {driver_reason(exc)}") from exc
+
+
+def _driver_numbers(url: str) -> dict[str, int]:
+    """asyncpg's numeric options given in the URL's query, as the numbers asyncpg wants.
+
+    SQLAlchemy hands the query to asyncpg as text; `?statement_cache_size=0` (with
+    `prepared_statement_cache_size=0`, which SQLAlchemy reads itself) is what running behind
+    a transaction-pooling PgBouncer needs (docs/replicas.md).
+    """
+    numbers: dict[str, int] = {}
+    for key in ("statement_cache_size", "max_cached_statement_lifetime"):
+        value = make_url(url).query.get(key)
+        if isinstance(value, str):
+            try:
+                numbers[key] = int(value)
+            except ValueError:
+                raise StateError(f"state_url: {key} must be a whole number") from None
+    return numbers
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:

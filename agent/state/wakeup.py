@@ -107,9 +107,12 @@ class LocalWakeup:
 class PgWakeup(LocalWakeup):
     """Hints through PostgreSQL's NOTIFY, heard by this replica's LISTEN connection."""
 
-    def __init__(self, db: Database, *, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self, db: Database, *, listen_url: str | None = None, sleep: Sleep = asyncio.sleep
+    ) -> None:
         super().__init__()
         self.db = db
+        self.listen_url = listen_url  # a direct or session-pooled URL; default: the state's
         self.sleep = sleep
         self.listening = asyncio.Event()  # set while the LISTEN connection is up
         self.log = get_logger()
@@ -120,7 +123,7 @@ class PgWakeup(LocalWakeup):
 
     async def listen(self) -> None:
         """Listen until cancelled, reconnecting with a growing pause when the link is lost."""
-        engine = create_async_engine(self.db.engine.url, poolclass=NullPool)
+        engine = create_async_engine(self.listen_url or self.db.engine.url, poolclass=NullPool)
         failures = 0
         try:
             while True:
@@ -163,12 +166,13 @@ class PgWakeup(LocalWakeup):
 
 
 @contextlib.asynccontextmanager
-async def open_wakeup(db: Database) -> AsyncIterator[LocalWakeup]:
-    """The wake-up for this database: NOTIFY/LISTEN on PostgreSQL, in-process on SQLite."""
+async def open_wakeup(db: Database, listen_url: str | None = None) -> AsyncIterator[LocalWakeup]:
+    """The wake-up for this database: NOTIFY/LISTEN on PostgreSQL (listening on
+    `listen_url` when given), in-process on SQLite."""
     if not shared(db):
         yield LocalWakeup()
         return
-    wakeup = PgWakeup(db)
+    wakeup = PgWakeup(db, listen_url=listen_url)
     listener = asyncio.create_task(wakeup.listen(), name="wakeup:listen")
     try:
         yield wakeup

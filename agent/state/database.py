@@ -218,8 +218,15 @@ def _create_key(key_file: Path) -> None:
             handle.write(Fernet.generate_key())
             handle.flush()
             os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(draft, key_file)
+        except FileExistsError:
+            pass  # another replica's key won
+        except OSError:  # a file system without hard links (SMB shares): create in place
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(draft.read_bytes())
     finally:
         draft.unlink(missing_ok=True)
 

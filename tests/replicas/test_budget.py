@@ -44,6 +44,13 @@ def shape(capacity: int, burst: int | None = None, span: float = 60.0) -> Budget
     return BudgetShape(capacity, span, burst or capacity, span / 6, 0.25, 1.0, 16)
 
 
+def limited(counted: BudgetShape) -> tuple[Clock, MemoryBudget, SharedRateLimiter]:
+    """A replica's limiter over an in-memory budget, on a clock its sleeps move."""
+    clock = Clock()
+    budget = MemoryBudget(counted, clock)
+    return clock, budget, SharedRateLimiter(budget, counted, clock=clock, sleep=clock.sleep)
+
+
 def test_the_shape_spans_each_window_plus_what_a_permit_may_travel() -> None:
     counted = shared_shape(120.0)
     assert (counted.capacity, counted.burst, counted.batch) == (120, 20, 15)
@@ -54,18 +61,14 @@ def test_the_shape_spans_each_window_plus_what_a_permit_may_travel() -> None:
 
 async def test_waiting_requests_ask_for_their_permits_together() -> None:
     """Eight requests waiting at once cost one grant, not eight."""
-    clock = Clock()
-    budget = MemoryBudget(shape(100), clock)
-    limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
+    _clock, budget, limiter = limited(shape(100))
     await asyncio.gather(*(limiter.acquire() for _ in range(8)))
     assert budget.statements == 1
     assert sum(n for _, n in budget.grants) == 8
 
 
 async def test_a_permit_not_used_within_its_hold_is_thrown_away() -> None:
-    clock = Clock()
-    budget = MemoryBudget(shape(100), clock)
-    limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
+    clock, budget, limiter = limited(shape(100))
     limiter._permits.append(clock.now + 1.0)  # a permit left over from a cancelled request
     clock.now += 1.5
     await limiter.acquire()
@@ -73,9 +76,7 @@ async def test_a_permit_not_used_within_its_hold_is_thrown_away() -> None:
 
 
 async def test_an_exhausted_budget_waits_until_the_oldest_grant_leaves_the_span() -> None:
-    clock = Clock()
-    budget = MemoryBudget(shape(2, span=10.0), clock)
-    limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
+    clock, _budget, limiter = limited(shape(2, span=10.0))
     for _ in range(3):
         await limiter.acquire()
     assert clock.now == pytest.approx(110.0)
@@ -84,9 +85,7 @@ async def test_an_exhausted_budget_waits_until_the_oldest_grant_leaves_the_span(
 
 async def test_a_burst_waits_for_the_sixth_of_the_window_it_fills() -> None:
     """120 a minute is at most 20 in any tenth of it: the 21st waits for the first to leave."""
-    clock = Clock()
-    budget = MemoryBudget(shape(120, burst=20), clock)
-    limiter = SharedRateLimiter(budget, budget.shape, clock=clock, sleep=clock.sleep)
+    clock, _budget, limiter = limited(shape(120, burst=20))
     for _ in range(21):
         await limiter.acquire()
     assert clock.now == pytest.approx(110.0)

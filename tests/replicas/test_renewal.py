@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agent.config import AgentConfig, HuddleSettings, Secret, SourceConfig
+from agent.config import HuddleSettings, parse_config
 from agent.sandbox.huddle import HuddleSandbox
 from agent.sandbox.storage import StorageHost
 from agent.sources.base import SourceContext
@@ -113,22 +113,21 @@ async def huddle(pg_migrated_url: str, tmp_path: Path) -> AsyncIterator[Replicas
 def _huddle_auth(
     sandbox: HuddleSandbox, session: aiohttp.ClientSession, store: Store, tmp: Path
 ) -> HuddleAuth:
-    settings = HuddleSettings(token_url=sandbox.token_url, refresh_token=Secret(SEED))
-    config = SourceConfig(
-        name=SOURCE,
-        type="huddle",
-        base_url=sandbox.base_url,
-        poll_interval=300.0,
-        requests_per_minute=None,
-        enabled=True,
-        client_id="demo-client",
-        client_secret=None,
-        write_metadata=False,
-        settings=settings,
-    )
-    agent = AgentConfig(mirror_dir=tmp / "m", state_dir=tmp / "s", state_url="")
+    source = {
+        "name": SOURCE,
+        "type": "huddle",
+        "base_url": sandbox.base_url,
+        "token_url": sandbox.token_url,
+        "client_id": "demo-client",
+        "refresh_token": SEED,
+        "workspaces": ["1"],
+    }
+    config = parse_config({"agent": {"mirror_dir": str(tmp / "m")}, "sources": [source]}, env={})
+    (cfg,) = config.sources
+    assert isinstance(cfg.settings, HuddleSettings)
     client = ApiClient(session, RateLimiter(None), source=SOURCE)
-    return HuddleAuth(SourceContext(config, agent, client, store.for_source(SOURCE)), settings)
+    context = SourceContext(cfg, config.agent, client, store.for_source(SOURCE))
+    return HuddleAuth(context, cfg.settings)
 
 
 async def worked(auth: HuddleAuth) -> str:

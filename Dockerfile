@@ -17,8 +17,8 @@
 #   mirror_dir = "/data/mirror"
 #   # state_dir may stay unset: it defaults to $STATE_DIRECTORY (/data/state) set below.
 #   # The daemon listens on 127.0.0.1:8749 by default, which nothing outside the container
-#   # can reach; listen on every interface and require a token for POST /sync, which the
-#   # agent refuses off loopback without one:
+#   # can reach; listen on every interface and require a token for /status, /events and
+#   # POST /sync, which the agent refuses off loopback without one:
 #   listen = "0.0.0.0:8749"
 #   api_token_file = "/run/secrets/api_token"
 # Mount the folder, not the file, so an edited file (replaced by rename) reaches the

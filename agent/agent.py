@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import IO
 
 from agent.config import Config, SourceConfig
+from agent.engine.ondemand import FetchResult, fetch_now
 from agent.engine.sync import Engine, Progress, SourceRuntime
-from agent.errors import AgentError, AlreadyRunningError, AuthenticationError, FatalSourceError
+from agent.errors import (
+    AgentError,
+    AlreadyRunningError,
+    AuthenticationError,
+    ConfigError,
+    FatalSourceError,
+)
+from agent.events.hooks import Command, Hooks, on_change_hooks
+from agent.events.webhooks import outbox_endpoint
 from agent.log import get_logger
 from agent.models import JobSpec, PassStats
 from agent.sources.base import SourceContext
@@ -98,6 +107,7 @@ class Agent:
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
         self.signed_in_since_rebuild: set[str] = set()
+        self.hooks: Hooks | None = None  # the on_change commands, once open
         self.wakeup: Wakeup = LocalWakeup()  # hints between replicas (`open` sets the real one)
         self.log = get_logger()
 
@@ -144,6 +154,11 @@ class Agent:
             agent.wakeup = await stack.enter_async_context(
                 open_wakeup(store.db, agent_cfg.state_listen_url)
             )
+            # events: endpoints known before any pass journals, so they miss none of it
+            await store.outbox.register([outbox_endpoint(h) for h in config.webhooks])
+            agent.hooks = await stack.enter_async_context(
+                on_change_hooks(store.journal, agent.on_change, agent_cfg.on_change_timeout)
+            )
             await agent.reconcile()
             for source in config.sources:
                 if source.enabled:
@@ -164,6 +179,7 @@ class Agent:
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
+        await self.prune_journal()
         for job, size, sha256 in await self.store.jobs.verified():
             await self._adopt(staging, job, size, sha256)
 
@@ -178,6 +194,28 @@ class Agent:
             return
         if await self.store.documents.adopt_placed(job, size, sha256, found[1]):
             self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=size)
+
+    async def prune_journal(self) -> None:
+        """Forget journal entries older than `journal_retention`."""
+        cutoff = self.store.db.clock() - self.config.agent.journal_retention
+        pruned = await self.store.journal.prune(cutoff)
+        if pruned:
+            self.log.info("journal.pruned", entries=pruned)
+
+    def on_change(self, name: str) -> Command:
+        """The command to run after a pass of `name` changed the mirror (() for none)."""
+        try:
+            return self.config.on_change(self.config.source(name))
+        except ConfigError:  # a source no longer configured
+            return ()
+
+    async def fetch_now(self, name: str, remote_id: str, reason: str) -> FetchResult:
+        """Download one document now (after a pass of the source that is running ends).
+
+        KeyError for a source not configured or not enabled."""
+        slot = self.slots[name]
+        async with slot.lock:
+            return await fetch_now(self.engine, slot.runtime, remote_id, reason)
 
     async def add_source(self, cfg: SourceConfig) -> None:
         stack = AsyncExitStack()

@@ -16,6 +16,7 @@ import shtab
 from agent import __version__, starter
 from agent.agent import Agent, PassOutcome
 from agent.config import SOURCE_TYPES, Config, load_config
+from agent.config.values import parse_download_reason
 from agent.errors import (
     EXIT_AUTH,
     EXIT_CONFIG,
@@ -28,6 +29,7 @@ from agent.errors import (
     ConfigError,
     StateError,
 )
+from agent.events.webhooks import deliver_due
 from agent.log import configure_logging
 from agent.models import PassStats
 from agent.state.store import Store
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=300.0, help="seconds to wait for the browser"
         )
     add_init_parser(sub)
+    add_events_parsers(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
@@ -121,6 +124,40 @@ def add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument("--user-email", metavar="EMAIL", help="Index Health: your e-mail")
 
 
+def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    events = sub.add_parser(
+        "events",
+        help="print the change journal: what was added, updated, moved, removed or failed",
+        description=(
+            "Print the change journal from the state database (no daemon needed): human "
+            "lines on a terminal, JSON lines otherwise or with --json."
+        ),
+    )
+    events.add_argument(
+        "--since", type=int, default=0, metavar="SEQ", help="only entries after this seq"
+    )
+    events.add_argument("--follow", "-f", action="store_true", help="wait for new entries")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    get = sub.add_parser(
+        "get",
+        help="download one document now, outside the schedule",
+        description=(
+            "Download one document into the mirror now (through the running daemon if there "
+            "is one), recorded in the change journal. --output also writes a copy there."
+        ),
+    )
+    get.add_argument("source", help="source name")
+    get.add_argument("document_id", help="the document's id in the source")
+    get.add_argument(
+        "--reason",
+        default="open-file-other-app",
+        help="Huddle's x-download-reason (default open-file-other-app)",
+    )
+    get.add_argument(  # type: ignore[attr-defined]
+        "--output", "-o", metavar="PATH", help="also copy the file here (a folder or a file)"
+    ).complete = shtab.FILE
+
+
 def config_path(args: argparse.Namespace) -> Path:
     value = args.config or os.environ.get("SYNC_AGENT_CONFIG")
     if not value:
@@ -159,9 +196,11 @@ async def cmd_sync(args: argparse.Namespace) -> int:
         with terminal_progress(sys.stderr) as progress:
             async with Agent.open(config, progress=progress) as agent:
                 results = await agent.sync_once(names)
+                await deliver_due(agent.store, config.webhooks)
     else:
         async with Agent.open(config) as agent:
             results = await agent.sync_once(names)
+            await deliver_due(agent.store, config.webhooks)
     print_summary(results)
     return sync_exit_code(results)
 
@@ -199,7 +238,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration OK: {names}")
     for override in config.overrides:  # secrets show as ***
         print(f"  {override.key} = {override.shown}  (from {override.variable})")
+    if warning := open_listen_warning(config):
+        print(f"sync-agent: warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def open_listen_warning(config: Config) -> str | None:
+    """Why the API answers nothing but probes, when it listens off loopback without a token."""
+    from agent.web import Access, mutation_access  # noqa: PLC0415 - aiohttp.web only here
+
+    agent = config.agent
+    token = agent.api_token.reveal() if agent.api_token is not None else None
+    if mutation_access(agent.listen, token) is not Access.REFUSED:
+        return None
+    return (
+        f"agent.listen = {agent.listen} is reachable from the network and no agent.api_token "
+        "is set: /status, /events and the POST routes refuse every request there (only "
+        "/healthz, /readyz and /metrics answer); set api_token (or api_token_file / "
+        "api_token_env), or listen on 127.0.0.1"
+    )
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -208,6 +265,29 @@ async def cmd_run(args: argparse.Namespace) -> int:
     path = config_path(args)
     config = load(args)
     return await run_daemon(config, path)
+
+
+async def cmd_events(args: argparse.Namespace) -> int:
+    from agent.changes import print_events  # noqa: PLC0415 - only for this command
+
+    config = load(args, secrets=False)  # reads the state only
+    as_json = args.json or not sys.stdout.isatty()
+    await print_events(config, args.since, follow=args.follow, as_json=as_json)
+    return EXIT_OK
+
+
+async def cmd_get(args: argparse.Namespace) -> int:
+    from agent.changes import copy_out, get_document  # noqa: PLC0415 - only for this command
+
+    config = load(args)
+    reason = parse_download_reason(args.reason, "--reason")
+    fetched = await get_document(config, args.source, args.document_id, reason)
+    where = config.agent.mirror_dir / fetched.rel_path
+    if args.output:
+        output = Path(args.output)
+        where = await asyncio.to_thread(copy_out, config.agent.mirror_dir, fetched, output)
+    print(f"{fetched.source}: {fetched.rel_path} ({fetched.size} bytes) -> {where}")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -312,6 +392,8 @@ COMMANDS = {
     "run": cmd_run,
     "login": cmd_login,
     "select": cmd_select,
+    "events": cmd_events,
+    "get": cmd_get,
 }
 
 SYNC_COMMANDS = {  # plain functions: no event loop

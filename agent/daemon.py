@@ -13,6 +13,7 @@ requests on a hint or every REQUEST_POLL seconds and starts the passes asked for
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -26,17 +27,23 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.agent import Agent
 from agent.config import Config, SourceConfig, load_config
+from agent.engine.ondemand import FetchResult
 from agent.errors import EXIT_STATE, AgentError, ConfigError, CorruptStateError, StateError
+from agent.events.webhooks import deliveries
 from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
+from agent.state.journal import Event
 from agent.state.replicas import HEARTBEAT, this_replica
 from agent.state.wakeup import Work
 from agent.transfer.files import free_bytes
 from agent.web import serve_web, status_json, status_report
 
 REQUEST_POLL = 5.0  # seconds between looks at the passes asked for, when no hint comes
+
+PRUNE_INTERVAL = 3600.0  # seconds between prunings of the change journal
+HOOK_GRACE = 10.0  # seconds a running on_change command gets when the daemon stops
 
 
 class Daemon:
@@ -86,6 +93,14 @@ class Daemon:
             await self.agent.wakeup.notify(name, Work.SYNC)
         return names
 
+    async def events(self, since: int, limit: int, wait: float) -> list[Event]:
+        assert self.agent is not None
+        return await self.agent.store.journal.wait(since, limit, wait)
+
+    async def fetch(self, source: str, remote_id: str, reason: str) -> FetchResult:
+        assert self.agent is not None
+        return await self.agent.fetch_now(source, remote_id, reason)
+
     # ------------------------------------------------------------ life cycle
 
     async def run(self) -> int:
@@ -99,12 +114,20 @@ class Daemon:
             self.metrics.watch_free_space(
                 lambda: free_bytes(mirror), self.config.agent.min_free_space
             )
+            await stack.enter_async_context(  # events: a worker per webhook endpoint
+                deliveries(self.agent.store, self.config.webhooks, self.metrics)
+            )
             self.scheduler = AsyncIOScheduler()
             self.scheduler.start()
             stack.callback(self.scheduler.shutdown, wait=False)
             for cfg in self.agent.slots.values():
                 self.schedule(cfg.runtime.config)
-            self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT))
+            self.scheduler.add_job(
+                self._prune, IntervalTrigger(seconds=PRUNE_INTERVAL), id="journal:prune"
+            )
+            self.scheduler.add_job(
+                self._heartbeat, IntervalTrigger(seconds=HEARTBEAT), id="replica:heartbeat"
+            )
             requests = asyncio.create_task(self._answer_requests(), name="requests")
             stack.push_async_callback(_cancelled, requests)
             url = await stack.enter_async_context(
@@ -124,6 +147,8 @@ class Daemon:
                 watchdog.cancel()
             self.scheduler.remove_all_jobs()
             await self._drain()
+            if self.agent.hooks is not None:
+                await self.agent.hooks.stop(HOOK_GRACE)
         self.log.info("daemon.stopped")
         return self.exit_code
 
@@ -140,6 +165,13 @@ class Daemon:
             coalesce=True,
             next_run_time=datetime.now().astimezone(),
         )
+
+    async def _prune(self) -> None:
+        assert self.agent is not None
+        try:
+            await self.agent.prune_journal()
+        except StateError as exc:
+            self.log.error("journal.prune_failed", error=str(exc))
 
     async def _scheduled(self, name: str) -> None:
         """The job APScheduler runs: a coroutine, so it runs on the loop, not in a thread."""
@@ -276,6 +308,8 @@ class Daemon:
         assert self.scheduler is not None
         if new.agent != self.config.agent:
             self.log.warning("reload.agent_settings_need_restart")
+        if new.webhooks != self.config.webhooks:
+            self.log.warning("reload.webhooks_need_restart")
         old = {s.name: s for s in self.config.sources if s.enabled}
         wanted = {s.name: s for s in new.sources if s.enabled}
         for name, cfg in old.items():
@@ -288,8 +322,8 @@ class Daemon:
             if old.get(name) != cfg:
                 await self.agent.add_source(cfg)
                 self.schedule(cfg)
-        self.agent.config = self.config = Config(
-            self.config.agent, new.sources, new.path, new.raw_sources
+        self.agent.config = self.config = dataclasses.replace(
+            self.config, sources=new.sources, path=new.path, raw_sources=new.raw_sources
         )
         self.log.info("reload.applied", sources=sorted(wanted))
 

@@ -96,6 +96,19 @@ class Metrics:
             "min_free_space: below it the free-space guard holds every download.",
             registry=reg,
         )
+        self.webhook_deliveries = Counter(
+            "sync_agent_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: delivered, failed (tried again later), "
+            "gave_up (the retry schedule ran out), gone (410: the endpoint is disabled).",
+            ["endpoint", "outcome"],
+            registry=reg,
+        )
+        self.webhook_oldest_pending = Gauge(
+            "sync_agent_webhook_oldest_pending_seconds",
+            "Age of the oldest change not yet delivered to a webhook endpoint (0: caught up).",
+            ["endpoint"],
+            registry=reg,
+        )
         # Which replica this process is: join it onto any series by the scrape's instance
         # (a label on every series would only repeat what the target labels already say).
         self.replica = Info(
@@ -148,6 +161,12 @@ class Metrics:
         """Report `free_bytes()` at each scrape beside the guard's threshold `minimum`."""
         self.mirror_free.set_function(lambda: float(free_bytes()))
         self.min_free_space.set(minimum)
+
+    def webhook_attempt(self, endpoint: str, outcome: str) -> None:
+        self.webhook_deliveries.labels(endpoint, outcome).inc()
+
+    def webhook_pending(self, endpoint: str, seconds: float) -> None:
+        self.webhook_oldest_pending.labels(endpoint).set(max(seconds, 0.0))
 
     def set_replica(self, replica_id: str, host: str, pid: int) -> None:
         self.replica.info({"replica": replica_id, "host": host, "pid": str(pid)})

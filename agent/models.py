@@ -33,6 +33,18 @@ class JobState(StrEnum):
     FAILED = "failed"  # permanent failure, retried only on a slow schedule
 
 
+class EventType(StrEnum):
+    """What a change-journal entry says happened (`agent.state.journal`)."""
+
+    ADDED = "document.added"  # a document's first file is in the mirror
+    UPDATED = "document.updated"  # a new version replaced the file
+    MOVED = "document.moved"  # renamed or moved remotely: the file followed
+    REMOVED = "document.removed"  # gone from the listing (the file is kept unless pruned)
+    LOCAL_COPY_KEPT = "document.local_copy_kept"  # a local edit was moved aside, not lost
+    FAILED = "document.failed"  # the download gave up after its retries
+    PASS_COMPLETED = "source.pass_completed"  # noqa: S105 - a pass ended; counts in `data`
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteDocument:
     """One downloadable thing as a source lists it, already free of vendor field names.

@@ -37,8 +37,8 @@ mirror_dir = ${mirror_dir}  # required: each source mirrors into a sub-folder na
 # min_free_space = "1G"                     # downloads wait rather than fill the disk
 # log_format = "auto"                       # auto: console on a terminal, JSON lines elsewhere
 # log_level = "info"
-# listen = "127.0.0.1:8749"                 # /healthz /readyz /metrics /status, POST /sync
-# api_token_env = "SYNC_AGENT_API_TOKEN"    # required for POST /sync off loopback
+# listen = "127.0.0.1:8749"                 # /healthz /readyz /metrics /status /events, POST
+# api_token_env = "SYNC_AGENT_API_TOKEN"    # off loopback, /status /events and POST need it
 # shutdown_timeout = "30s"                  # how long SIGTERM waits for running downloads
 """
 

@@ -1,19 +1,25 @@
-"""The agent's small HTTP API: liveness, readiness, metrics, status and sync triggers.
+"""The agent's small HTTP API: probes, metrics, status, the change journal and triggers.
 
     GET  /healthz          200 "ok" while the process serves HTTP at all (liveness)
     GET  /readyz           200 when controller.ready(), else 503 (readiness)
     GET  /metrics          Prometheus text exposition of controller.metrics
     GET  /status           JSON from `await controller.status()`
+    GET  /events?since=SEQ&limit=N&timeout=S
+                           {"events": [...], "last_seq": N}: journal entries after SEQ in
+                           order, waiting up to S seconds (long poll) while there is none
     POST /sync             trigger every source       -> 202 {"accepted": [...]}
     POST /sync/{source}    trigger one source         -> 202, or 404 for an unknown source
+    POST /documents/{source}/{id}/fetch  {"reason": ...} (optional)
+                           download one document now  -> 200 where it is in the mirror
+
+Only the probes and /metrics are open to anyone. Status, events (document names and paths
+are information) and every POST are guarded by `mutation_access()`: with an api_token
+configured they always need `Authorization: Bearer <token>`; without one they are open only
+on a loopback listen address (and then refuse requests that a browser on another site could
+have sent), and refused with 403 on any other address.
 
 A trigger is recorded in the state database, so with several replicas the pass runs on
 whichever replica takes the source's next pass (503 while the state database is down).
-
-Mutating routes (POST) are guarded by `mutation_access()`: with an api_token configured they
-always need `Authorization: Bearer <token>`; without one they are open only on a loopback
-listen address (and then refuse requests that a browser on another site could have sent),
-and refused with 403 on any other address.
 """
 
 from __future__ import annotations
@@ -23,25 +29,39 @@ import functools
 import hmac
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from agent.config import Secret
-from agent.errors import StateError
+from agent.config.values import parse_download_reason
+from agent.engine.ondemand import FetchResult, NotListedError
+from agent.errors import (
+    ConfigError,
+    DocumentError,
+    FatalSourceError,
+    StateError,
+    describe_error,
+)
+from agent.events.shape import event_json
 from agent.metrics import CONTENT_TYPE, Metrics
 from agent.models import DocState, JobState
 from agent.state.jobs import JobView
+from agent.state.journal import Event
 from agent.state.replicas import ReplicaView
 from agent.state.status import SourceStatus
 from agent.state.store import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Number = TypeVar("Number", int, float)
 SHUTDOWN_TIMEOUT = 5.0
+EVENTS_LIMIT = (100, 1000)  # default and largest `limit` of GET /events
+EVENTS_WAIT = 300.0  # the longest `timeout` of GET /events
+DEFAULT_FETCH_REASON = "open-file-other-app"
 
 
 class Controller(Protocol):
@@ -56,6 +76,14 @@ class Controller(Protocol):
 
     async def trigger(self, source: str | None) -> list[str]:
         """Ask for a pass now; return the sources accepted. KeyError for an unknown source."""
+        ...
+
+    async def events(self, since: int, limit: int, wait: float) -> list[Event]:
+        """Journal entries after `since`, waiting up to `wait` seconds for one."""
+        ...
+
+    async def fetch(self, source: str, remote_id: str, reason: str) -> FetchResult:
+        """Download one document now. KeyError for an unknown source."""
         ...
 
 
@@ -113,6 +141,40 @@ def cross_site_reason(host: str | None, origin: str | None) -> str | None:
     if origin is not None and not is_loopback(urlsplit(origin).hostname or ""):
         return f"cross-site request from Origin {origin!r}"
     return None
+
+
+def events_query(query: Mapping[str, str]) -> tuple[int, int, float]:
+    """(since, limit, timeout) of GET /events; ValueError names the parameter at fault."""
+    since = _number(query, "since", 0, int)
+    limit = _number(query, "limit", EVENTS_LIMIT[0], int)
+    wait = _number(query, "timeout", 0.0, float)
+    if since < 0:
+        raise ValueError("since: expected a sequence number, 0 or more")
+    if not 1 <= limit <= EVENTS_LIMIT[1]:
+        raise ValueError(f"limit: expected 1 to {EVENTS_LIMIT[1]}")
+    if not 0 <= wait <= EVENTS_WAIT:
+        raise ValueError(f"timeout: expected 0 to {EVENTS_WAIT:g} seconds")
+    return since, limit, wait
+
+
+def _number(
+    query: Mapping[str, str], name: str, default: Number, kind: Callable[[str], Number]
+) -> Number:
+    if name not in query:
+        return default
+    try:
+        return kind(query[name])
+    except ValueError:
+        raise ValueError(f"{name}: expected a number, got {query[name]!r}") from None
+
+
+def fetch_reason(body: Mapping[str, Any]) -> str:
+    """The `x-download-reason` a fetch asks for; ValueError for one Huddle does not know."""
+    reason = body.get("reason", DEFAULT_FETCH_REASON)
+    try:
+        return parse_download_reason(reason, "reason")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- the status document
@@ -216,8 +278,10 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
+    app.router.add_get("/events", events)
     app.router.add_post("/sync", sync)
     app.router.add_post("/sync/{source}", sync)
+    app.router.add_post("/documents/{source}/{remote_id:.+}/fetch", fetch)
     return app
 
 
@@ -229,7 +293,7 @@ def _error(
 
 
 def _authorize(request: web.Request) -> None:
-    """Raise the HTTP error that refuses this mutating request, if any."""
+    """Raise the HTTP error that refuses this request for information or action, if any."""
     access = request.app[ACCESS]
     if access is Access.REFUSED:
         raise _error(
@@ -263,8 +327,63 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
+    _authorize(request)
     report = await request.app[CONTROLLER].status()
     return web.json_response(report, dumps=functools.partial(json.dumps, default=str))
+
+
+async def events(request: web.Request) -> web.Response:
+    _authorize(request)
+    try:
+        since, limit, wait = events_query(request.query)
+    except ValueError as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from None
+    found = await request.app[CONTROLLER].events(since, limit, wait)
+    last = found[-1].seq if found else since
+    return web.json_response({"events": [event_json(e) for e in found], "last_seq": last})
+
+
+async def fetch(request: web.Request) -> web.Response:
+    _authorize(request)
+    source, remote_id = request.match_info["source"], request.match_info["remote_id"]
+    try:
+        reason = fetch_reason(await _json_body(request))
+        done = await request.app[CONTROLLER].fetch(source, remote_id, reason)
+    except ValueError as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from None
+    except KeyError:
+        raise _error(web.HTTPNotFound, f"unknown source {source!r}") from None
+    except NotListedError as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from None
+    except DocumentError as exc:
+        raise _error(web.HTTPBadGateway, f"{source}: {describe_error(exc)}") from None
+    except FatalSourceError as exc:
+        raise _error(web.HTTPBadGateway, str(exc)) from None
+    return web.json_response(
+        {
+            "source": done.source,
+            "document_id": done.remote_id,
+            "version": done.version,
+            "path": done.rel_path,
+            "size": done.size,
+            "sha256": done.sha256,
+        }
+    )
+
+
+async def _json_body(request: web.Request) -> Mapping[str, Any]:
+    """The request's JSON object; none at all is an empty one."""
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ValueError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError(  # noqa: TRY004 - a bad request, answered 400 by the caller
+            'expected a JSON object such as {"reason": "open-file-other-app"}'
+        )
+    return body
 
 
 async def sync(request: web.Request) -> web.Response:

@@ -1,13 +1,16 @@
-"""Session-wide fixtures: a real PostgreSQL (see tests/pg.py) for the tests that ask for one."""
+"""Session-wide fixtures: a real PostgreSQL (see tests/pg.py) for the tests that ask for one,
+and webhook receivers on loopback (see tests/events/receiver.py)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from agent.state.database import Database
+from tests.events.receiver import SECRET, Receiver
 from tests.pg import PgCluster, find_bin_dir, start_cluster
 
 MIGRATED = "sync_agent_migrated"  # a template database at the newest schema
@@ -47,3 +50,21 @@ async def pg_migrated_url(postgres: PgCluster, tmp_path_factory: pytest.TempPath
         async with Database.open(postgres.url(MIGRATED), tmp_path_factory.mktemp("pg")):
             postgres.templates.add(MIGRATED)
     return postgres.url(await postgres.create_database(MIGRATED))
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
+    """Start receivers (`await receivers(answers=[500])`); all stop when the test ends."""
+    started: list[Receiver] = []
+
+    async def start(**options: Any) -> Receiver:
+        receiver = Receiver(SECRET, **options)
+        await receiver.start()
+        started.append(receiver)
+        return receiver
+
+    try:
+        yield start
+    finally:
+        for receiver in started:
+            await receiver.stop()

@@ -1,10 +1,12 @@
 """Imports between the parts of `agent/` point one way: down the layers, never in a cycle.
 
     cli, progress, demo, demo_world,  the command line and what only it uses
-    starter, templates, __main__
+    starter, templates, changes,
+    __main__
     daemon, web, metrics, notify      the service shell
     agent (agent.py)                  the composition root: opens and wires everything
-    engine                            one pass: list, plan, download, record
+    engine, events                    one pass: list, plan, download, record; telling
+                                      applications what changed (webhooks, hooks)
     sources                           one module per remote API; vendor JSON stops here
     transfer                          the download contract, retries, pacing, durable files
     state                             the state database
@@ -35,6 +37,7 @@ LAYERS: Mapping[str, int] = {
     "demo_world": 7,
     "starter": 7,
     "templates": 7,
+    "changes": 7,
     "__main__": 7,
     "daemon": 6,
     "web": 6,
@@ -42,6 +45,7 @@ LAYERS: Mapping[str, int] = {
     "notify": 6,
     "agent": 5,
     "engine": 4,
+    "events": 4,
     "sources": 3,
     "transfer": 2,
     "state": 1,

@@ -12,13 +12,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import Secret
+from agent.engine.ondemand import FetchResult, NotListedError
+from agent.errors import TransientError
 from agent.metrics import Metrics
+from agent.state.journal import Event
 from agent.web import (
     Access,
     base_url,
     bearer_matches,
     build_app,
     cross_site_reason,
+    events_query,
+    fetch_reason,
     is_loopback,
     mutation_access,
     serve_app,
@@ -35,6 +40,9 @@ class FakeController:
     is_ready: bool = True
     metrics: Metrics = field(default_factory=Metrics)
     triggered: list[str | None] = field(default_factory=list)
+    journal: list[Event] = field(default_factory=list)
+    waits: list[tuple[int, int, float]] = field(default_factory=list)
+    fetched: list[tuple[str, str, str]] = field(default_factory=list)
 
     def ready(self) -> bool:
         return self.is_ready
@@ -48,6 +56,20 @@ class FakeController:
             raise KeyError(source)
         self.triggered.append(source)
         return list(self.sources) if source is None else [source]
+
+    async def events(self, since: int, limit: int, wait: float) -> list[Event]:
+        self.waits.append((since, limit, wait))
+        return [e for e in self.journal if e.seq > since][:limit]
+
+    async def fetch(self, source: str, remote_id: str, reason: str) -> FetchResult:
+        self.fetched.append((source, remote_id, reason))
+        if source not in self.sources:
+            raise KeyError(source)
+        if remote_id == "missing":
+            raise NotListedError(source, remote_id, "is not in the source's listing")
+        if remote_id == "broken":
+            raise TransientError("the server answered 503", url="https://h/x?sig=s3cr3t")
+        return FetchResult(source, remote_id, "v2", f"{source}/{remote_id}.pdf", 3, "ab" * 32)
 
 
 @pytest.fixture
@@ -200,9 +222,22 @@ async def test_non_loopback_without_token_refuses_mutations_and_says_why(
         f"{public_url}/sync", headers={"Authorization": "Bearer anything"}
     ) as resp:
         assert resp.status == 403
-    async with session.get(f"{public_url}/status") as resp:
-        assert resp.status == 200
     assert controller.triggered == []
+
+
+@pytest.mark.parametrize("path", ["/status", "/events"])
+async def test_status_and_events_name_documents_so_off_loopback_they_need_the_token(
+    public_url: str, token_url: str, session: aiohttp.ClientSession, path: str
+) -> None:
+    async with session.get(f"{public_url}{path}") as resp:
+        assert resp.status == 403
+    async with session.get(f"{token_url}{path}") as resp:
+        assert resp.status == 401
+    async with session.get(f"{token_url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 200
+    for probe in ("/healthz", "/readyz", "/metrics"):
+        async with session.get(f"{public_url}{probe}") as resp:
+            assert resp.status == 200
 
 
 async def test_token_is_required_when_configured(
@@ -295,3 +330,90 @@ def test_cross_site_reason() -> None:
     assert cross_site_reason(None, None) is None
     assert cross_site_reason("attacker.example", None) is not None
     assert cross_site_reason("127.0.0.1:8749", "null") is not None
+
+
+# ---------------------------------------------------------------- events and fetch
+
+
+def entry(seq: int) -> Event:
+    return Event(seq, f"evt_{seq}", 1714564803.0, "document.added", "alpha", "d", "v1",
+                 f"alpha/{seq}.pdf", 1, "ab" * 32, {})  # fmt: skip
+
+
+async def test_events_are_replayed_after_since_with_the_last_seq(
+    url: str, session: aiohttp.ClientSession, controller: FakeController
+) -> None:
+    controller.journal = [entry(3), entry(5), entry(9)]
+    async with session.get(f"{url}/events?since=3&limit=10&timeout=2.5") as resp:
+        body = await resp.json()
+    assert [e["seq"] for e in body["events"]] == [5, 9]
+    assert body["events"][0]["path"] == "alpha/5.pdf"
+    assert body["last_seq"] == 9
+    assert controller.waits == [(3, 10, 2.5)]
+    async with session.get(f"{url}/events?since=9") as resp:
+        assert await resp.json() == {"events": [], "last_seq": 9}
+
+
+@pytest.mark.parametrize(
+    "query", ["since=-1", "since=x", "limit=0", "limit=1001", "timeout=301", "timeout=soon"]
+)
+async def test_bad_event_queries_are_400_naming_the_parameter(
+    url: str, session: aiohttp.ClientSession, query: str
+) -> None:
+    async with session.get(f"{url}/events?{query}") as resp:
+        assert resp.status == 400
+        assert query.split("=", maxsplit=1)[0] in (await resp.json())["error"]
+
+
+def test_event_queries_default_to_everything_retained_without_waiting() -> None:
+    assert events_query({}) == (0, 100, 0.0)
+
+
+async def test_fetch_downloads_with_the_asked_reason_or_opening_in_another_app(
+    url: str, session: aiohttp.ClientSession, controller: FakeController
+) -> None:
+    async with session.post(f"{url}/documents/alpha/d%2F1/fetch") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["path"] == "alpha/d/1.pdf"
+    body = {"reason": "file-preview"}
+    async with session.post(f"{url}/documents/alpha/d7/fetch", json=body) as resp:
+        assert resp.status == 200
+    assert controller.fetched == [
+        ("alpha", "d/1", "open-file-other-app"),
+        ("alpha", "d7", "file-preview"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/documents/gamma/d/fetch", None, 404),
+        ("/documents/alpha/missing/fetch", None, 404),
+        ("/documents/alpha/broken/fetch", None, 502),
+        ("/documents/alpha/d/fetch", {"reason": "curiosity"}, 400),
+        ("/documents/alpha/d/fetch", ["reason"], 400),
+    ],
+)
+async def test_fetch_failures_are_named_and_never_show_a_signature(
+    url: str, session: aiohttp.ClientSession, path: str, body: object, status: int
+) -> None:
+    async with session.post(f"{url}{path}", json=body) as resp:
+        assert resp.status == status
+        text = await resp.text()
+    assert "error" in text
+    assert "s3cr3t" not in text
+
+
+async def test_fetch_needs_the_token_off_loopback(
+    token_url: str, session: aiohttp.ClientSession, controller: FakeController
+) -> None:
+    async with session.post(f"{token_url}/documents/alpha/d/fetch") as resp:
+        assert resp.status == 401
+    assert controller.fetched == []
+
+
+def test_a_fetch_reason_outside_huddles_list_is_refused() -> None:
+    assert fetch_reason({}) == "open-file-other-app"
+    assert fetch_reason({"reason": "other/indexing"}) == "other/indexing"
+    with pytest.raises(ValueError, match="reason"):
+        fetch_reason({"reason": "because"})

@@ -4,8 +4,8 @@ Every mistake becomes a `ConfigError` naming the key (exit 78). Secrets are read
 file, a file path or an environment variable, and are wrapped so they never print. The
 modules, one job each: `model` declares the tables and keys, `values` parses the values a
 plain type cannot check, `secret` reads secrets, `schema` applies the declarations through
-msgspec, `kinds` holds what each source type adds, `load` reads the
-file. `docs/configuration.md` lists the keys.
+msgspec, `kinds` holds what each source type adds, `webhooks` reads `[[webhooks]]`,
+`load` reads the file. `docs/configuration.md` lists the keys.
 """
 
 from agent.config.kinds import SOURCE_TYPES
@@ -21,6 +21,7 @@ from agent.config.model import (
     SourceConfig,
     SourceSettings,
     StandardMetricsSettings,
+    WebhookConfig,
 )
 from agent.config.secret import Secret
 from agent.config.values import DOWNLOAD_REASONS, parse_duration, parse_size
@@ -39,6 +40,7 @@ __all__ = [
     "SourceConfig",
     "SourceSettings",
     "StandardMetricsSettings",
+    "WebhookConfig",
     "load_config",
     "parse_config",
     "parse_duration",

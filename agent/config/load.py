@@ -20,6 +20,7 @@ from agent.config.kinds import KINDS, SOURCE_TYPES, SourceKind
 from agent.config.model import AgentConfig, Config, SourceConfig
 from agent.config.schema import Context, convert, file_keys, prepare, read_table
 from agent.config.values import parse_name
+from agent.config.webhooks import read_webhooks
 from agent.errors import ConfigError
 
 DEFAULT_STATE_DIR = "~/.local/state/sync-agent"
@@ -56,8 +57,8 @@ def parse_config(
 ) -> Config:
     """Validate parsed TOML; with `secrets=False` secrets that cannot be read stay unset."""
     for key in data:
-        if key not in ("agent", "sources"):
-            raise ConfigError(key, "unknown key (expected [agent] and [[sources]])")
+        if key not in ("agent", "sources", "webhooks"):
+            raise ConfigError(key, "unknown key (expected [agent], [[sources]], [[webhooks]])")
     ctx = Context(env, secrets)
     agent_data = data.get("agent")
     if not isinstance(agent_data, dict):
@@ -69,7 +70,8 @@ def parse_config(
     sources = tuple(read_source(s, i, ctx) for i, s in enumerate(sources_data))
     _check_unique(sources)
     raw = {s.name: sources_data[i] for i, s in enumerate(sources)}
-    return Config(agent, sources, path, raw)
+    webhooks = read_webhooks(data.get("webhooks", []), [s.name for s in sources], ctx)
+    return Config(agent, sources, path, raw, webhooks=webhooks)
 
 
 def read_agent(table: Mapping[str, object], ctx: Context) -> AgentConfig:

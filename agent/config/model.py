@@ -21,9 +21,12 @@ from agent.config.values import (
     parse_directory,
     parse_download_reason,
     parse_duration,
+    parse_durations,
     parse_endpoint,
+    parse_event_types,
     parse_listen,
     parse_mime_types,
+    parse_name,
     parse_optional_size,
     parse_size,
     parse_url,
@@ -36,6 +39,9 @@ Positive = Annotated[int, Meta(gt=0)]
 Words = tuple[Annotated[str, Meta(min_length=1)], ...]
 Duration = Annotated[float, Parse(parse_duration)]
 Url = Annotated[str, Parse(parse_url)]
+# The Standard Webhooks specification's example schedule, each delay after the failed attempt
+# before it: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (about three days).
+WEBHOOK_RETRIES = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
 class Table(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,6 +70,9 @@ class AgentConfig(Table, frozen=True, kw_only=True):
     min_free_space: Annotated[int, Parse(parse_size)] = 1 << 30
     shutdown_timeout: Duration = 30.0
     api_token: Secret | None = None
+    journal_retention: Duration = 30 * 86400.0
+    on_change: Words = ()  # a command run after each pass that changed the mirror
+    on_change_timeout: Duration = 300.0
 
 
 class Settings(Table, frozen=True, kw_only=True, tag=True):
@@ -125,7 +134,19 @@ class SourceConfig(Table, frozen=True, kw_only=True):
     client_id: str | None
     client_secret: Secret | None = None
     write_metadata: bool = False
+    on_change: Words | None = None  # None: [agent] on_change; () runs none for this source
     settings: SourceSettings
+
+
+class WebhookConfig(Table, frozen=True, kw_only=True):
+    """`[[webhooks]]`: an endpoint sent each change as a signed CloudEvent (Standard Webhooks)."""
+
+    url: Annotated[str, Parse(parse_endpoint)]
+    secret: Secret | None  # required, `whsec_...`; unset only when secrets are not read
+    name: Annotated[str, Parse(parse_name)] = ""  # "": taken from the URL's host and path
+    types: Annotated[tuple[str, ...], Parse(parse_event_types)] = ()  # (): every type
+    sources: Words = ()  # (): every source
+    retry_schedule: Annotated[tuple[float, ...], Parse(parse_durations)] = WEBHOOK_RETRIES
 
 
 @dataclass(frozen=True)
@@ -146,6 +167,11 @@ class Config:
     path: Path | None = None
     raw_sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     overrides: tuple[EnvOverride, ...] = ()
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    def on_change(self, source: SourceConfig) -> tuple[str, ...]:
+        """The command to run after a pass of `source` changed the mirror (() for none)."""
+        return self.agent.on_change if source.on_change is None else source.on_change
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:

@@ -11,11 +11,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
+from agent.models import EventType
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 MIME_RE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+EVENT_TYPES = tuple(t.value for t in EventType)
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 DOWNLOAD_REASONS = frozenset(
     {
@@ -92,6 +94,25 @@ def parse_mime_types(value: object, key: str) -> tuple[str, ...]:
     for item in value:
         if not isinstance(item, str) or not MIME_RE.match(item):
             raise ConfigError(key, f"{item!r} is not a MIME type such as application/pdf")
+    return tuple(value)
+
+
+def parse_durations(value: object, key: str) -> tuple[float, ...]:
+    """A list of 1 to 20 durations (a retry schedule)."""
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= 20:
+        raise ConfigError(key, f"expected a list of 1 to 20 durations such as '5s', got {value!r}")
+    return tuple(parse_duration(item, f"{key}[{i}]") for i, item in enumerate(value))
+
+
+def parse_event_types(value: object, key: str) -> tuple[str, ...]:
+    """A list of change-journal event types (`document.added`, `source.pass_completed`...)."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(key, f"expected a list of event types, got {value!r}")
+    for i, item in enumerate(value):
+        if item not in EVENT_TYPES:
+            raise ConfigError(
+                f"{key}[{i}]", f"unknown event type {item!r} (one of {', '.join(EVENT_TYPES)})"
+            )
     return tuple(value)
 
 

@@ -59,6 +59,7 @@ class Committer:
         self.staging = staging
         self.source = source
         self.write_metadata = write_metadata
+        self.note: Mapping[str, object] = {}  # added to the journal entries of these files
         self.pending: list[Finished] = []
         self._lock = asyncio.Lock()
 
@@ -79,7 +80,12 @@ class Committer:
                 self.source, [f.item.doc.remote_id for f in batch if f.item.known is not None]
             )
             placed = await asyncio.to_thread(self._place_all, batch, recorded)
-            await self.store.documents.commit_mirrored(self.source, [p.mirrored for p in placed])
+            await self.store.documents.commit_mirrored(
+                self.source,
+                [p.mirrored for p in placed],
+                kept={p.mirrored.doc.remote_id: p.kept_as for p in placed if p.kept_as},
+                note=self.note,
+            )
         log = get_logger(source=self.source)
         for p in placed:
             if p.kept_as:

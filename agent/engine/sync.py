@@ -82,6 +82,7 @@ class Engine:
             raise
         ok = stats.failed == 0
         await self.store.status.pass_finished(name, ok, None if ok else "; ".join(stats.errors[:3]))
+        await self.store.journal.pass_completed(name, stats, ok=ok)  # events: the pass's counts
         summary = {k: v for k, v in dataclasses.asdict(stats).items() if k != "errors"}
         log.info("pass.done", **summary)
         return stats

@@ -2,22 +2,25 @@
 
 Rows are written when a file is committed to the mirror (with its job retired in the same
 transaction), when a document is skipped, failed, moved or removed, and when start-up adopts
-a file a crash left in place. Reads return plain data.
+a file a crash left in place. Each of these changes is journaled in its own transaction
+(`agent.state.journal`: the append is the transaction's last statement, `publish` follows
+the commit). Reads return plain data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent.models import DocState, JobSpec, KnownDocument, RemoteDocument
+from agent.models import DocState, EventType, JobSpec, KnownDocument, RemoteDocument
 from agent.state import jobs
 from agent.state.database import Database
+from agent.state.journal import EMPTY, Journal, NewEvent
 from agent.state.tables import DocumentRow, JobRow
 
 CHUNK = 500  # remote ids per IN (...) list
@@ -62,8 +65,9 @@ DocumentState = tuple[RemoteDocument, DocState, str | None, str | None]
 class Documents:
     """The remote documents of every source and where each stands in the mirror."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, journal: Journal) -> None:
         self.db = db
+        self.journal = journal
 
     async def known(self, source: str) -> dict[str, KnownDocument]:
         """What the planner needs of every document of a source, streamed row by row."""
@@ -116,20 +120,34 @@ class Documents:
             ).first()
         return None if row is None else _record(row)
 
-    async def commit_mirrored(self, source: str, items: Sequence[Mirrored]) -> None:
-        """Record files that are now in place, and retire their jobs, in one transaction."""
+    async def commit_mirrored(
+        self,
+        source: str,
+        items: Sequence[Mirrored],
+        *,
+        kept: Mapping[str, str] = EMPTY,
+        note: Mapping[str, object] = EMPTY,
+    ) -> None:
+        """Record files that are now in place, and retire their jobs, in one transaction.
+
+        Journaled with them: `document.added` or `document.updated` (with `note` in its
+        data), after `document.local_copy_kept` for a document whose local edit was moved
+        aside (`kept`: remote id -> the name of the copy, beside the file).
+        """
         if not items:
             return
         now = self.db.clock()
         values = [_mirrored_values(source, item, now) for item in items]
         async with self.db.begin() as conn:
             found = await conn.execute(
-                select(TABLE.c.remote_id, TABLE.c.id).where(
+                select(TABLE.c.remote_id, TABLE.c.id, TABLE.c.version, TABLE.c.sha256).where(
                     TABLE.c.source == source,
                     TABLE.c.remote_id.in_([v["remote_id"] for v in values]),
                 )
             )
-            ids: dict[str, int] = dict(found.all())  # a Result is not a mapping: rows first
+            rows = found.all()
+            before = {rid: (version, sha) for rid, _, version, sha in rows}
+            ids: dict[str, int] = {rid: row_id for rid, row_id, _, _ in rows}
             fresh = [v for v in values if v["remote_id"] not in ids]
             known = [{**v, "row_id": ids[v["remote_id"]]} for v in values if v["remote_id"] in ids]
             if fresh:
@@ -141,6 +159,9 @@ class Documents:
                 statement = update(TABLE).where(TABLE.c.id == bindparam("row_id")).values(columns)
                 await conn.execute(statement, known)
             await jobs.retire(conn, [m.job_id for m in items])
+            events = [e for m in items for e in _mirrored_events(source, m, before, kept, note)]
+            committed = await self.journal.append(conn, events)
+        self.journal.publish(committed)
 
     async def record_states(self, source: str, docs: Iterable[DocumentState]) -> None:
         """Upsert (doc, state, reason, rel_path) for skipped, pending or failed documents."""
@@ -148,6 +169,7 @@ class Documents:
         if not docs:
             return
         now = self.db.clock()
+        failed = []
         async with self.db.transaction() as s:
             existing = await _rows(s, source, [d.remote_id for d, *_ in docs])
             for doc, state, reason, rel_path in docs:
@@ -159,9 +181,14 @@ class Documents:
                 row.rel_path = rel_path or row.rel_path
                 row.updated_at = now
                 s.add(row)
+                if state == DocState.FAILED:
+                    failed.append(_failed_event(source, doc, row.rel_path, reason))
             skipped = [d.remote_id for d, st, _, _ in docs if st == DocState.SKIPPED]
             if skipped:
                 await jobs.drop_for_documents(s, source, skipped)
+            await s.flush()  # the rows before the journal: its append stays the last statement
+            committed = await self.journal.append(s, failed)
+        self.journal.publish(committed)
 
     async def record_metadata(
         self, source: str, remote_id: str, metadata_json: str | None, metadata_hash: str | None
@@ -174,28 +201,44 @@ class Documents:
             )
 
     async def record_removed(self, source: str, remote_ids: Sequence[str]) -> None:
+        """Mark documents gone from the listing removed, journaling `document.removed`."""
         if not remote_ids:
             return
         now = self.db.clock()
+        events = []
         async with self.db.begin() as conn:
             for chunk in _chunks(remote_ids):
+                gone = select(TABLE).where(
+                    TABLE.c.source == source,
+                    TABLE.c.remote_id.in_(chunk),
+                    TABLE.c.state != DocState.REMOVED,
+                )
+                events += [_removed_event(source, row) for row in await conn.execute(gone)]
                 await conn.execute(
                     update(TABLE)
                     .where(TABLE.c.source == source, TABLE.c.remote_id.in_(chunk))
                     .values(state=DocState.REMOVED, updated_at=now)
                 )
                 await jobs.drop_for_documents(conn, source, chunk)
+            committed = await self.journal.append(conn, events)
+        self.journal.publish(committed)
 
     async def record_moves(self, source: str, moves: Sequence[tuple[str, str, str]]) -> None:
-        """(remote_id, new name, new rel_path) for documents moved in the mirror."""
+        """(remote_id, new name, new rel_path) for documents moved in the mirror, journaling
+        `document.moved`."""
         now = self.db.clock()
+        events = []
         async with self.db.begin() as conn:
             for remote_id, name, rel_path in moves:
+                where = (TABLE.c.source == source) & (TABLE.c.remote_id == remote_id)
+                row = (await conn.execute(select(TABLE).where(where))).first()
                 await conn.execute(
-                    update(TABLE)
-                    .where(TABLE.c.source == source, TABLE.c.remote_id == remote_id)
-                    .values(name=name, rel_path=rel_path, updated_at=now)
+                    update(TABLE).where(where).values(name=name, rel_path=rel_path, updated_at=now)
                 )
+                if row is not None:
+                    events.append(_moved_event(source, row, rel_path))
+            committed = await self.journal.append(conn, events)
+        self.journal.publish(committed)
 
     async def adopt_placed(self, job: JobSpec, size: int, sha256: str, mtime_ns: int) -> bool:
         """Record a file the job had renamed into place before its row was committed.
@@ -207,6 +250,7 @@ class Documents:
             row = (await _rows(s, job.source, [job.remote_id])).get(job.remote_id)
             if row is not None and row.sha256 == sha256 and row.version != job.version:
                 return False
+            before = {} if row is None else {job.remote_id: (row.version, row.sha256)}
             if row is None:
                 row = DocumentRow(
                     source=job.source,
@@ -219,7 +263,13 @@ class Documents:
             row.state, row.reason, row.updated_at = DocState.MIRRORED, None, self.db.clock()
             row.size, row.sha256, row.mtime_ns = size, sha256, mtime_ns
             await jobs.retire(s, [job.job_id])
-            return True
+            await s.flush()
+            adopted = _change(
+                job.source, job.remote_id, job.version, job.rel_path, size=size, sha256=sha256
+            )
+            committed = await self.journal.append(s, [_added_or_updated(adopted, before, EMPTY)])
+        self.journal.publish(committed)
+        return True
 
 
 async def _rows(s: AsyncSession, source: str, remote_ids: Sequence[str]) -> dict[str, DocumentRow]:
@@ -252,6 +302,83 @@ def _mirrored_values(source: str, item: Mirrored, now: float) -> dict[str, Any]:
         "prune": item.doc.prune_when_removed,
         "updated_at": now,
     }
+
+
+def _mirrored_events(
+    source: str,
+    item: Mirrored,
+    before: Mapping[str, tuple[str, str | None]],
+    kept: Mapping[str, str],
+    note: Mapping[str, object],
+) -> list[NewEvent]:
+    doc = item.doc
+    change = _change(
+        source, doc.remote_id, doc.version, item.rel_path, size=item.size, sha256=item.sha256
+    )
+    events = [_added_or_updated(change, before, note)]
+    if doc.remote_id in kept:
+        folder = item.rel_path.rpartition("/")[0]
+        copy = NewEvent(
+            EventType.LOCAL_COPY_KEPT,
+            source,
+            doc.remote_id,
+            doc.version,
+            f"{folder}/{kept[doc.remote_id]}" if folder else kept[doc.remote_id],
+            data={"document_path": item.rel_path},
+        )
+        events.insert(0, copy)
+    return events
+
+
+def _change(
+    source: str, remote_id: str, version: str, rel_path: str, *, size: int, sha256: str
+) -> NewEvent:
+    return NewEvent(EventType.ADDED, source, remote_id, version, rel_path, size, sha256)
+
+
+def _added_or_updated(
+    change: NewEvent, before: Mapping[str, tuple[str, str | None]], note: Mapping[str, object]
+) -> NewEvent:
+    """`document.updated` when the agent had mirrored a file of the document before."""
+    old_version, old_sha256 = before.get(change.document_id or "", ("", None))
+    if old_sha256 is None:
+        return replace(change, data=note)
+    data = {**note, "previous_version": old_version}
+    return replace(change, type=EventType.UPDATED, data=data)
+
+
+def _failed_event(
+    source: str, doc: RemoteDocument, rel_path: str | None, reason: str | None
+) -> NewEvent:
+    data = {"error": reason or "failed"}
+    return NewEvent(EventType.FAILED, source, doc.remote_id, doc.version, rel_path, data=data)
+
+
+def _removed_event(source: str, row: Any) -> NewEvent:
+    pruned = bool(row.prune and row.rel_path and row.state == DocState.MIRRORED)
+    return NewEvent(
+        EventType.REMOVED,
+        source,
+        row.remote_id,
+        row.version,
+        row.rel_path,
+        row.size,
+        row.sha256,
+        data={"file_deleted": pruned},
+    )
+
+
+def _moved_event(source: str, row: Any, rel_path: str) -> NewEvent:
+    return NewEvent(
+        EventType.MOVED,
+        source,
+        row.remote_id,
+        row.version,
+        rel_path,
+        row.size,
+        row.sha256,
+        data={"old_path": row.rel_path},
+    )
 
 
 def _new_row(source: str, doc: RemoteDocument, now: float) -> DocumentRow:

@@ -5,6 +5,8 @@ store.documents     documents and mirrored files    (agent.state.documents)
 store.jobs          the download job queue          (agent.state.jobs)
 store.credentials   tokens and cursors              (agent.state.credentials)
 store.status        pass records, the status model  (agent.state.status)
+store.journal       the change journal              (agent.state.journal)
+store.outbox        webhook endpoints' cursors      (agent.state.outbox)
 store.replicas      registered replicas             (agent.state.replicas)
 store.requests      passes asked of any replica     (agent.state.replicas)
 """
@@ -21,6 +23,8 @@ from agent.state.credentials import Credentials
 from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
+from agent.state.journal import Journal
+from agent.state.outbox import Outbox
 from agent.state.replicas import PassRequests, Replicas
 from agent.state.source_state import SourceState
 from agent.state.status import Status
@@ -35,14 +39,25 @@ class Store:
     jobs: Jobs
     credentials: Credentials
     status: Status
+    journal: Journal
+    outbox: Outbox
     replicas: Replicas
     requests: PassRequests
 
     @classmethod
     def over(cls, db: Database) -> Store:
-        jobs = Jobs(db)
-        status = Status(db, jobs)
-        return cls(db, Documents(db), jobs, Credentials(db), status, Replicas(db), PassRequests(db))
+        jobs, journal = Jobs(db), Journal(db)
+        return cls(
+            db,
+            Documents(db, journal),
+            jobs,
+            Credentials(db),
+            Status(db, jobs),
+            journal,
+            Outbox(db, journal),
+            Replicas(db),
+            PassRequests(db),
+        )
 
     @classmethod
     @asynccontextmanager

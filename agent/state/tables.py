@@ -113,6 +113,47 @@ class CursorRow(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class EventRow(Base):
+    """One entry of the change journal (`agent.state.journal`): what changed in the mirror.
+
+    `seq` never repeats (AUTOINCREMENT on SQLite, an identity on PostgreSQL) and is taken
+    in commit order; `data` is JSON with the fields a type adds.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(64))
+    document_id: Mapped[str | None] = mapped_column(VENDOR_STRING)
+    version: Mapped[str | None] = mapped_column(VENDOR_STRING)
+    path: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    time: Mapped[float] = mapped_column(Float, index=True)
+    data: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class WebhookEndpointRow(Base):
+    """A webhook endpoint's place in the journal, its retry state and its delivery lease."""
+
+    __tablename__ = "webhook_endpoints"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    cursor: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[float | None] = mapped_column(Float)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class ReplicaRow(Base):
     """A running `sync-agent run` process and its last heartbeat; stale rows age out."""
 

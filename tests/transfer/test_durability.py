@@ -73,7 +73,7 @@ async def test_a_file_placed_before_its_row_was_committed_is_adopted(
     data = payload(70_000, seed=45)
     doc_id = world.add("placed.bin", data)
 
-    async def crash(self: Documents, source: str, items: Any) -> None:
+    async def crash(self: Documents, source: str, items: Any, **journal: Any) -> None:
         if items:
             raise RuntimeError("killed between the rename and the commit")
 
@@ -127,10 +127,10 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         events.append(("rename", f"{src} -> {dst}"))
         real_replace(src, dst, **kwargs)
 
-    async def commit(self: Documents, source: str, items: Any) -> None:
+    async def commit(self: Documents, source: str, items: Any, **journal: Any) -> None:
         if items:
             events.append(("commit", ",".join(m.rel_path for m in items)))
-        await real_commit(self, source, items)
+        await real_commit(self, source, items, **journal)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)

@@ -48,6 +48,7 @@ SCHEMA_HEAD = "0005"  # the newest migration; tests/test_schema.py keeps it equa
 MIGRATION_LOCK = 0x73796E63  # PostgreSQL advisory lock held while migrating: one migrator
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 _ADAPTED = re.compile(r"^<class '[\w.]+'>: ")  # how SQLAlchemy's asyncpg adapter prefixes
+WRITE = "sync_agent_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
 
 
 class OpenOptions(TypedDict, total=False):
@@ -76,6 +77,8 @@ class Database:
         self.path = path  # the SQLite file; None for PostgreSQL and in-memory databases
         self.rebuilt_from = rebuilt_from  # where a damaged file was set aside by this open
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._writer = engine.execution_options(**{WRITE: True})
+        self._write_sessions = async_sessionmaker(self._writer, expire_on_commit=False)
 
     @classmethod
     @asynccontextmanager
@@ -112,7 +115,7 @@ class Database:
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed on exit (Core)."""
-        async with translated(self.where, self.path), self.engine.begin() as conn:
+        async with translated(self.where, self.path), self._writer.begin() as conn:
             yield conn
 
     @asynccontextmanager
@@ -124,7 +127,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """An ORM session in a transaction, committed on exit."""
-        async with translated(self.where, self.path), self._sessions.begin() as s:
+        async with translated(self.where, self.path), self._write_sessions.begin() as s:
             yield s
 
 
@@ -304,6 +307,7 @@ def _engine(url: str, connections: int) -> AsyncEngine:
         if make_url(url).get_backend_name() == "sqlite":
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
             return engine
         # A pool as large as the downloads that checkpoint at once (a new PostgreSQL
         # connection costs a fork): overflow covers bursts, pre-ping a restarted server.
@@ -342,9 +346,22 @@ def _driver_numbers(url: str) -> dict[str, int]:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    dbapi_connection.isolation_level = None  # the driver stays out: `_sqlite_begin` begins
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Writers take SQLite's write lock when they begin, readers never.
+
+    A deferred transaction that reads and then writes must upgrade its lock, and when another
+    connection committed in between SQLite refuses the upgrade at once ("database is
+    locked") instead of waiting `busy_timeout`: the pass failed under load. `BEGIN IMMEDIATE`
+    waits for the lock up front, so concurrent writers queue instead of failing.
+    """
+    immediate = conn.get_execution_options().get(WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

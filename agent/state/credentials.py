@@ -81,19 +81,20 @@ class Credentials:
             return conn
 
     @asynccontextmanager
-    async def _connection(self, source: str) -> AsyncIterator[AsyncConnection]:
-        """The renewal's transaction when this task renews `source`'s tokens, else a new one."""
+    async def _connection(self, source: str, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        """The renewal's transaction when this task renews `source`'s tokens, else a new
+        writing transaction or a reading connection."""
         held = _renewing.get()
         if held is not None and held[0] == source:
             async with translated(self.db.where, None):
                 yield held[1]
             return
-        async with self.db.begin() as conn:
+        async with self.db.begin() if write else self.db.connect() as conn:
             yield conn
 
     async def load_token(self, source: str, kind: str) -> StoredToken | None:
         mine = (TOKENS.c.source == source) & (TOKENS.c.kind == kind)
-        async with self._connection(source) as conn:
+        async with self._connection(source, write=False) as conn:
             newest = select(TOKENS).where(mine).order_by(TOKENS.c.id.desc()).limit(1)
             row = (await conn.execute(newest)).first()
         if row is None:
@@ -117,14 +118,14 @@ class Credentials:
         }
         mine = (TOKENS.c.source == source) & (TOKENS.c.kind == kind)
         keep = select(TOKENS.c.id).where(mine).order_by(TOKENS.c.id.desc()).limit(TOKEN_HISTORY)
-        async with self._connection(source) as conn:
+        async with self._connection(source, write=True) as conn:
             await conn.execute(insert(TOKENS).values(row))
             await conn.execute(
                 delete(TOKENS).where(mine, TOKENS.c.id.not_in(keep.scalar_subquery()))
             )
 
     async def load_cursor(self, source: str, key: str) -> str | None:
-        async with self._connection(source) as conn:
+        async with self._connection(source, write=False) as conn:
             value = await conn.scalar(
                 select(CURSORS.c.value).where(CURSORS.c.source == source, CURSORS.c.key == key)
             )
@@ -132,7 +133,7 @@ class Credentials:
 
     async def save_cursor(self, source: str, key: str, value: str | None) -> None:
         mine = (CURSORS.c.source == source) & (CURSORS.c.key == key)
-        async with self._connection(source) as conn:
+        async with self._connection(source, write=True) as conn:
             if value is None:
                 await conn.execute(delete(CURSORS).where(mine))
                 return

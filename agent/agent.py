@@ -31,7 +31,8 @@ from agent.sources.registry import build_source
 from agent.state.store import Store
 from agent.state.wakeup import LocalWakeup, Wakeup, open_wakeup
 from agent.transfer.download import READ_BUFFER, Downloader
-from agent.transfer.files import hash_file, remove_stale_temps, staging_dir
+from agent.transfer.files import remove_stale_temps
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import BandwidthLimiter, request_limiter
 
 PassOutcome = PassStats | BaseException
@@ -68,15 +69,18 @@ def acquire_lock(state_dir: Path) -> IO[str]:
     return handle
 
 
-def _placed(dest: Path, size: int) -> tuple[str, int] | None:
-    """(sha256, mtime_ns) of `dest` when it is a file of exactly `size` bytes."""
-    try:
-        stat = dest.stat()
-    except FileNotFoundError:
+def _placed(fs: MirrorFS, rel_path: str, size: int) -> tuple[str, int] | None:
+    """(sha256, mtime_ns) of the regular file at `rel_path` when it has exactly `size` bytes."""
+    folder = fs.parent(rel_path, repair=False)
+    if folder is None:
         return None
-    if not dest.is_file() or stat.st_size != size:
-        return None
-    return hash_file(dest)[0].hexdigest(), stat.st_mtime_ns
+    with folder:
+        name = rel_path.rpartition("/")[2]
+        found = folder.lstat(name)
+        if found is None or found.st_size != size:
+            return None
+        digest = folder.digest(name)
+    return None if digest is None else (digest[0], digest[1].st_mtime_ns)
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Agent:
         store: Store,
         engine: Engine,
         stack: AsyncExitStack,
+        staging: Folder,
         *,
         sleep: Sleep = asyncio.sleep,
         rate_window: float = 60.0,
@@ -103,6 +108,8 @@ class Agent:
         self.store = store
         self.engine = engine
         self.stack = stack
+        self.staging = staging
+        self.fs = MirrorFS(config.agent.mirror_dir)
         self.sleep = sleep  # retry back-off waits (tests inject a fast one)
         self.rate_window = rate_window  # the request budget's window (tests shorten it)
         self.slots: dict[str, _Slot] = {}
@@ -134,6 +141,8 @@ class Agent:
                     connections=agent_cfg.max_concurrent_downloads + 4,
                 )
             )
+            staging = await off_loop(MirrorFS(agent_cfg.mirror_dir).open_staging)
+            stack.callback(staging.close)
             session = await stack.enter_async_context(
                 open_session(
                     limit=agent_cfg.max_concurrent_downloads * 2,
@@ -144,13 +153,13 @@ class Agent:
             )
             downloader = Downloader(
                 session,
-                staging_dir(agent_cfg.mirror_dir),
+                staging.path,
                 bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
                 min_free_space=agent_cfg.min_free_space,
                 sleep=sleep,
             )
-            engine = Engine(agent_cfg, store, downloader, progress=progress)
-            agent = cls(config, store, engine, stack, sleep=sleep, rate_window=rate_window)
+            engine = Engine(agent_cfg, store, downloader, staging=staging, progress=progress)
+            agent = cls(config, store, engine, stack, staging, sleep=sleep, rate_window=rate_window)
             agent.wakeup = await stack.enter_async_context(
                 open_wakeup(store.db, agent_cfg.state_listen_url)
             )
@@ -172,24 +181,22 @@ class Agent:
     async def reconcile(self) -> None:
         """At start-up: forget temp files no job owns (partials of live jobs are kept), and
         adopt files a crash left renamed into place before their rows were committed."""
-        staging = staging_dir(self.config.agent.mirror_dir)
         await self.store.jobs.requeue_interrupted()
-        removed = await asyncio.to_thread(
-            remove_stale_temps, staging, await self.store.jobs.temp_names()
+        removed = await off_loop(
+            remove_stale_temps, self.staging, await self.store.jobs.temp_names()
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
         await self.prune_journal()
         for job, size, sha256 in await self.store.jobs.verified():
-            await self._adopt(staging, job, size, sha256)
+            await self._adopt(job, size, sha256)
 
-    async def _adopt(self, staging: Path, job: JobSpec, size: int, sha256: str) -> None:
+    async def _adopt(self, job: JobSpec, size: int, sha256: str) -> None:
         """A verified job whose temp file is gone and whose final file holds exactly the
         verified bytes was renamed into place before its row was committed: it is done."""
-        if (staging / job.temp_name).exists():
+        if self.staging.lstat(job.temp_name) is not None:
             return  # not renamed yet: the next pass places it
-        dest = self.config.agent.mirror_dir / job.rel_path
-        found = await asyncio.to_thread(_placed, dest, size)
+        found = await off_loop(_placed, self.fs, job.rel_path, size)
         if found is None or found[0] != sha256:
             return
         if await self.store.documents.adopt_placed(job, size, sha256, found[1]):

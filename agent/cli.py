@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import shtab
 
 from agent import __version__, starter
-from agent.agent import Agent, PassOutcome
+from agent.agent import Agent, PassOutcome, acquire_lock
 from agent.config import SOURCE_TYPES, Config, load_config
 from agent.config.values import parse_download_reason
 from agent.errors import (
@@ -27,6 +28,7 @@ from agent.errors import (
     AlreadyRunningError,
     AuthenticationError,
     ConfigError,
+    MirrorError,
     StateError,
 )
 from agent.events.webhooks import deliver_due
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     add_init_parser(sub)
     add_events_parsers(sub)
+    add_verify_parser(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
@@ -158,6 +161,23 @@ def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     ).complete = shtab.FILE
 
 
+def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = sub.add_parser(
+        "verify",
+        help="check the mirror against the state (exit 0 clean, 1 otherwise)",
+        description=(
+            "Walk the mirror against the state: files missing, changed or unknown, and stale "
+            "staging files. --repair marks missing and changed files for download on the next "
+            "pass (a changed file is then kept beside as a local copy), adopts unknown files "
+            "identical to a missing one and deletes stale staging files. Exit status: 0 the "
+            "mirror was clean, 1 it was not (whether or not it was repaired)."
+        ),
+    )
+    verify.add_argument("--source", action="append", help="only this source (repeatable)")
+    verify.add_argument("--repair", action="store_true", help="repair what can be repaired")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def config_path(args: argparse.Namespace) -> Path:
     value = args.config or os.environ.get("SYNC_AGENT_CONFIG")
     if not value:
@@ -208,8 +228,9 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 def print_summary(results: Mapping[str, PassOutcome]) -> None:
     for name, result in results.items():
         if isinstance(result, PassStats):
+            adopted = f", {result.adopted} adopted" if result.adopted else ""
             print(
-                f"{name}: {result.listed} listed, {result.downloaded} downloaded, "
+                f"{name}: {result.listed} listed, {result.downloaded} downloaded{adopted}, "
                 f"{result.moved} moved, {result.skipped} skipped, {result.removed} removed, "
                 f"{result.failed} failed"
             )
@@ -230,6 +251,30 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
         print_status(status)
     return EXIT_OK
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    from agent.engine.verify import iter_lines, verify  # noqa: PLC0415 - only verify needs it
+    from agent.progress import verify_progress  # noqa: PLC0415 - rich only here
+    from agent.transfer.mirrorfs import MirrorFS  # noqa: PLC0415
+
+    config = load(args, secrets=False)  # the state and the disk only: no secret needed
+    names = args.source or [s.name for s in config.sources]
+    for name in names:
+        config.source(name)
+    fs = MirrorFS(config.agent.mirror_dir)
+    with contextlib.ExitStack() as held:
+        if args.repair:  # no pass may run while the state and the mirror are repaired
+            held.callback(acquire_lock(config.agent.state_dir).close)
+        tally = held.enter_context(verify_progress(sys.stderr))
+        async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
+            report = await verify(store, fs, names, repair=args.repair, tally=tally)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        for line in iter_lines(report):
+            print(line)
+    return EXIT_OK if report.clean else EXIT_FAILURES
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -394,6 +439,7 @@ COMMANDS = {
     "select": cmd_select,
     "events": cmd_events,
     "get": cmd_get,
+    "verify": cmd_verify,
 }
 
 SYNC_COMMANDS = {  # plain functions: no event loop
@@ -407,6 +453,7 @@ ERROR_EXITS: tuple[tuple[type[AgentError], str, int], ...] = (
     (AuthenticationError, "authentication failed: ", EXIT_AUTH),
     (AlreadyRunningError, "", EXIT_RUNNING),
     (StateError, "", EXIT_STATE),
+    (MirrorError, "", EXIT_STATE),  # 74 is EX_IOERR: the state's or the mirror's
     (AgentError, "", EXIT_FAILURES),
 )
 

@@ -37,7 +37,7 @@ from agent.notify import Notifier, watchdog_interval, watchdog_loop
 from agent.state.journal import Event
 from agent.state.replicas import HEARTBEAT, this_replica
 from agent.state.wakeup import Work
-from agent.transfer.files import free_bytes
+from agent.transfer.files import reserve, volume
 from agent.web import serve_web, status_json, status_report
 
 REQUEST_POLL = 5.0  # seconds between looks at the passes asked for, when no hint comes
@@ -111,8 +111,9 @@ class Daemon:
             await stack.enter_async_context(self.agent.store.replicas.registered(self.replica))
             self.metrics.set_replica(self.replica.id, self.replica.host, self.replica.pid)
             mirror = self.config.agent.mirror_dir
+            setting = self.config.agent.min_free_space
             self.metrics.watch_free_space(
-                lambda: free_bytes(mirror), self.config.agent.min_free_space
+                lambda: volume(mirror).free, reserve(volume(mirror).size, setting)
             )
             await stack.enter_async_context(  # events: a worker per webhook endpoint
                 deliveries(self.agent.store, self.config.webhooks, self.metrics)

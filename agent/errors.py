@@ -15,6 +15,7 @@
      +-- StateError               the state database is unusable
      |    +-- CorruptStateError   its file is damaged: set aside and rebuilt at the next start
      +-- AlreadyRunningError      another daemon holds the state folder's lock
+     +-- MirrorError              the mirror folder cannot be read or written (exit 74)
 
 Exceptions carry structured fields and a readable `__str__`; URLs never include their query
 string (signatures) and no message ever contains a secret.
@@ -79,6 +80,10 @@ class StateError(AgentError):
 
 class AlreadyRunningError(AgentError):
     """Another instance already owns this state folder."""
+
+
+class MirrorError(AgentError):
+    """The mirror folder cannot be read or written (permissions, a full or lost volume)."""
 
 
 class DocumentError(AgentError):

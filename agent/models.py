@@ -22,6 +22,7 @@ class DocState(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # nothing to download by design (URL-only, no permission, no content)
     REMOVED = "removed"  # gone from the remote listing; the mirrored file is kept
+    DELETED_LOCALLY = "deleted-locally"  # deleted by hand, on_local_delete = "forget"
 
 
 class JobState(StrEnum):
@@ -116,6 +117,7 @@ class PassStats:
 
     listed: int = 0
     downloaded: int = 0
+    adopted: int = 0  # files already in the mirror recorded without a download
     moved: int = 0
     skipped: int = 0
     removed: int = 0

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -60,6 +61,31 @@ def terminal_progress(stream: TextIO) -> Iterator[ProgressCallback | None]:
     )
     with progress:
         yield _Live(progress)
+
+
+class _VerifyBar:
+    """Adapts the verify walk's counts to a rich progress bar (safe from its thread)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("verifying", total=0)
+
+    def expect(self, files: int) -> None:
+        self.progress.update(self.task, total=(self.progress.tasks[0].total or 0) + files)
+
+    def advance(self, files: int) -> None:
+        self.progress.advance(self.task, files)
+
+
+@contextmanager
+def verify_progress(stream: TextIO) -> Iterator[_VerifyBar | None]:
+    """A bar of files checked on a terminal; None elsewhere."""
+    if not stream.isatty():
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(file=stream), transient=True) as progress:
+        yield _VerifyBar(progress)
 
 
 def print_status(report: Mapping[str, Any], console: Console | None = None) -> None:

@@ -67,7 +67,7 @@ class AgentConfig(Table, frozen=True, kw_only=True):
     ] = "info"
     listen: Annotated[str, Parse(parse_listen)] = "127.0.0.1:8749"
     bandwidth_limit: Annotated[int | None, Parse(parse_optional_size)] = None
-    min_free_space: Annotated[int, Parse(parse_size)] = 1 << 30
+    min_free_space: Annotated[int | None, Parse(parse_size)] = None  # None: files.reserve
     shutdown_timeout: Duration = 30.0
     api_token: Secret | None = None
     journal_retention: Duration = 30 * 86400.0
@@ -135,6 +135,7 @@ class SourceConfig(Table, frozen=True, kw_only=True):
     client_secret: Secret | None = None
     write_metadata: bool = False
     on_change: Words | None = None  # None: [agent] on_change; () runs none for this source
+    on_local_delete: Literal["restore", "forget"] = "restore"
     settings: SourceSettings
 
 

@@ -65,9 +65,7 @@ async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: s
     except DocumentError as exc:
         await _failed(engine, rt, item, job, exc, reason=reason)
         raise
-    committer = Committer(
-        engine.store, engine.agent.mirror_dir, engine.staging, name, rt.config.write_metadata
-    )
+    committer = Committer(engine.store, engine.fs, engine.staging, name, rt.config.write_metadata)
     committer.note = note
     await committer.add(Finished(item, job, fetched, metadata))
     await committer.flush()
@@ -110,14 +108,14 @@ async def _failed(
 ) -> None:
     """Leave the job for the next pass to resume, and journal the failure."""
     error = describe_error(exc)
-    partial = engine.staging / job.temp_name
+    partial = engine.staging.lstat(job.temp_name)
     await engine.store.jobs.failed(
         job.job_id,
         kind=exc.kind,
         error=error,
         permanent=isinstance(exc, PermanentError),
         retry_in=0.0,
-        bytes_done=partial.stat().st_size if partial.exists() else 0,
+        bytes_done=partial.st_size if partial is not None else 0,
     )
     doc = item.doc
     event = NewEvent(

@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+import stat
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, SourceConfig
-from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, prune
-from agent.engine.plan import Download, Move, Plan, Sidecar, plan_pass
+from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, adopt_in_place, prune
+from agent.engine.plan import (
+    Download,
+    OnDisk,
+    Plan,
+    Sidecar,
+    deletion_policy,
+    order_moves,
+    plan_pass,
+    split_adoptions,
+    unclaimed_targets,
+)
 from agent.errors import DiskSpaceError, DocumentError, PermanentError, SkipDocument, describe_error
 from agent.log import get_logger
-from agent.models import DocState, JobSpec, PassStats, RemoteDocument, metadata_digest
+from agent.models import (
+    DocState,
+    JobSpec,
+    KnownDocument,
+    PassStats,
+    RemoteDocument,
+    metadata_digest,
+)
 from agent.sources.base import Source
 from agent.state.store import Store
 from agent.transfer.download import Downloader, Endpoint
-from agent.transfer.files import (
-    staging_dir,
-    write_atomic,
-)
+from agent.transfer.files import find_missing, lstat_all
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import Pacer
 from agent.transfer.retry import next_retry_seconds
 
 Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
+FORGOTTEN = "deleted by hand; on_local_delete = forget"
 
 
 @dataclass
@@ -46,6 +61,7 @@ class SourceRuntime:
 @dataclass
 class _Tally:
     downloaded: int = 0
+    adopted: int = 0
     failed: int = 0
     skipped: int = 0
     bytes: int = 0
@@ -61,6 +77,7 @@ class Engine:
         store: Store,
         downloader: Downloader,
         *,
+        staging: Folder,
         progress: Progress | None = None,
     ) -> None:
         self.agent = agent
@@ -68,7 +85,8 @@ class Engine:
         self.downloader = downloader
         self.slots = asyncio.Semaphore(agent.max_concurrent_downloads)
         self.progress = progress
-        self.staging = staging_dir(agent.mirror_dir)
+        self.fs = MirrorFS(agent.mirror_dir)
+        self.staging = staging  # kept open by the agent for its whole life
         self.queue_depth = 0
 
     async def run_pass(self, rt: SourceRuntime) -> PassStats:
@@ -91,12 +109,14 @@ class Engine:
         name = rt.config.name
         listing = _unique([doc async for doc in rt.source.list_documents()])
         known = await self.store.documents.known(name)
-        plan = plan_pass(name, listing, known)
+        plan = await self._plan(rt, listing, known)
         await self._record_simple(rt, plan)
-        tally = await self._download_all(rt, plan.downloads)
+        adopt, fetch = await self._quick_adoptions(plan.downloads)
+        tally = await self._download_all(rt, fetch, adopt)
         return PassStats(
             listed=len(listing),
             downloaded=tally.downloaded,
+            adopted=tally.adopted,
             moved=len(plan.moves),
             skipped=len(plan.skips) + tally.skipped,
             removed=len(plan.removed),
@@ -106,58 +126,107 @@ class Engine:
             errors=tuple(tally.errors),
         )
 
+    async def _plan(
+        self, rt: SourceRuntime, listing: Sequence[RemoteDocument], known: dict[str, KnownDocument]
+    ) -> Plan:
+        """The pass's plan, after one scan of the mirror for files deleted by hand."""
+        name = rt.config.name
+        presence = await off_loop(find_missing, self.fs, name, _mirrored_paths(known))
+        gone = presence.missing
+        missing = (
+            {rid for rid, k in known.items() if k.state == DocState.MIRRORED and k.rel_path in gone}
+            if gone
+            else set()
+        )
+        policy = deletion_policy(rt.config.on_local_delete, presence.source_folder)
+        if missing and policy != rt.config.on_local_delete:
+            rt.log.warning("mirror.source_folder_missing", restoring=len(missing))
+        return plan_pass(name, listing, known, missing=missing, on_local_delete=policy)
+
     async def _record_simple(self, rt: SourceRuntime, plan: Plan) -> None:
         name = rt.config.name
         await self.store.documents.record_states(
             name, [(d, DocState.SKIPPED, d.skip_reason or "skipped", None) for d in plan.skips]
         )
+        await self.store.documents.record_states(
+            name, [(d, DocState.DELETED_LOCALLY, FORGOTTEN, None) for d in plan.forgotten]
+        )
+        for doc in plan.forgotten:
+            rt.log.info("document.deleted_locally", remote_id=doc.remote_id)
+        for item in plan.downloads:
+            if item.restore:
+                rt.log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
         await self.store.documents.record_removed(name, plan.removed)
         for rel_path in plan.prunes:
-            await asyncio.to_thread(prune, self.agent.mirror_dir / rel_path)
-            get_logger(source=name).info("document.pruned", path=rel_path)
+            await off_loop(prune, self.fs, rel_path)
+            rt.log.info("document.pruned", path=rel_path)
         if plan.moves:
+            steps = order_moves(plan.moves)
+            await off_loop(_apply_moves, self.fs, steps, rt.config.write_metadata)
+            for move in plan.moves:
+                rt.log.info("document.moved", old=move.old_path, new=move.new_path)
             await self.store.documents.record_moves(
-                name, [await self._move(m, rt) for m in plan.moves]
+                name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in plan.moves]
             )
         for sidecar in plan.sidecars:
             await self._write_sidecar(rt, sidecar)
 
-    async def _move(self, move: Move, rt: SourceRuntime) -> tuple[str, str, str]:
-        old = self.agent.mirror_dir / move.old_path
-        new = self.agent.mirror_dir / move.new_path
-        await asyncio.to_thread(_rename, old, new, rt.config.write_metadata)
-        get_logger(source=rt.config.name).info(
-            "document.moved", old=move.old_path, new=move.new_path
-        )
-        return move.doc.remote_id, move.doc.name, move.new_path
+    async def _quick_adoptions(
+        self, downloads: Sequence[Download]
+    ) -> tuple[list[Download], list[Download]]:
+        """(to adopt without a download, to download): one lstat per unclaimed target."""
+        targets = unclaimed_targets(downloads)
+        if not targets:
+            return [], list(downloads)
+        found = await off_loop(lstat_all, self.fs, targets)
+        return split_adoptions(downloads, _on_disk(found))
 
-    async def _download_all(self, rt: SourceRuntime, downloads: Sequence[Download]) -> _Tally:
+    async def _download_all(
+        self, rt: SourceRuntime, downloads: Sequence[Download], adopt: Sequence[Download] = ()
+    ) -> _Tally:
         """Download with a bounded pool of workers; commit finished files in batches."""
         tally = _Tally()
-        if not downloads:
+        if not downloads and not adopt:
             return tally
         name = rt.config.name
-        jobs = await self.store.jobs.claim(name, [(d.doc, d.rel_path) for d in downloads])
-        committer = Committer(
-            self.store, self.agent.mirror_dir, self.staging, name, rt.config.write_metadata
-        )
-        queue = iter(downloads)
+        everything = [*adopt, *downloads]
+        jobs = await self.store.jobs.claim(name, [(d.doc, d.rel_path) for d in everything])
+        committer = Committer(self.store, self.fs, self.staging, name, rt.config.write_metadata)
+        queue = iter(everything)
+        in_place = {d.doc.remote_id for d in adopt}
 
         async def worker() -> None:
             for item in queue:  # shared by the workers: each item is taken once
-                await self._one(rt, item, jobs[item.doc.remote_id], tally, committer)
+                job = jobs[item.doc.remote_id]
+                if item.doc.remote_id not in in_place or not await self._adopt(
+                    rt, item, job, tally, committer
+                ):
+                    await self._one(rt, item, job, tally, committer)
                 self.queue_depth -= 1
 
-        self.queue_depth += len(downloads)
-        flusher = asyncio.create_task(committer.flush_periodically())
-        workers = min(len(downloads), self.agent.max_concurrent_downloads)
+        self.queue_depth += len(everything)
+        stop = asyncio.Event()
+        flusher = asyncio.create_task(committer.flush_periodically(stop))
+        workers = min(len(everything), self.agent.max_concurrent_downloads)
         try:
             await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
-            flusher.cancel()
+            stop.set()
             self.queue_depth = max(0, self.queue_depth - sum(1 for _ in queue))
-            await committer.flush()
+            await flusher  # its last round commits what is left
         return tally
+
+    async def _adopt(
+        self, rt: SourceRuntime, item: Download, job: JobSpec, tally: _Tally, committer: Committer
+    ) -> bool:
+        """Record the file in place without a download; False when it changed meanwhile."""
+        fetched = await off_loop(adopt_in_place, self.fs, item)
+        if fetched is None:
+            return False
+        metadata = await rt.source.describe(item.doc)
+        tally.adopted += 1
+        await committer.add(Finished(item, job, fetched, metadata, in_place=True))
+        return True
 
     async def _one(
         self, rt: SourceRuntime, item: Download, job: JobSpec, tally: _Tally, committer: Committer
@@ -196,8 +265,9 @@ class Engine:
         """The listing's metadata changed while the document did not: rewrite the sidecar."""
         text, digest = metadata_digest(sidecar.doc.metadata)
         if text is not None and rt.config.write_metadata:
-            dest = self.agent.mirror_dir / (sidecar.rel_path + SIDECAR_SUFFIX)
-            await asyncio.to_thread(write_atomic, dest, text.encode() + b"\n", self.staging)
+            await off_loop(
+                _write_sidecar, self.fs, sidecar.rel_path, text.encode() + b"\n", self.staging
+            )
         await self.store.documents.record_metadata(
             rt.config.name, sidecar.doc.remote_id, text, digest
         )
@@ -208,7 +278,8 @@ class Engine:
         name = rt.config.name
         permanent = isinstance(exc, PermanentError)
         attempts = await self.store.jobs.attempts(job.job_id) + 1
-        size = _size(self.staging / job.temp_name)
+        partial = self.staging.lstat(job.temp_name)
+        size = partial.st_size if partial else 0
         retry_in = next_retry_seconds(attempts, permanent=permanent)
         if isinstance(exc, DiskSpaceError):
             retry_in = 0.0  # a local condition: the next pass resumes once space is freed
@@ -244,21 +315,56 @@ def _unique(listing: list[RemoteDocument]) -> list[RemoteDocument]:
     return list(seen.values())
 
 
-def _rename(old: Path, new: Path, sidecar: bool) -> None:
-    if not old.exists():
+def _mirrored_paths(known: Mapping[str, KnownDocument]) -> Iterator[str]:
+    for k in known.values():
+        if k.state == DocState.MIRRORED and k.rel_path:
+            yield k.rel_path
+
+
+def _on_disk(found: Mapping[str, os.stat_result]) -> dict[str, OnDisk]:
+    return {
+        rel: OnDisk(st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
+        for rel, st in found.items()
+    }
+
+
+def _write_sidecar(fs: MirrorFS, rel_path: str, data: bytes, staging: Folder) -> None:
+    parent, _, name = rel_path.rpartition("/")
+    with fs.make_folder(parent) as folder:
+        folder.write_atomic(name + SIDECAR_SUFFIX, data, staging)
+
+
+def _apply_moves(fs: MirrorFS, steps: Sequence[tuple[str, str]], sidecars: bool) -> None:
+    """Carry out (old, new) renames in order; a missing old file is left for a restore."""
+    for old, new in steps:
+        _move_file(fs, old, new)
+        if sidecars:
+            _move_file(fs, old + SIDECAR_SUFFIX, new + SIDECAR_SUFFIX)
+        old_parent = old.rpartition("/")[0]
+        if "/" in old_parent:  # a sub-folder the move may have emptied, never the source's
+            grand, _, leaf = old_parent.rpartition("/")
+            holder = fs.folder(grand)
+            if holder is not None:
+                with holder:
+                    holder.remove_if_empty(leaf)
+
+
+def _move_file(fs: MirrorFS, old: str, new: str) -> None:
+    """Rename one regular file; whatever already sits at `new` is kept aside, not replaced."""
+    source = fs.parent(old)
+    if source is None:
         return
-    new.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(old, new)
-    if sidecar:
-        old_meta = old.with_name(old.name + SIDECAR_SUFFIX)
-        if old_meta.exists():
-            os.replace(old_meta, new.with_name(new.name + SIDECAR_SUFFIX))
-    with contextlib.suppress(OSError):
-        old.parent.rmdir()  # only succeeds when the folder became empty
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+    with source:
+        old_name = old.rpartition("/")[2]
+        found = source.lstat(old_name)
+        if found is None or not stat.S_ISREG(found.st_mode):
+            source.clear_link(old_name)
+            return
+        new_parent, _, new_name = new.rpartition("/")
+        with fs.make_folder(new_parent) as dest:
+            taken = dest.lstat(new_name)
+            if taken is not None and not stat.S_ISLNK(taken.st_mode):
+                dest.set_aside(new_name)
+            dest.move_in(source, old_name, new_name)
+            dest.fsync()
+        source.fsync()

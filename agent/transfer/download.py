@@ -43,7 +43,7 @@ from agent.transfer.contract import (
     status_error,
     token_verdict,
 )
-from agent.transfer.files import free_bytes
+from agent.transfer.files import Volume, space_shortfall, volume
 from agent.transfer.pacing import BandwidthLimiter, Pacer, wait_out
 from agent.transfer.partial import Partial, Restart, expected_size
 from agent.transfer.retry import Action, RetryPolicy, decide
@@ -107,7 +107,7 @@ class Downloader:
         staging: Path,
         *,
         bandwidth: BandwidthLimiter | None = None,
-        min_free_space: int = 0,
+        min_free_space: int | None = 0,  # None: the default reserve (see files.reserve)
         max_attempts: int = 6,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
@@ -119,7 +119,7 @@ class Downloader:
         self.policy = RetryPolicy(max_attempts=max_attempts, cap=120.0)
         self.sleep = sleep
         self.clock = clock
-        self._free = 0
+        self._free = Volume(0, 0)
         self._free_checked = -FREE_SPACE_TTL
         self._staging_ready = False
 
@@ -264,20 +264,19 @@ class Downloader:
         return await self._finish(partial, expected, str(response.url))
 
     async def _check_space(self, expected: int | None, offset: int) -> None:
-        if not self.min_free_space:
+        if self.min_free_space == 0:
             return
-        need = (expected or 0) - offset + self.min_free_space
-        free = await self._free_space()
-        if free < need:
-            raise DiskSpaceError(
-                f"not enough free space: {free} bytes free, {need} needed (min_free_space included)"
-            )
+        shortfall = space_shortfall(
+            await self._volume(), (expected or 0) - offset, self.min_free_space
+        )
+        if shortfall is not None:
+            raise DiskSpaceError(shortfall)
 
-    async def _free_space(self) -> int:
-        """Free bytes in the staging folder, asked of the OS at most every FREE_SPACE_TTL."""
+    async def _volume(self) -> Volume:
+        """The staging folder's volume, asked of the OS at most every FREE_SPACE_TTL."""
         now = time.monotonic()
         if now - self._free_checked > FREE_SPACE_TTL:
-            self._free = await asyncio.to_thread(free_bytes, self.staging)
+            self._free = await asyncio.to_thread(volume, self.staging)
             self._free_checked = now
         return self._free
 

@@ -1,36 +1,74 @@
-"""Durable file placement: staging, fsync, atomic rename, folder fsync, local-edit detection."""
+"""Facts about files in the mirror: hashes, local-edit checks, stale temps, free space."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import time
+import stat
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-STAGING = ".sync-agent"
+from agent.transfer.mirrorfs import STAGING, Folder, MirrorFS
+
 HASH_BLOCK = 1 << 20
+RESERVE_CAP = 1 << 30  # the default free-space reserve: at most 1 GiB ...
+RESERVE_SHARE = 20  # ... and at most 1/20 (5 %) of the volume
+# Above this many expected files in one folder, the presence check stats each file instead
+# of holding the folder's listing in a set (bounded memory for huge flat folders).
+SCAN_SET_LIMIT = 50_000
 
 
 def staging_dir(mirror_dir: Path) -> Path:
     """Temporary files live here: inside the mirror, so renames never cross file systems."""
-    return mirror_dir / STAGING / "staging"
+    return mirror_dir.joinpath(*STAGING)
 
 
-def free_bytes(path: Path) -> int:
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """Free and total bytes of the file system holding a folder."""
+
+    free: int
+    size: int
+
+
+def volume(path: Path) -> Volume:
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     stats = os.statvfs(probe)
-    return stats.f_bavail * stats.f_frsize
+    return Volume(stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def reserve(volume_size: int, setting: int | None) -> int:
+    """The free space downloads leave alone: `agent.min_free_space`, or when it is not set
+    the smaller of 1 GiB and 5 % of the volume (a 500 MB volume keeps 25 MB free)."""
+    return min(RESERVE_CAP, volume_size // RESERVE_SHARE) if setting is None else setting
+
+
+def space_shortfall(found: Volume, remaining: int, setting: int | None) -> str | None:
+    """Why a download of `remaining` more bytes must wait, or None when it fits."""
+    keep = reserve(found.size, setting)
+    need = remaining + keep
+    if setting == 0 or found.free >= need:
+        return None
+    origin = "the default: 5 % of the volume, at most 1 GiB" if setting is None else "as set"
+    return (
+        f"not enough free space: {_amount(found.free)} free on the mirror's volume, "
+        f"{_amount(need)} needed ({_amount(remaining)} to download + {_amount(keep)} kept free "
+        f"by agent.min_free_space, {origin}); free some space or lower agent.min_free_space"
+    )
+
+
+def _amount(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
 
 
 def hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]:
@@ -48,59 +86,103 @@ def hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]
     return digest, done
 
 
-def place_file(temp: Path, dest: Path) -> int:
-    """Rename a fsynced temp file into place and fsync the folder; returns the mtime_ns."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temp, dest)
-    fsync_dir(dest.parent)
-    return dest.stat().st_mtime_ns
+def locally_edited(
+    folder: Folder, name: str, size: int | None, mtime_ns: int | None, sha256: str | None
+) -> bool:
+    """True when the file `name` is no longer the one the agent wrote there.
 
-
-def write_atomic(dest: Path, data: bytes, staging: Path) -> int:
-    """Write small content (a metadata sidecar) the same durable way as a download."""
-    staging.mkdir(parents=True, exist_ok=True)
-    temp = staging / f"{dest.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-    with temp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return place_file(temp, dest)
-
-
-def locally_edited(dest: Path, size: int | None, mtime_ns: int | None, sha256: str | None) -> bool:
-    """True when the file in the mirror is no longer the one the agent wrote."""
-    try:
-        stat = dest.stat()
-    except FileNotFoundError:
+    Same size and mtime as recorded: unchanged without reading it. Otherwise its sha256
+    decides. Anything but a regular file (a link, a folder) is not the agent's file.
+    """
+    found = folder.lstat(name)
+    if found is None:
         return False
     if size is None or sha256 is None:
         return False  # nothing recorded to compare with: the agent never wrote it
-    if stat.st_size == size and stat.st_mtime_ns == mtime_ns:
+    if found.st_size == size and found.st_mtime_ns == mtime_ns:
         return False
-    return hash_file(dest)[0].hexdigest() != sha256
+    digest = folder.digest(name)
+    return digest is None or digest[0] != sha256
 
 
-def keep_local_copy(dest: Path) -> Path:
-    """Move a locally edited file aside under a clear, unused name; returns the new path."""
-    stamp = time.strftime("%Y-%m-%d %H%M%S")
-    for n in range(1, 1000):
-        suffix = f" (local copy {stamp})" if n == 1 else f" (local copy {stamp} {n})"
-        aside = dest.with_name(f"{dest.stem}{suffix}{dest.suffix}")
-        if not aside.exists():
-            os.replace(dest, aside)
-            fsync_dir(dest.parent)
-            return aside
-    raise FileExistsError(dest)
+def identical(folder: Folder, name: str, size: int, sha256: str) -> bool:
+    """Does the regular file `name` hold exactly these bytes? (Its size is checked first.)"""
+    found = folder.lstat(name)
+    if found is None or found.st_size != size:
+        return False
+    digest = folder.digest(name)
+    return digest is not None and digest[0] == sha256
 
 
-def remove_stale_temps(staging: Path, keep: set[str]) -> list[str]:
+def remove_stale_temps(staging: Folder, keep: Collection[str]) -> list[str]:
     """Delete temp files no job owns any more; returns their names."""
-    if not staging.is_dir():
-        return []
     removed = []
-    for entry in staging.iterdir():
-        if entry.name not in keep and entry.is_file():
+    for entry in list(staging.scandir()):
+        if entry.name not in keep and entry.is_file(follow_symlinks=False):
             with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
+                os.unlink(entry.name, dir_fd=staging.fd)
             removed.append(entry.name)
     return removed
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Which expected files a scan of the mirror did not find."""
+
+    missing: set[str]  # relative paths with no regular file (a link does not count)
+    source_folder: bool  # the source's own folder exists (as a real folder)
+
+
+def find_missing(
+    fs: MirrorFS, source: str, rel_paths: Iterable[str], set_limit: int = SCAN_SET_LIMIT
+) -> Presence:
+    """One `scandir` per folder (no stat per file) tells which of `rel_paths` are gone.
+
+    Read-only: a link in the way counts as absent and is left for the placing code.
+    """
+    missing: set[str] = set()
+    for parent, paths in _by_folder(rel_paths).items():
+        folder = fs.folder(parent, repair=False)
+        if folder is None:
+            missing.update(paths)
+            continue
+        with folder:
+            missing.update(_absent(folder, paths, len(parent) + 1 if parent else 0, set_limit))
+    source_dir = fs.folder(source, repair=False)
+    if source_dir is not None:
+        source_dir.close()
+    return Presence(missing, source_dir is not None)
+
+
+def _absent(folder: Folder, paths: list[str], cut: int, set_limit: int) -> list[str]:
+    if len(paths) > set_limit:
+        return [p for p in paths if not _is_file(folder.lstat(p[cut:]))]
+    present = {e.name for e in folder.scandir() if e.is_file(follow_symlinks=False)}
+    return [p for p in paths if p[cut:] not in present]
+
+
+def _is_file(found: os.stat_result | None) -> bool:
+    return found is not None and stat.S_ISREG(found.st_mode)
+
+
+def lstat_all(fs: MirrorFS, rel_paths: Iterable[str]) -> dict[str, os.stat_result]:
+    """What is at each of `rel_paths` (absent paths are left out), one folder open each."""
+    found: dict[str, os.stat_result] = {}
+    for parent, paths in _by_folder(rel_paths).items():
+        folder = fs.folder(parent, repair=False)
+        if folder is None:
+            continue
+        with folder:
+            for rel in paths:
+                result = folder.lstat(rel.rpartition("/")[2])
+                if result is not None:
+                    found[rel] = result
+    return found
+
+
+def _by_folder(rel_paths: Iterable[str]) -> dict[str, list[str]]:
+    """The paths grouped by their folder (the same string objects: no copies)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rel in rel_paths:
+        groups[rel.rpartition("/")[0]].append(rel)
+    return groups

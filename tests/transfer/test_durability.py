@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,12 @@ import pytest
 from transfer_kit import SOURCE, World, payload, sha256
 
 from agent.agent import Agent
+from agent.engine.commit import adopt_in_place
+from agent.engine.plan import Download
 from agent.models import PassStats, RemoteDocument
 from agent.state.documents import Documents
 from agent.state.store import Store
+from agent.transfer.mirrorfs import MirrorFS
 
 
 def _ok(outcome: PassStats | BaseException) -> PassStats:
@@ -124,7 +128,8 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         real_fsync(fd)
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        events.append(("rename", f"{src} -> {dst}"))
+        src_path = _at(kwargs.get("src_dir_fd"), src)
+        events.append(("rename", f"{src_path} -> {_at(kwargs.get('dst_dir_fd'), dst)}"))
         real_replace(src, dst, **kwargs)
 
     async def commit(self: Documents, source: str, items: Any, **journal: Any) -> None:
@@ -153,3 +158,45 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         ("commit", f"{SOURCE}/ordered.bin"),
     ]
     assert Path(temp_path).parent == world.staging
+
+
+def _at(dir_fd: int | None, name: Any) -> str:
+    """The real path `name` names, relative to `dir_fd` when given."""
+    return str(name) if dir_fd is None else f"{os.readlink(f'/proc/self/fd/{dir_fd}')}/{name}"
+
+
+async def test_after_a_lost_state_only_a_real_difference_is_kept_as_a_local_copy(
+    world: World,
+) -> None:
+    same, other = payload(4000, seed=50), payload(4000, seed=51)
+    world.add("same.bin", same)
+    world.add("other.bin", other)
+    _ok(await world.sync())
+    folder = world.mirror / SOURCE
+    inode = (folder / "same.bin").stat().st_ino
+    (folder / "other.bin").write_bytes(b"a file of my own at that name")
+    shutil.rmtree(world.state_dir)
+
+    stats = _ok(await world.sync())
+
+    assert stats.downloaded == 2  # no size in this listing: both fetched, then compared
+    assert (folder / "same.bin").stat().st_ino == inode  # adopted: not rewritten
+    assert (folder / "other.bin").read_bytes() == other
+    (kept,) = folder.glob("other (local copy *).bin")
+    assert kept.read_bytes() == b"a file of my own at that name"
+    assert len(list(folder.iterdir())) == 3  # same.bin, other.bin and the one copy
+    await world.assert_exact()
+
+
+def test_a_file_that_changed_since_the_plan_is_downloaded_not_adopted(tmp_path: Path) -> None:
+    fs = MirrorFS(tmp_path)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "a.bin").write_bytes(b"12345")
+    listed = RemoteDocument(remote_id="a", version="1", name="a.bin", size=5)
+    found = adopt_in_place(fs, Download(listed, "s/a.bin"))
+    assert found is not None
+    assert (found.size, found.sha256) == (5, sha256(b"12345"))
+    (tmp_path / "s" / "a.bin").write_bytes(b"123456")
+    assert adopt_in_place(fs, Download(listed, "s/a.bin")) is None
+    (tmp_path / "s" / "a.bin").unlink()
+    assert adopt_in_place(fs, Download(listed, "s/a.bin")) is None

@@ -119,6 +119,7 @@ def _print_sources(sources: Sequence[Mapping[str, Any]], console: Console) -> No
         "failed",
         "skipped",
         "removed",
+        "deleted here",
         "last pass",
         "last error",
     ):
@@ -132,6 +133,7 @@ def _print_sources(sources: Sequence[Mapping[str, Any]], console: Console) -> No
             str(s["failed"]),
             str(s["skipped"]),
             str(s["removed"]),
+            str(s.get("deleted_locally", 0)),
             _last_pass(s),
             s.get("last_error") or "",
         )

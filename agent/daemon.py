@@ -4,10 +4,16 @@ It schedules one APScheduler job per source, serves the HTTP endpoint, speaks th
 notify protocol, reloads its configuration on SIGHUP and stops cleanly on SIGTERM/SIGINT.
 Every resource sits in one AsyncExitStack, so shutdown is the reverse of start-up.
 
-As one replica among several on a shared PostgreSQL state it registers itself and
-heartbeats (`agent.state.replicas`), and answers passes asked of any replica: `POST /sync`
+Between passes its workers keep serving every source's download queue: with replicas on
+PostgreSQL a pass listed elsewhere, or a stopped replica's jobs, are worked here too. A
+stop cancels the passes (everything they queued is durable), gives running downloads
+`shutdown_timeout` to finish, then cancels them: they checkpoint and let their jobs go.
+
+As one replica among several on a shared PostgreSQL state (registered by the agent,
+`agent.state.replicas`) it answers passes asked of any replica: `POST /sync`
 records a request and hints every replica (`agent.state.wakeup`), and each looks at the
-requests on a hint or every REQUEST_POLL seconds and starts the passes asked for.
+requests on a hint or every REQUEST_POLL seconds and starts the passes asked for; the one
+that takes the pass lease lists the source, which answers the request.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
+from agent.state import replica
 from agent.state.journal import Event
-from agent.state.replicas import HEARTBEAT, this_replica
 from agent.state.wakeup import Work
 from agent.transfer.files import reserve, volume
 from agent.web import serve_web, status_json, status_report
@@ -62,7 +68,7 @@ class Daemon:
         self.notifier = Notifier()
         self._reloading: asyncio.Task[None] | None = None
         self.exit_code = 0
-        self.replica = this_replica(time.time())
+        self.replica = replica.current()
 
     # ------------------------------------------------------------ Controller (web.py)
 
@@ -76,7 +82,7 @@ class Daemon:
     async def status(self) -> dict[str, Any]:
         assert self.agent is not None
         report = await status_report(self.agent.store, self._configured())
-        return {"replica": self.replica.id, **report}
+        return {"replica": str(self.replica), **report}
 
     def _configured(self) -> list[str]:
         return [s.name for s in self.config.sources]
@@ -108,8 +114,7 @@ class Daemon:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
-            await stack.enter_async_context(self.agent.store.replicas.registered(self.replica))
-            self.metrics.set_replica(self.replica.id, self.replica.host, self.replica.pid)
+            self.metrics.set_replica(str(self.replica), self.replica.host, self.replica.pid)
             mirror = self.config.agent.mirror_dir
             setting = self.config.agent.min_free_space
             self.metrics.watch_free_space(
@@ -126,9 +131,6 @@ class Daemon:
             self.scheduler.add_job(
                 self._prune, IntervalTrigger(seconds=PRUNE_INTERVAL), id="journal:prune"
             )
-            self.scheduler.add_job(
-                self._heartbeat, IntervalTrigger(seconds=HEARTBEAT), id="replica:heartbeat"
-            )
             requests = asyncio.create_task(self._answer_requests(), name="requests")
             stack.push_async_callback(_cancelled, requests)
             url = await stack.enter_async_context(
@@ -138,7 +140,12 @@ class Daemon:
             stack.callback(self._remove_signals, loop)
             watchdog = self._start_watchdog()
             await self.notifier.ready(f"watching {len(self.agent.slots)} source(s)")
-            self.log.info("daemon.ready", listen=url, sources=sorted(self.agent.slots))
+            self.log.info(
+                "daemon.ready",
+                listen=url,
+                sources=sorted(self.agent.slots),
+                replica=self.agent.engine.leases.owner,
+            )
             await self.stop_requested.wait()
             await self.notifier.stopping()
             # however long shutdown_timeout is, systemd waits for the drain (+ margin)
@@ -155,6 +162,8 @@ class Daemon:
 
     def schedule(self, cfg: SourceConfig) -> None:
         assert self.scheduler is not None
+        assert self.agent is not None
+        self.agent.engine.workers.serve(cfg.name)  # its queue, between passes too
         self.metrics.set_poll_interval(cfg.name, cfg.poll_interval)
         self.scheduler.add_job(
             self._scheduled,
@@ -199,24 +208,11 @@ class Daemon:
                 for name in asked.keys() & self.agent.slots.keys():
                     self.start_pass(name)
 
-    async def _heartbeat(self) -> None:
-        """Tell the other replicas this one lives, and forget those long gone."""
-        assert self.agent is not None
-        replicas = self.agent.store.replicas
-        try:
-            if not await replicas.heartbeat(self.replica.id):
-                self.log.warning("replica.registered_again", replica=self.replica.id)
-                await replicas.register(self.replica)
-            await replicas.forget_stale()
-        except StateError as exc:
-            self.log.error("replica.heartbeat_failed", error=str(exc))
-
     async def _pass(self, name: str) -> None:
         assert self.agent is not None
         slot = self.agent.slots.get(name)
         if slot is None or self.stop_requested.is_set():
             return
-        asked_before = time.time()  # the pass requests this pass answers
         started = time.monotonic()
         waited_before = slot.runtime.limiter.waited
         ok = False
@@ -234,10 +230,6 @@ class Daemon:
             self.metrics.observe_pass(name, time.monotonic() - started, ok)
             self.metrics.add_rate_wait(name, slot.runtime.limiter.waited - waited_before)
         try:
-            await self.agent.store.requests.answered(name, asked_before)
-        except StateError as exc:
-            self.log.error("requests.failed", error=str(exc))
-        try:
             await self._publish_status()
         except StateError as exc:
             self.log.error("status.failed", error=str(exc))
@@ -254,21 +246,21 @@ class Daemon:
         for s in sources:
             counts = {k: s[k] for k in ("mirrored", "pending", "failed", "skipped", "removed")}
             self.metrics.set_documents(s["name"], counts)
-        self.metrics.set_queue_depth(self.agent.engine.queue_depth)
+        self.metrics.set_queue_depth(await self.agent.store.jobs.queued())
         mirrored = sum(s["mirrored"] for s in sources)
         failed = sum(s["failed"] for s in sources)
         await self.notifier.status(f"{mirrored} documents mirrored, {failed} failed")
 
     async def _drain(self) -> None:
-        """Let running passes finish or checkpoint within shutdown_timeout, then cancel them."""
-        tasks = [t for t in self.running.values() if not t.done()]
-        if not tasks:
-            return
-        timeout = self.config.agent.shutdown_timeout if self.signals < 2 else 0.0
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
+        """Stop the passes, let running downloads finish within shutdown_timeout, then cancel
+        them (they checkpoint)."""
+        assert self.agent is not None
+        passes = [t for t in self.running.values() if not t.done()]
+        for task in passes:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        timeout = self.config.agent.shutdown_timeout if self.signals < 2 else 0.0
+        await self.agent.engine.workers.close(timeout)
+        await asyncio.gather(*passes, return_exceptions=True)
 
     # ------------------------------------------------------------ signals and reload
 
@@ -284,9 +276,8 @@ class Daemon:
     def _on_stop_signal(self) -> None:
         self.signals += 1
         self.stop_requested.set()
-        if self.signals >= 2:  # a second signal: stop at once (jobs stay resumable)
-            for task in self.running.values():
-                task.cancel()
+        if self.signals >= 2 and self.agent is not None:  # at once (jobs stay resumable)
+            self.agent.engine.workers.abort()
 
     def _on_reload_signal(self) -> None:
         if self._reloading is None or self._reloading.done():

@@ -97,16 +97,17 @@ def print_status(report: Mapping[str, Any], console: Console | None = None) -> N
 
 def _print_replicas(replicas: Sequence[Mapping[str, Any]], console: Console) -> None:
     if not replicas:
-        console.print("no replica running (no `sync-agent run` has registered)")
+        console.print("no replica running (no `sync-agent run` or `sync` has registered)")
         return
-    table = Table(title="replicas")
-    for column in ("replica", "host", "pid", "started", "last heartbeat", "state"):
-        table.add_column(column)
+    console.print(f"{len(replicas)} replica(s):")
     for r in replicas:
-        table.add_row(
-            r["id"], r["host"], str(r["pid"]), r["started"], r["last_heartbeat"], r["state"]
+        lists = ", ".join(r["passes"]) or "no source"
+        console.print(
+            f"  {r['id']} ({r['state']}) on {r['host']}, pid {r['pid']}, started "
+            f"{r['started']}, last heartbeat {r['last_heartbeat']}; lists {lists}; "
+            f"holds {r['jobs']} download job(s)",
+            highlight=False,
         )
-    console.print(table)
 
 
 def _print_sources(sources: Sequence[Mapping[str, Any]], console: Console) -> None:

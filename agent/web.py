@@ -202,7 +202,8 @@ def status_json(sources: Sequence[SourceStatus]) -> list[dict[str, Any]]:
 
 
 def replicas_json(replicas: Sequence[ReplicaView]) -> list[dict[str, Any]]:
-    """The registered replicas (one, or none when no daemon runs, on SQLite)."""
+    """The registered replicas and what each holds: the sources whose pass it lists, and
+    how many download jobs it works (one replica, or none when no agent runs, on SQLite)."""
     return [
         {
             "id": r.id,
@@ -211,6 +212,8 @@ def replicas_json(replicas: Sequence[ReplicaView]) -> list[dict[str, Any]]:
             "started": _iso(r.started_at),
             "last_heartbeat": _iso(r.heartbeat_at),
             "state": "stale" if r.stale else "live",
+            "passes": list(r.passes),
+            "jobs": r.jobs,
         }
         for r in replicas
     ]

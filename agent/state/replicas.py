@@ -1,36 +1,42 @@
-"""Replicas sharing one state database: who runs (registration, heartbeats), passes asked of them.
+"""Replicas sharing one state database: who runs (registration, heartbeats), what each holds,
+and the passes asked of any of them.
 
-Each `sync-agent run` registers itself (id, host, pid, start) and heartbeats; a clean stop
-removes its row, and a replica that vanished (SIGKILL, a lost node) is shown as stale once
-its heartbeat is `STALE_AFTER` old and forgotten after `FORGET_AFTER`. A pass asked for on
-any replica (`POST /sync`) is a row in `pass_requests` until a pass of that source that
-started after it ends, so whichever replica runs the source's next pass answers it.
+Each process that opens the agent (`sync-agent run`, and one-shot `sync` or `get`, which
+claim jobs too) registers under its owner id (`agent.state.replica`) with host, pid and
+start, and heartbeats while it runs; a clean stop removes its row, and a replica that
+vanished (SIGKILL, a lost node) is shown as stale once its heartbeat is `STALE_AFTER` old
+and forgotten after `FORGET_AFTER`. What a replica holds is read from the leases: the
+sources whose pass it lists (`pass_leases`) and the download jobs it works (`jobs`). A pass
+asked for on any replica (`POST /sync`) is a row in `pass_requests` until a listing of that
+source that started after it ends, wherever the pass lease landed.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.errors import StateError
 from agent.log import get_logger
+from agent.models import JobState
 from agent.state.database import Database
-from agent.state.tables import PassRequestRow, ReplicaRow
+from agent.state.replica import ReplicaId
+from agent.state.tables import JobRow, PassLeaseRow, PassRequestRow, ReplicaRow
 
 HEARTBEAT = 10.0  # seconds between a replica's heartbeats
 STALE_AFTER = 45.0  # a replica silent this long is shown as stale
 FORGET_AFTER = 900.0  # and its row is deleted after this long
 REPLICAS = cast(Table, ReplicaRow.__table__)
 REQUESTS = cast(Table, PassRequestRow.__table__)
+PASSES = cast(Table, PassLeaseRow.__table__)
+JOBS = cast(Table, JobRow.__table__)
 
 
 def shared(db: Database) -> bool:
@@ -39,18 +45,8 @@ def shared(db: Database) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicaInfo:
-    """What a replica says of itself when it registers."""
-
-    id: str
-    host: str
-    pid: int
-    started_at: float
-
-
-@dataclass(frozen=True, slots=True)
 class ReplicaView:
-    """A registered replica as `status` reports it (plain data)."""
+    """A registered replica and what it holds, as `status` reports it (plain data)."""
 
     id: str
     host: str
@@ -58,12 +54,8 @@ class ReplicaView:
     started_at: float
     heartbeat_at: float
     stale: bool
-
-
-def this_replica(started_at: float) -> ReplicaInfo:
-    """This process as a replica: host name, pid and a random suffix (pids repeat in pods)."""
-    host, pid = socket.gethostname(), os.getpid()
-    return ReplicaInfo(f"{host[:48]}-{pid}-{secrets.token_hex(3)}", host[:255], pid, started_at)
+    passes: tuple[str, ...] = ()  # the sources whose pass it lists now
+    jobs: int = 0  # the download jobs leased to it now
 
 
 class Replicas:
@@ -73,25 +65,42 @@ class Replicas:
         self.db = db
 
     @asynccontextmanager
-    async def registered(self, me: ReplicaInfo) -> AsyncIterator[None]:
-        """Registered for the life of the block; the row is removed on a clean exit."""
-        await self.register(me)
+    async def registered(
+        self, me: ReplicaId, started_at: float, *, every: float = HEARTBEAT
+    ) -> AsyncIterator[None]:
+        """Registered, and heartbeating every `every` seconds, for the life of the block;
+        the row is removed on a clean exit."""
+        await self.register(me, started_at)
+        beating = asyncio.create_task(self._beat(me, started_at, every), name="replica:beat")
         try:
             yield
         finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
             try:
-                await self.leave(me.id)
+                await self.leave(str(me))
             except StateError as exc:  # it ages out instead
-                get_logger().warning("replica.leave_failed", replica=me.id, error=str(exc))
+                get_logger().warning("replica.leave_failed", replica=str(me), error=str(exc))
 
-    async def register(self, me: ReplicaInfo) -> None:
-        now = self.db.clock()
+    async def _beat(self, me: ReplicaId, started_at: float, every: float) -> None:
+        """Tell the other replicas this one lives, and forget those long gone."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await self.heartbeat(str(me)):
+                    get_logger().warning("replica.registered_again", replica=str(me))
+                    await self.register(me, started_at)
+                await self.forget_stale()
+            except StateError as exc:
+                get_logger().error("replica.heartbeat_failed", error=str(exc))
+
+    async def register(self, me: ReplicaId, started_at: float) -> None:
         values = {
-            "id": me.id,
-            "host": me.host,
+            "id": str(me),
+            "host": me.host[:255],
             "pid": me.pid,
-            "started_at": me.started_at,
-            "heartbeat_at": now,
+            "started_at": started_at,
+            "heartbeat_at": self.db.clock(),
         }
         async with self.db.begin() as conn:
             await upsert(conn, REPLICAS, values, ["id"])
@@ -118,21 +127,37 @@ class Replicas:
         return int(result.rowcount)
 
     async def views(self) -> list[ReplicaView]:
-        """Every registered replica, oldest first."""
+        """Every registered replica, oldest first, with the leases it holds now."""
         now = self.db.clock()
         async with self.db.connect() as conn:
-            rows = await conn.execute(select(REPLICAS).order_by(REPLICAS.c.started_at))
-            return [
-                ReplicaView(
-                    r.id,
-                    r.host,
-                    r.pid,
-                    r.started_at,
-                    r.heartbeat_at,
-                    now - r.heartbeat_at > STALE_AFTER,
-                )
-                for r in rows
-            ]
+            rows = (await conn.execute(select(REPLICAS).order_by(REPLICAS.c.started_at))).all()
+            passes = await conn.execute(
+                select(PASSES.c.owner, PASSES.c.source)
+                .where(PASSES.c.lease_until >= now)
+                .order_by(PASSES.c.source)
+            )
+            jobs = await conn.execute(
+                select(JOBS.c.owner, func.count())
+                .where((JOBS.c.state == JobState.ACTIVE) & (JOBS.c.lease_until >= now))
+                .group_by(JOBS.c.owner)
+            )
+            listing: dict[str, list[str]] = {}
+            for owner, source in passes:
+                listing.setdefault(owner, []).append(source)
+            working = {owner: int(n) for owner, n in jobs}
+        return [
+            ReplicaView(
+                r.id,
+                r.host,
+                r.pid,
+                r.started_at,
+                r.heartbeat_at,
+                now - r.heartbeat_at > STALE_AFTER,
+                tuple(listing.get(r.id, ())),
+                working.get(r.id, 0),
+            )
+            for r in rows
+        ]
 
 
 class PassRequests:

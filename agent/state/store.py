@@ -7,6 +7,7 @@ store.credentials   tokens and cursors              (agent.state.credentials)
 store.status        pass records, the status model  (agent.state.status)
 store.journal       the change journal              (agent.state.journal)
 store.outbox        webhook endpoints' cursors      (agent.state.outbox)
+store.leases        who lists and plans each source (agent.state.leases)
 store.replicas      registered replicas             (agent.state.replicas)
 store.requests      passes asked of any replica     (agent.state.replicas)
 """
@@ -24,6 +25,7 @@ from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
 from agent.state.journal import Journal
+from agent.state.leases import PassLeases
 from agent.state.outbox import Outbox
 from agent.state.replicas import PassRequests, Replicas
 from agent.state.source_state import SourceState
@@ -41,6 +43,7 @@ class Store:
     status: Status
     journal: Journal
     outbox: Outbox
+    leases: PassLeases
     replicas: Replicas
     requests: PassRequests
 
@@ -55,6 +58,7 @@ class Store:
             Status(db, jobs),
             journal,
             Outbox(db, journal),
+            PassLeases(db),
             Replicas(db),
             PassRequests(db),
         )

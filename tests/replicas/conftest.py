@@ -1,5 +1,6 @@
-"""Replica tests: the state layer's fixtures (a store on SQLite and on PostgreSQL), and a
-PgBouncer in transaction pooling mode in front of the test PostgreSQL."""
+"""Replica tests: the state layer's fixtures (a store on SQLite and on PostgreSQL), the
+engine's sandbox world, and a PgBouncer in transaction pooling mode in front of the test
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.engine.conftest import world
 from tests.pg import PgCluster
 from tests.replicas.bouncer import Bouncer, find_pgbouncer, start_bouncer
 from tests.state.conftest import clock, state_url, store
 
-__all__ = ["clock", "pgbouncer", "state_url", "store"]
+__all__ = ["clock", "pgbouncer", "state_url", "store", "world"]
 
 NO_PGBOUNCER = "no pgbouncer binary: install Debian's pgbouncer package to run this test"
 

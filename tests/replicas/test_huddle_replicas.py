@@ -67,6 +67,10 @@ def mirrored(mirror: Path) -> dict[str, bytes]:
     }
 
 
+def digests(mirror: Path) -> set[str]:
+    return {hashlib.sha256(data).hexdigest() for data in mirrored(mirror).values()}
+
+
 def failures(run: Running) -> list[dict[str, Any]]:
     return run.events("pass.failed") + run.events("pass.fatal")
 
@@ -94,6 +98,8 @@ async def test_two_replicas_renew_short_lived_tokens_without_reusing_one(
         ]
         await until(lambda: all(r.events("pass.done") for r in runs), 60, "both replicas' passes")
         versions = await keep_changing(sandbox, doc_ids, time.monotonic() + RUN_FOR)
+        want = {hashlib.sha256(sandbox.document(d).data).hexdigest() for d in doc_ids}
+        await until(lambda: digests(tmp_path / "mirror") == want, 30, "the last versions")
         for run in runs:
             run.signal(signal.SIGTERM)
         codes = [await run.wait(60) for run in runs]
@@ -103,8 +109,6 @@ async def test_two_replicas_renew_short_lived_tokens_without_reusing_one(
     assert [failures(run) for run in runs] == [[], []]
     # renewed all along: about once per FRESH_FOR seconds, not once in the whole run
     assert len(sandbox.issued_refresh_tokens) > RUN_FOR / FRESH_FOR / 3
-    files = mirrored(tmp_path / "mirror")
-    assert len(files) == DOCS
-    want = {hashlib.sha256(sandbox.document(d).data).hexdigest() for d in doc_ids}
-    assert {hashlib.sha256(b).hexdigest() for b in files.values()} == want
+    assert len(mirrored(tmp_path / "mirror")) == DOCS
+    assert digests(tmp_path / "mirror") == want
     assert versions > 0

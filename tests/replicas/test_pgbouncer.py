@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.state.budget import BudgetShape, SharedBudget
-from agent.state.replicas import ReplicaInfo
+from agent.state.replica import ReplicaId
 from agent.state.store import Store
 from agent.state.wakeup import Work, open_wakeup
 from tests.pg import PgCluster
@@ -44,8 +44,7 @@ async def test_replicas_share_the_state_through_transaction_pooling(stores: list
     counted = BudgetShape(40, 60.0, 40, 60.0, 0.25, 1.0, 8)
 
     async def replica(store: Store, n: int) -> int:
-        info = ReplicaInfo(f"r{n}", "host", n, 0.0)
-        async with store.replicas.registered(info):
+        async with store.replicas.registered(ReplicaId(f"r{n}", "host", n), 0.0):
             budget, granted = SharedBudget(store.db, "sm", counted), 0
             for _ in range(5):
                 granted += (await budget.grant(3)).permits

@@ -48,8 +48,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agent ./agent
+# The postgres extra (asyncpg) lets the same image run as replicas on one PostgreSQL.
 RUN python3 -m venv /opt/sync-agent \
-    && /opt/sync-agent/bin/pip install --no-cache-dir .
+    && /opt/sync-agent/bin/pip install --no-cache-dir ".[postgres]"
 
 # The same interpreter as the builder's, so the venv's link to it holds.
 FROM python AS runtime

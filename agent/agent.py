@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,16 +39,17 @@ from agent.sources.registry import build_source
 from agent.state import replica
 from agent.state.database import sqlite_file
 from agent.state.store import Store
+from agent.state.wakeup import Wakeup, open_wakeup
 from agent.transfer.digests import algorithm_of
 from agent.transfer.download import READ_BUFFER, Downloader
 from agent.transfer.files import remove_stale_temps
 from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
-from agent.transfer.pacing import BandwidthLimiter, RateLimiter
+from agent.transfer.pacing import BandwidthLimiter, request_limiter
 
 STALE_AFTER = 3600.0  # seconds a staging file no job owns is left alone, with replicas
 PassOutcome = PassStats | BaseException
 Sleep = Callable[[float], Awaitable[None]]
-SHARED_POLL = 1.0  # seconds between claims when idle, with replicas queueing work too
+SHARED_POLL = 5.0  # seconds between claims when idle, with replicas (their hints wake it sooner)
 ALONE_POLL = 30.0  # seconds between claims when idle, as the only process (it wakes itself)
 
 # Source types that keep credentials only in the state database, and what to do once a
@@ -176,13 +178,22 @@ class Agent:
                     sleep=sleep,
                 )
             )
+            me = replica.current()
+            await stack.enter_async_context(store.replicas.registered(me, time.time()))
+            wakeup = await stack.enter_async_context(
+                open_wakeup(store.db, agent_cfg.state_listen_url)
+            )
             leases = LeaseSettings(
-                str(replica.current()),
-                agent_cfg.lease_duration,
-                poll=ALONE_POLL if alone else SHARED_POLL,
+                str(me), agent_cfg.lease_duration, poll=ALONE_POLL if alone else SHARED_POLL
             )
             engine = Engine(
-                agent_cfg, store, downloader, leases, staging=staging, progress=progress
+                agent_cfg,
+                store,
+                downloader,
+                leases,
+                staging=staging,
+                wakeup=wakeup,
+                progress=progress,
             )
             agent = cls(config, store, engine, stack, staging, sleep=sleep, rate_window=rate_window)
             # events: endpoints known before any pass journals, so they miss none of it
@@ -256,7 +267,9 @@ class Agent:
         stack = AsyncExitStack()
         await stack.__aenter__()
         session = await stack.enter_async_context(open_session(limit=8, limit_per_host=8))
-        limiter = RateLimiter(cfg.requests_per_minute, window=self.rate_window)
+        limiter = request_limiter(
+            cfg.requests_per_minute, self.store, cfg.name, window=self.rate_window
+        )
         client = ApiClient(session, limiter, source=cfg.name, sleep=self.sleep)
         ctx = SourceContext(cfg, self.config.agent, client, self.store.for_source(cfg.name))
         runtime = SourceRuntime(cfg, build_source(ctx), limiter)
@@ -270,9 +283,10 @@ class Agent:
             self.engine.runtimes.pop(name, None)
             await slot.stack.aclose()
 
-    def wake(self) -> None:
-        """Download jobs were queued (here or by another replica): claim them now."""
-        self.engine.workers.wake()
+    @property
+    def wakeup(self) -> Wakeup:
+        """Hints between replicas that work is waiting (see `agent.state.wakeup`)."""
+        return self.engine.wakeup
 
     async def run_pass(self, name: str) -> PassStats:
         """One pass over a source; never two at once for the same source."""

@@ -241,13 +241,13 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    from agent.web import status_json  # noqa: PLC0415 - aiohttp.web only for status
+    from agent.web import status_report  # noqa: PLC0415 - aiohttp.web only for status
 
     config = load(args, secrets=False)  # status reads the state only: no secret needed
     async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
-        status = status_json(await store.status.sources([s.name for s in config.sources]))
+        status = await status_report(store, [s.name for s in config.sources])
     if args.json:
-        print(json.dumps({"sources": status}, indent=2))
+        print(json.dumps(status, indent=2))
     else:
         from agent.progress import print_status  # noqa: PLC0415 - rich is only needed here
 

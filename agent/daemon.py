@@ -8,6 +8,12 @@ Between passes its workers keep serving every source's download queue: with repl
 PostgreSQL a pass listed elsewhere, or a stopped replica's jobs, are worked here too. A
 stop cancels the passes (everything they queued is durable), gives running downloads
 `shutdown_timeout` to finish, then cancels them: they checkpoint and let their jobs go.
+
+As one replica among several on a shared PostgreSQL state (registered by the agent,
+`agent.state.replicas`) it answers passes asked of any replica: `POST /sync`
+records a request and hints every replica (`agent.state.wakeup`), and each looks at the
+requests on a hint or every REQUEST_POLL seconds and starts the passes asked for; the one
+that takes the pass lease lists the source, which answers the request.
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.models import PassStats
 from agent.notify import Notifier, watchdog_interval, watchdog_loop
+from agent.state import replica
 from agent.state.journal import Event
+from agent.state.wakeup import Work
 from agent.transfer.files import reserve, volume
-from agent.web import serve_web, status_json
+from agent.web import serve_web, status_json, status_report
+
+REQUEST_POLL = 5.0  # seconds between looks at the passes asked for, when no hint comes
 
 PRUNE_INTERVAL = 3600.0  # seconds between prunings of the change journal
 HOOK_GRACE = 10.0  # seconds a running on_change command gets when the daemon stops
@@ -58,6 +68,7 @@ class Daemon:
         self.notifier = Notifier()
         self._reloading: asyncio.Task[None] | None = None
         self.exit_code = 0
+        self.replica = replica.current()
 
     # ------------------------------------------------------------ Controller (web.py)
 
@@ -70,19 +81,22 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         assert self.agent is not None
-        return {"sources": status_json(await self.agent.store.status.sources(self._configured()))}
+        report = await status_report(self.agent.store, self._configured())
+        return {"replica": str(self.replica), **report}
 
     def _configured(self) -> list[str]:
         return [s.name for s in self.config.sources]
 
-    def trigger(self, source: str | None) -> list[str]:
+    async def trigger(self, source: str | None) -> list[str]:
+        """Ask for a pass of one or every source; whichever replica runs it next answers."""
         assert self.agent is not None
         names = [source] if source is not None else list(self.agent.slots)
         for name in names:
             if name not in self.agent.slots:
                 raise KeyError(name)
+        await self.agent.store.requests.ask(names)
         for name in names:
-            self.start_pass(name)
+            await self.agent.wakeup.notify(name, Work.SYNC)
         return names
 
     async def events(self, since: int, limit: int, wait: float) -> list[Event]:
@@ -100,6 +114,7 @@ class Daemon:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
+            self.metrics.set_replica(str(self.replica), self.replica.host, self.replica.pid)
             mirror = self.config.agent.mirror_dir
             setting = self.config.agent.min_free_space
             self.metrics.watch_free_space(
@@ -116,6 +131,8 @@ class Daemon:
             self.scheduler.add_job(
                 self._prune, IntervalTrigger(seconds=PRUNE_INTERVAL), id="journal:prune"
             )
+            requests = asyncio.create_task(self._answer_requests(), name="requests")
+            stack.push_async_callback(_cancelled, requests)
             url = await stack.enter_async_context(
                 serve_web(self, self.config.agent.listen, self.config.agent.api_token)
             )
@@ -176,6 +193,20 @@ class Daemon:
         if task is not None and not task.done():
             return
         self.running[name] = asyncio.create_task(self._pass(name), name=f"pass:{name}")
+
+    async def _answer_requests(self) -> None:
+        """Start the passes asked of any replica, on a hint or every REQUEST_POLL seconds."""
+        assert self.agent is not None
+        with self.agent.wakeup.subscribe(Work.SYNC) as inbox:
+            while True:
+                await inbox.wait(REQUEST_POLL)
+                try:
+                    asked = await self.agent.store.requests.pending()
+                except StateError as exc:
+                    self.log.error("requests.failed", error=str(exc))
+                    continue
+                for name in asked.keys() & self.agent.slots.keys():
+                    self.start_pass(name)
 
     async def _pass(self, name: str) -> None:
         assert self.agent is not None
@@ -295,6 +326,11 @@ class Daemon:
         return asyncio.create_task(
             watchdog_loop(self.notifier, interval, self.ready, on_lag=self.metrics.set_loop_lag)
         )
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def run_daemon(config: Config, path: Path) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -109,6 +109,11 @@ class Metrics:
             ["endpoint"],
             registry=reg,
         )
+        # Which replica this process is: join it onto any series by the scrape's instance
+        # (a label on every series would only repeat what the target labels already say).
+        self.replica = Info(
+            "sync_agent_replica", "This replica of the agent: its id, host and pid.", registry=reg
+        )
 
     def observe_pass(self, source: str, seconds: float, ok: bool) -> None:
         """Record one finished pass: its duration, when it ended and whether it succeeded."""
@@ -162,6 +167,9 @@ class Metrics:
 
     def webhook_pending(self, endpoint: str, seconds: float) -> None:
         self.webhook_oldest_pending.labels(endpoint).set(max(seconds, 0.0))
+
+    def set_replica(self, replica_id: str, host: str, pid: int) -> None:
+        self.replica.info({"replica": replica_id, "host": host, "pid": str(pid)})
 
     def remove_source(self, source: str) -> None:
         """Drop every series of a source that left the configuration (after a reload)."""

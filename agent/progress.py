@@ -88,9 +88,29 @@ def verify_progress(stream: TextIO) -> Iterator[_VerifyBar | None]:
         yield _VerifyBar(progress)
 
 
-def print_status(sources: Sequence[Mapping[str, Any]], console: Console | None = None) -> None:
-    """The readable form of `sync-agent status`."""
+def print_status(report: Mapping[str, Any], console: Console | None = None) -> None:
+    """The readable form of `sync-agent status`: the sources, then the replicas."""
     console = console or Console()
+    _print_sources(report["sources"], console)
+    _print_replicas(report["replicas"], console)
+
+
+def _print_replicas(replicas: Sequence[Mapping[str, Any]], console: Console) -> None:
+    if not replicas:
+        console.print("no replica running (no `sync-agent run` or `sync` has registered)")
+        return
+    console.print(f"{len(replicas)} replica(s):")
+    for r in replicas:
+        lists = ", ".join(r["passes"]) or "no source"
+        console.print(
+            f"  {r['id']} ({r['state']}) on {r['host']}, pid {r['pid']}, started "
+            f"{r['started']}, last heartbeat {r['last_heartbeat']}; lists {lists}; "
+            f"holds {r['jobs']} download job(s)",
+            highlight=False,
+        )
+
+
+def _print_sources(sources: Sequence[Mapping[str, Any]], console: Console) -> None:
     table = Table(title="sync-agent status")
     for column in (
         "source",

@@ -17,6 +17,9 @@ are information) and every POST are guarded by `mutation_access()`: with an api_
 configured they always need `Authorization: Bearer <token>`; without one they are open only
 on a loopback listen address (and then refuse requests that a browser on another site could
 have sent), and refused with 403 on any other address.
+
+A trigger is recorded in the state database, so with several replicas the pass runs on
+whichever replica takes the source's next pass (503 while the state database is down).
 """
 
 from __future__ import annotations
@@ -37,13 +40,21 @@ from aiohttp import web
 from agent.config import Secret
 from agent.config.values import parse_download_reason
 from agent.engine.ondemand import FetchResult, NotListedError
-from agent.errors import ConfigError, DocumentError, FatalSourceError, describe_error
+from agent.errors import (
+    ConfigError,
+    DocumentError,
+    FatalSourceError,
+    StateError,
+    describe_error,
+)
 from agent.events.shape import event_json
 from agent.metrics import CONTENT_TYPE, Metrics
 from agent.models import DocState, JobState
 from agent.state.jobs import JobView
 from agent.state.journal import Event
+from agent.state.replicas import ReplicaView
 from agent.state.status import SourceStatus
+from agent.state.store import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Number = TypeVar("Number", int, float)
@@ -63,8 +74,8 @@ class Controller(Protocol):
 
     async def status(self) -> dict[str, Any]: ...
 
-    def trigger(self, source: str | None) -> list[str]:
-        """Queue a pass now; return the sources accepted. KeyError for an unknown source."""
+    async def trigger(self, source: str | None) -> list[str]:
+        """Ask for a pass now; return the sources accepted. KeyError for an unknown source."""
         ...
 
     async def events(self, since: int, limit: int, wait: float) -> list[Event]:
@@ -176,9 +187,36 @@ JOB_STATE_WORDS: dict[str, str] = {
 }
 
 
+async def status_report(store: Store, configured: Sequence[str]) -> dict[str, Any]:
+    """`status --json` and GET /status: the replicas, and the configured sources."""
+    sources = await store.status.sources(configured)
+    return {
+        "replicas": replicas_json(await store.replicas.views()),
+        "sources": status_json(sources),
+    }
+
+
 def status_json(sources: Sequence[SourceStatus]) -> list[dict[str, Any]]:
     """The state's status read model in the words of `status --json` and GET /status."""
     return [_source_json(s) for s in sources]
+
+
+def replicas_json(replicas: Sequence[ReplicaView]) -> list[dict[str, Any]]:
+    """The registered replicas and what each holds: the sources whose pass it lists, and
+    how many download jobs it works (one replica, or none when no agent runs, on SQLite)."""
+    return [
+        {
+            "id": r.id,
+            "host": r.host,
+            "pid": r.pid,
+            "started": _iso(r.started_at),
+            "last_heartbeat": _iso(r.heartbeat_at),
+            "state": "stale" if r.stale else "live",
+            "passes": list(r.passes),
+            "jobs": r.jobs,
+        }
+        for r in replicas
+    ]
 
 
 def _source_json(s: SourceStatus) -> dict[str, Any]:
@@ -356,9 +394,11 @@ async def sync(request: web.Request) -> web.Response:
     _authorize(request)
     source = request.match_info.get("source")
     try:
-        accepted = request.app[CONTROLLER].trigger(source)
+        accepted = await request.app[CONTROLLER].trigger(source)
     except KeyError:
         raise _error(web.HTTPNotFound, f"unknown source {source!r}") from None
+    except StateError as exc:
+        raise _error(web.HTTPServiceUnavailable, str(exc)) from exc
     return web.json_response({"accepted": list(accepted)}, status=202)
 
 

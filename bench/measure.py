@@ -1,7 +1,8 @@
-"""Runs one child process and measures it: wall time, peak RSS and CPU time from `/usr/bin/time`."""
+"""Runs child processes and measures them: wall time, peak RSS and CPU time from `/usr/bin/time`."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
@@ -9,7 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from bench.settings import SOURCE
 TIMER = "/usr/bin/time"
 STAGING = ".sync-agent"  # the agent's own folder in the mirror (staging files)
 POLL = 0.005  # seconds between two looks at `until` (the resolution of a watched event)
+TOGETHER_POLL = 0.05  # seconds between two looks at `done` (it may walk a mirror)
 
 
 class MeasureError(Exception):
@@ -97,6 +99,87 @@ def _kill(proc: subprocess.Popen[bytes]) -> bool:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return True
+
+
+def run_together(
+    argv: Sequence[str],
+    envs: Sequence[Mapping[str, str]],
+    *,
+    log: Path,
+    done: Callable[[], bool],
+    timeout: float,
+) -> Measured:
+    """Run one `argv` per environment at once, each under `/usr/bin/time`, until `done()`.
+
+    The seconds are from the start until `done()` turned true; then each process gets
+    SIGTERM (the agent, not its timer, which writes the figures once the agent exits).
+    Peak RSS is the largest of them, CPU time their sum, the return code the first nonzero
+    one. A process that exits before `done()`, or a timeout, ends the run early
+    (`killed`): the seconds are then no throughput.
+    """
+    with log.open("ab") as out, contextlib.ExitStack() as files:
+        stats = [files.enter_context(tempfile.NamedTemporaryFile("r")) for _ in envs]
+        out.write(f"$ {len(envs)} x {shlex.join(argv)}\n".encode())
+        out.flush()
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [TIMER, "-q", "-f", "%M %U %S", "-o", f.name, *argv],
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **env},
+                start_new_session=True,
+            )
+            for f, env in zip(stats, envs, strict=True)
+        ]
+        try:
+            finished = _await(procs, start, done, timeout)
+            seconds = time.perf_counter() - start
+            for proc in procs:
+                _stop(proc)
+        except BaseException:
+            for proc in procs:
+                _kill(proc)
+            raise
+        fields = [(f.read().strip().splitlines() or [""])[-1].split() for f in stats]
+    figures = [[float(x) for x in f] if len(f) == 3 else [math.nan] * 3 for f in fields]
+    codes = [p.returncode for p in procs]
+    return Measured(
+        f"{len(envs)} x {shlex.join(argv)}",
+        seconds,
+        max(rss for rss, _, _ in figures) / 1024,
+        sum(user + system for _, user, system in figures),
+        next((c for c in codes if c), 0),
+        killed=not finished,
+    )
+
+
+def _await(
+    procs: Sequence[subprocess.Popen[bytes]],
+    start: float,
+    done: Callable[[], bool],
+    timeout: float,
+) -> bool:
+    """Wait until `done()` (True), or until a process exits or the timeout passes (False)."""
+    while time.perf_counter() - start < timeout:
+        if done():
+            return True
+        if any(p.poll() is not None for p in procs):
+            return False
+        time.sleep(TOGETHER_POLL)
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM to the timed child (the timer's only child), then SIGKILL after `grace`."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    with contextlib.suppress(OSError, ValueError):
+        for pid in children.read_text().split():
+            os.kill(int(pid), signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
 
 
 def tree_size(root: Path) -> tuple[int, int]:

@@ -1,7 +1,8 @@
-"""The agent-only measures: re-poll, time to the first file, resume waste, replicas' slot."""
+"""The agent-only measures: re-poll, time to the first file, resume waste, replicas."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -14,9 +15,10 @@ from typing import Any
 
 from bench import data, seed, subject
 from bench.listing import Listing
-from bench.measure import Measured, MeasureError, mirror_fault, run, tree_size
-from bench.nginx import API_LATENCY, Nginx
+from bench.measure import Measured, MeasureError, mirror_fault, run, run_together, tree_size
+from bench.nginx import API_LATENCY, Nginx, free_port
 from bench.settings import SOURCE, Settings, listing_of
+from tests.pg import PgCluster, find_bin_dir, start_cluster
 
 SUMMARY = re.compile(
     r"(\d+) listed, (\d+) downloaded, (\d+) moved, (\d+) skipped, (\d+) removed, (\d+) failed"
@@ -185,25 +187,72 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# ---------------------------------------------------------------- replicas (a slot)
+# ---------------------------------------------------------------- replicas
 
 
 def bench_replicas(s: Settings, nginx: Nginx) -> dict[str, Any]:
     """Throughput with 1, 2 and 3 replicas over an API that answers every request 50 ms late.
 
-    The agent has no replicas yet, so only 1 is measured: one `sync-agent sync` over the
+    Each count runs that many `sync-agent run` replicas at once on one configuration: the
     latency listing (the first files of the small set) from an empty mirror, through nginx's
     slow block (token, listing pages and the download API calls are late; the storage GETs
-    they redirect to are not). For 2 and 3, the helper who adds replicas starts that many
-    agents sharing one state database over the same listing at once, and divides the
-    documents by the time until the last one exits; their rows are left as not measured.
+    they redirect to are not), the state in a fresh database of a throwaway PostgreSQL
+    (started as the tests start it, `tests/pg.py`). One replica takes the pass lease and
+    lists, every replica downloads; the time runs from the start until every document is in
+    the mirror. Without PostgreSQL binaries only one `sync-agent sync` on SQLite is measured.
     """
     listing = s.sets.latency
-    rows: dict[str, Any] = {
-        str(n): {"measured": False, "why": "the agent has no replicas yet"} for n in REPLICAS
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        why = "no PostgreSQL binaries (apt-get install postgresql)"
+        rows: dict[str, Any] = {str(n): {"measured": False, "why": why} for n in REPLICAS}
+        rows["1"] = _one_replica(s, nginx.slow_url, listing)
+        return {"documents": listing.count, "latency_s": API_LATENCY, "replicas": rows}
+    cluster = start_cluster(bin_dir)
+    try:
+        rows = {str(n): _replicas(s, nginx.slow_url, listing, n, cluster) for n in REPLICAS}
+    finally:
+        cluster.stop()
+    for row in rows.values():
+        row["ratio"] = round(row["docs_per_s"] / rows["1"]["docs_per_s"], 2)
+    return {
+        "documents": listing.count,
+        "latency_s": API_LATENCY,
+        "state": "postgresql",
+        "replicas": rows,
     }
-    rows["1"] = _one_replica(s, nginx.slow_url, listing)
-    return {"documents": listing.count, "latency_s": API_LATENCY, "replicas": rows}
+
+
+def _replicas(
+    s: Settings, origin: str, listing: Listing, n: int, cluster: PgCluster
+) -> dict[str, Any]:
+    root = s.work_dir / "replicas"
+    mirror = root / "mirror" / SOURCE
+    runs: list[Measured] = []
+    faults: list[str] = []
+    for round_no in range(s.rounds):
+        url = cluster.url(asyncio.run(cluster.create_database()))
+        config = subject.write_config(root, origin, listing, s.concurrency, state_url=url)
+        envs = [{"SYNC_AGENT_AGENT__LISTEN": f"127.0.0.1:{free_port()}"} for _ in range(n)]
+        measured = run_together(
+            subject.run_daemon(config),
+            envs,
+            log=s.log,
+            done=lambda: tree_size(mirror)[0] >= listing.count,
+            timeout=60 if s.quick else 900,
+        )
+        if measured.killed or measured.returncode != 0:
+            raise MeasureError(
+                f"{n} replica(s), round {round_no + 1}: exit {measured.returncode} before every "
+                "document was mirrored (see the log)"
+            )
+        if fault := mirror_fault(root / "mirror", listing.count, None):
+            faults.append(f"round {round_no + 1}: {fault}")
+            print(f"  FAULT {fault}")
+        runs.append(measured)
+        print(f"  {n} replica(s), 50 ms API, round {round_no + 1}: {measured.seconds:.2f} s")
+    shutil.rmtree(root, ignore_errors=True)
+    return _throughput(runs, listing.count, faults)
 
 
 def _one_replica(s: Settings, origin: str, listing: Listing) -> dict[str, Any]:
@@ -221,11 +270,15 @@ def _one_replica(s: Settings, origin: str, listing: Listing) -> dict[str, Any]:
         runs.append(measured)
         print(f"  1 replica, 50 ms API, round {round_no + 1}: {measured.seconds:.2f} s")
     shutil.rmtree(root, ignore_errors=True)
+    return _throughput(runs, listing.count, faults)
+
+
+def _throughput(runs: list[Measured], documents: int, faults: list[str]) -> dict[str, Any]:
     medians = _medians(runs)
     return {
         "measured": True,
         **medians,
-        "docs_per_s": round(listing.count / medians["median_s"], 1),
+        "docs_per_s": round(documents / medians["median_s"], 1),
         "faults": faults,
         "command": runs[0].command,
     }

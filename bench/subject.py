@@ -24,20 +24,23 @@ def write_config(
     *,
     mirror: Path | None = None,
     state: Path | None = None,
+    state_url: str | None = None,
 ) -> Path:
     """A fresh folder `root` holding the TOML that points the agent at `origin`'s API set.
 
-    The mirror and state folders default to `root/mirror` and `root/state`. The token URL
-    is the agent's default, `<origin>/o/token/`.
+    The mirror and state folders default to `root/mirror` and `root/state`, the state
+    database to SQLite in the state folder. The token URL is the agent's default,
+    `<origin>/o/token/`.
     """
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     config = root / "sync-agent.toml"
+    shared = f'state_url = "{state_url}"\n' if state_url else ""
     config.write_text(
         f"""[agent]
 mirror_dir = "{mirror or root / "mirror"}"
 state_dir = "{state or root / "state"}"
-max_concurrent_downloads = {concurrency}
+{shared}max_concurrent_downloads = {concurrency}
 max_connections_per_host = {concurrency}
 min_free_space = 0
 log_format = "json"
@@ -57,6 +60,10 @@ requests_per_minute = 1000000000
 
 def sync(config: Path) -> list[str]:
     return [*binary(), "--config", str(config), "sync"]
+
+
+def run_daemon(config: Path) -> list[str]:
+    return [*binary(), "--config", str(config), "run"]
 
 
 def summary_line(log: Path) -> str:

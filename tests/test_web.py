@@ -51,7 +51,7 @@ class FakeController:
         last = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
         return {"ready": self.is_ready, "sources": {"alpha": {"last_pass": last}}}
 
-    def trigger(self, source: str | None) -> list[str]:
+    async def trigger(self, source: str | None) -> list[str]:
         if source is not None and source not in self.sources:
             raise KeyError(source)
         self.triggered.append(source)

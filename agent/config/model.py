@@ -59,6 +59,7 @@ class AgentConfig(Table, frozen=True, kw_only=True):
     mirror_dir: Annotated[Path, Parse(parse_directory)]
     state_dir: Annotated[Path, Parse(parse_directory)]
     state_url: Annotated[str, Parse(parse_database_url)]
+    state_listen_url: Annotated[str | None, Parse(parse_database_url)] = None
     max_concurrent_downloads: Positive = 8
     max_connections_per_host: Positive = 8
     log_format: Literal["auto", "json", "console"] = "auto"

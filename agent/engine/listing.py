@@ -5,7 +5,7 @@ what has arrived (at most `WINDOW` documents, at least one), so the first downlo
 queued as soon as the first page is in, and later windows grow while the listing runs
 ahead of planning. Per window: the state's rows of its documents and the holders of the
 paths it contests are read, the window is planned (`plan_window`, pure), skips, moves and
-sidecars are applied, and downloads are queued for the workers (`Workers.wake`).
+sidecars are applied, and downloads are queued for the workers of every replica (`queued`).
 
 Each window also looks at the mirror (one lstat per file, off the loop) for the files of its
 mirrored documents, so files deleted by hand are restored or forgotten (`plan`), and at the
@@ -25,7 +25,7 @@ import contextlib
 import os
 import stat
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -124,7 +124,7 @@ class Lister:
         *,
         fs: MirrorFS,
         staging: Folder,
-        queued: Callable[[], None],
+        queued: Callable[[], Awaitable[None]],
         adoptable: Callable[[str, Sequence[Download]], None],
         still_leased: Callable[[], bool],
     ) -> None:
@@ -133,7 +133,7 @@ class Lister:
         self.name = rt.config.name
         self.fs = fs
         self.staging = staging
-        self.queued = queued  # wakes the workers
+        self.queued = queued  # wakes the workers, here and on every replica
         self.adoptable = adoptable  # tells the workers which queued files to adopt in place
         self.still_leased = still_leased
         self.seen: set[str] = set()
@@ -207,7 +207,7 @@ class Lister:
             await self._hint_adoptions(plan.downloads)
             items = [(d.doc, d.rel_path) for d in plan.downloads]
             self.counts.queued += await self.store.jobs.enqueue(self.name, items)
-            self.queued()
+            await self.queued()
 
     async def _missing(self, expected: Mapping[str, str]) -> tuple[set[str], OnLocalDelete]:
         """The ids among `expected` (id: path) whose file is gone, and the deletion policy

@@ -29,9 +29,10 @@ from agent.log import get_logger
 from agent.models import PassStats
 from agent.sources.base import Source
 from agent.state.store import Store
+from agent.state.wakeup import LocalWakeup, Wakeup, Work
 from agent.transfer.download import Downloader
 from agent.transfer.mirrorfs import Folder, MirrorFS
-from agent.transfer.pacing import RateLimiter
+from agent.transfer.pacing import Pacer
 
 __all__ = ["Engine", "Progress", "SourceRuntime"]
 
@@ -42,7 +43,7 @@ class SourceRuntime:
 
     config: SourceConfig
     source: Source
-    limiter: RateLimiter
+    limiter: Pacer
     log: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,14 +69,17 @@ class Engine:
         leases: LeaseSettings,
         *,
         staging: Folder,
+        wakeup: Wakeup | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.agent = agent
         self.store = store
         self.leases = leases
+        self.wakeup: Wakeup = wakeup or LocalWakeup()
         self.fs = MirrorFS(agent.mirror_dir)
         self.staging = staging  # kept open by the agent for its whole life
         self.runtimes: dict[str, SourceRuntime] = {}
+        self._hints: asyncio.Task[None] | None = None
         self.workers = Workers(
             store,
             downloader,
@@ -89,10 +93,27 @@ class Engine:
 
     async def __aenter__(self) -> Engine:
         await self.workers.__aenter__()
+        self._hints = asyncio.create_task(self._hear(), name="engine:hints")
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        if self._hints is not None:
+            self._hints.cancel()
+            await asyncio.gather(self._hints, return_exceptions=True)
         await self.workers.close(0.0)
+
+    async def _hear(self) -> None:
+        """Claim at once when any replica hints that it queued jobs (polling stays the
+        fallback: the workers also claim every `leases.poll` seconds)."""
+        with self.wakeup.subscribe(Work.JOBS) as inbox:
+            while True:
+                if await inbox.wait(self.leases.poll):
+                    self.workers.wake()
+
+    async def _queued(self, name: str) -> None:
+        """A pass queued jobs of `name`: wake the workers here, and hint every replica."""
+        self.workers.wake()
+        await self.wakeup.notify(name, Work.JOBS)
 
     async def run_pass(self, rt: SourceRuntime) -> PassStats:
         """A pass over the source: listed here when this replica gets its pass lease; its
@@ -131,7 +152,7 @@ class Engine:
             rt,
             fs=self.fs,
             staging=self.staging,
-            queued=self.workers.wake,
+            queued=lambda: self._queued(rt.config.name),
             adoptable=self.workers.adoptable,
             still_leased=lambda: lease.alive,
         )
@@ -140,19 +161,27 @@ class Engine:
     @asynccontextmanager
     async def _pass_lease(self, name: str) -> AsyncIterator[_PassLease | None]:
         """The source's pass lease for the listing, renewed meanwhile; None when another
-        replica holds it (then this pass only works the queue)."""
+        replica holds it (then this pass only works the queue). A listing answers the passes
+        asked for (`POST /sync` on any replica) before it started."""
         owner, seconds = self.leases.owner, self.leases.seconds
+        since = self.store.db.clock()
         holder = await self.store.leases.take(name, owner, seconds)
         if holder is not None:
             get_logger(source=name).info(
                 "pass.listed_elsewhere", holder=holder.owner, lease_until=holder.lease_until
             )
+            await self.store.requests.answered(name, holder.taken_at)  # that listing answers
             yield None
             return
         lease = _PassLease()
         renewing = asyncio.create_task(self._renew(name, lease), name=f"pass-lease:{name}")
         try:
             yield lease
+        except Exception:  # a failed listing answers the requests too: asking again fails again
+            await self.store.requests.answered(name, since)
+            raise
+        else:  # (a cancelled one does not: its requests wait for the next pass)
+            await self.store.requests.answered(name, since)
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

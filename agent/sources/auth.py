@@ -13,6 +13,10 @@ expiry, and renews it whenever the API refuses it:
   credentials are rejected: `AuthenticationError` (exit 77), for that request and every
   waiter. So eight downloads in flight when a token dies renew it once and all carry on.
 - A token endpoint that refuses the client's own credentials is rejection too (`obtain`).
+- Renewal holds the source's renewal lock in the state (`SourceState.renewal`), which other
+  processes sharing the state database respect: under it the stored token is read again,
+  and a token another replica obtained meanwhile is taken as it is instead of renewing, so
+  replicas never spend one refresh token twice.
 """
 
 from __future__ import annotations
@@ -241,15 +245,33 @@ class TokenAuth(ABC):
             self._issued = self._record(Token(saved.value, saved.expires_at.timestamp()), False)
 
     async def _renew(self, *, after_refusal: bool) -> None:
-        await self._adopt(await self.obtain(), after_refusal=after_refusal)
+        known = self._issued
+        async with self.state.renewal():
+            token = await self._renewed_elsewhere(known)
+            if token is not None:  # not on probation: its refusal says nothing of ours
+                self._replace(self._record(token, after_refusal=False))
+                return
+            await self._adopt(await self.obtain(), after_refusal=after_refusal)
+
+    async def _renewed_elsewhere(self, known: _Issued | None) -> Token | None:
+        """A fresh stored token other than `known`: another replica renewed meanwhile."""
+        saved = await self.state.load_token("access")
+        if saved is None or saved.expires_at is None:
+            return None
+        if known is not None and saved.value == known.token.access:
+            return None
+        token = Token(saved.value, saved.expires_at.timestamp())
+        return token if token.expires_at - self.early > self.clock() else None
 
     async def _adopt(self, grant: Grant, *, after_refusal: bool) -> None:
-        previous = self._issued
         token = Token(grant.access, self.clock() + self.lifetime_of(grant))
-        self._issued = self._record(token, after_refusal)
-        self._loaded = True
+        self._replace(self._record(token, after_refusal))
         expires = datetime.fromtimestamp(token.expires_at, UTC)
         await self.state.save_token("access", token.access, expires)
+
+    def _replace(self, issued: _Issued) -> None:
+        previous, self._issued = self._issued, issued
+        self._loaded = True
         if previous is not None:
             previous.wake()  # its waiters move on to the new token
 

@@ -9,7 +9,7 @@ from agent.config import Config, SourceConfig
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.state.store import Store
-from agent.transfer.pacing import RateLimiter
+from agent.transfer.pacing import request_limiter
 
 
 @asynccontextmanager
@@ -18,5 +18,6 @@ async def source_context(config: Config, source: SourceConfig) -> AsyncIterator[
         Store.open(config.agent.state_url, config.agent.state_dir) as store,
         open_session() as session,
     ):
-        client = ApiClient(session, RateLimiter(source.requests_per_minute), source=source.name)
+        limiter = request_limiter(source.requests_per_minute, store, source.name)
+        client = ApiClient(session, limiter, source=source.name)
         yield SourceContext(source, config.agent, client, store.for_source(source.name))

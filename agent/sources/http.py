@@ -30,7 +30,7 @@ from agent.transfer.contract import (
     Verdict,
     token_verdict,
 )
-from agent.transfer.pacing import RateLimiter, wait_out
+from agent.transfer.pacing import Pacer, wait_out
 from agent.transfer.retry import Action, Decision, RetryPolicy, decide
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -130,7 +130,7 @@ class ApiClient:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        limiter: RateLimiter,
+        limiter: Pacer,
         *,
         source: str,
         max_attempts: int = 5,

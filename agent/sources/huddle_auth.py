@@ -4,7 +4,8 @@ Every token response carries a NEW refresh token and the old one dies, so the ne
 written to the state database before its access token is used. The saved value is tagged
 with a fingerprint of the configured seed token: when the user puts a fresh refresh token
 in the configuration (after a revocation, say) the saved chain from the old seed is dropped.
-Renewal runs under `TokenAuth`'s lock, so concurrent tasks never spend one token twice.
+Renewal runs under `TokenAuth`'s lock and the state's renewal lock, and reads the refresh
+token from the state each time, so neither concurrent tasks nor replicas spend one twice.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ class HuddleAuth(TokenAuth):
         self._client_secret = secret.reveal() if secret is not None else None
         self.ctx = ctx
         self.token_url = settings.token_url
-        self._refresh: str | None = None
 
     async def obtain(self) -> Grant:
         spent = await self._current_refresh_token()
@@ -88,17 +88,15 @@ class HuddleAuth(TokenAuth):
         return form
 
     async def _current_refresh_token(self) -> str:
-        if self._refresh is None:
-            saved = await self.state.load_token(REFRESH_KIND)
-            self._refresh = pick_refresh_token(self._seed, saved.value if saved else None)
-        return self._refresh
+        """The stored one (read again: another replica may have rotated it), or the seed."""
+        saved = await self.state.load_token(REFRESH_KIND)
+        return pick_refresh_token(self._seed, saved.value if saved else None)
 
     async def _keep_refresh_token(self, new: str | None, spent: str) -> None:
         """Persist a rotated refresh token before anything uses the new access token."""
         if not new or new == spent:
             return  # not rotated: the old one stays valid
         await self.state.save_token(REFRESH_KIND, f"{seed_fingerprint(self._seed)}:{new}")
-        self._refresh = new
 
 
 def _refused(status: int, code: str | None) -> str:

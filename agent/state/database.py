@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -43,7 +44,7 @@ from agent.state import damage
 
 Clock = Callable[[], float]
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0006"  # the newest migration; tests/test_schema.py keeps it equal to Alembic's
+SCHEMA_HEAD = "0007"  # the newest migration; tests/test_schema.py keeps it equal to Alembic's
 MIGRATION_LOCK = 0x73796E63  # PostgreSQL advisory lock held while migrating: one migrator
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 _ADAPTED = re.compile(r"^<class '[\w.]+'>: ")  # how SQLAlchemy's asyncpg adapter prefixes
@@ -192,14 +193,15 @@ def load_cipher(state_dir: Path) -> Fernet:
     """The key that encrypts tokens at rest, created once in the state folder (mode 0600).
 
     It stays a local file with PostgreSQL too: the database alone never holds readable tokens.
-    Replicas sharing the folder may start together: a new key is written whole beside it and
-    linked into place, so every one of them reads the same, complete key.
+    Replicas must share it (one state folder, or the same key file in each). A new key is
+    written aside and linked into place, so replicas starting together on one folder all
+    read the one key that won, never a half-written file.
     """
     key_file = state_dir / "secret.key"
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not key_file.exists():
-            _publish_key(key_file)
+            _create_key(key_file)
         return Fernet(key_file.read_bytes().strip())
     except OSError as exc:
         raise StateError(f"cannot use the token key {key_file}: {exc.strerror}") from exc
@@ -210,17 +212,24 @@ def load_cipher(state_dir: Path) -> Fernet:
         ) from exc
 
 
-def _publish_key(key_file: Path) -> None:
-    """Create the key file unless another process just did (its key wins)."""
-    draft = key_file.with_name(f"{key_file.name}.{os.getpid()}.new")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _create_key(key_file: Path) -> None:
+    """A new key at `key_file`, unless another process put one there first."""
+    fd, name = tempfile.mkstemp(prefix=f".{key_file.name}.", dir=key_file.parent)  # 0600
+    draft = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(Fernet.generate_key())
             handle.flush()
             os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(draft, key_file)
+        except FileExistsError:
+            pass  # another replica's key won
+        except OSError:  # a file system without hard links (SMB shares): create in place
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(draft.read_bytes())
     finally:
         draft.unlink(missing_ok=True)
 
@@ -303,7 +312,11 @@ def _engine(url: str, connections: int) -> AsyncEngine:
         # A pool as large as the downloads that checkpoint at once (a new PostgreSQL
         # connection costs a fork): overflow covers bursts, pre-ping a restarted server.
         return create_async_engine(
-            url, pool_size=connections, max_overflow=connections // 2, pool_pre_ping=True
+            url,
+            pool_size=connections,
+            max_overflow=connections // 2,
+            pool_pre_ping=True,
+            connect_args=_driver_numbers(url),
         )
     except ImportError as exc:
         raise StateError(
@@ -312,6 +325,24 @@ def _engine(url: str, connections: int) -> AsyncEngine:
         ) from exc
     except SQLAlchemyError as exc:
         raise StateError(f"state_url: {driver_reason(exc)}") from exc
+
+
+def _driver_numbers(url: str) -> dict[str, int]:
+    """asyncpg's numeric options given in the URL's query, as the numbers asyncpg wants.
+
+    SQLAlchemy hands the query to asyncpg as text; `?statement_cache_size=0` (with
+    `prepared_statement_cache_size=0`, which SQLAlchemy reads itself) is what running behind
+    a transaction-pooling PgBouncer needs (docs/replicas.md).
+    """
+    numbers: dict[str, int] = {}
+    for key in ("statement_cache_size", "max_cached_statement_lifetime"):
+        value = make_url(url).query.get(key)
+        if isinstance(value, str):
+            try:
+                numbers[key] = int(value)
+            except ValueError:
+                raise StateError(f"state_url: {key} must be a whole number") from None
+    return numbers
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:

@@ -22,9 +22,10 @@ TABLE = cast(Table, PassLeaseRow.__table__)
 
 @dataclass(frozen=True, slots=True)
 class PassHolder:
-    """Who holds a source's pass lease, and until when (epoch seconds)."""
+    """Who holds a source's pass lease, since when and until when (epoch seconds)."""
 
     owner: str
+    taken_at: float
     lease_until: float
 
 
@@ -53,7 +54,7 @@ class PassLeases:
             if taken.rowcount:
                 return None
             row = (await conn.execute(select(TABLE).where(TABLE.c.source == source))).one()
-        return PassHolder(row.owner, row.lease_until)
+        return PassHolder(row.owner, row.taken_at, row.lease_until)
 
     async def renew(self, source: str, owner: str, seconds: float) -> bool:
         """Extend a lease `owner` holds (fenced); False when it is not its own any more."""

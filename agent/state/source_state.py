@@ -7,6 +7,9 @@ fake beside it, for tests of a single source.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -31,6 +34,11 @@ class SourceState(Protocol):
 
     async def save_cursor(self, key: str, value: str | None) -> None: ...
 
+    def renewal(self) -> AbstractAsyncContextManager[None]:
+        """Hold the source's token renewal: while held, no other process renews its tokens,
+        so what the holder reads is current and a refresh token it spends is spent once."""
+        ...
+
 
 @dataclass
 class MemorySourceState:
@@ -39,6 +47,7 @@ class MemorySourceState:
     tokens: dict[str, StoredToken] = field(default_factory=dict)
     cursors: dict[str, str] = field(default_factory=dict)
     token_history: list[tuple[str, str]] = field(default_factory=list)
+    renewing: asyncio.Lock = field(default_factory=asyncio.Lock)  # shared by its users
 
     async def load_token(self, kind: str) -> StoredToken | None:
         return self.tokens.get(kind)
@@ -55,3 +64,8 @@ class MemorySourceState:
             self.cursors.pop(key, None)
         else:
             self.cursors[key] = value
+
+    @asynccontextmanager
+    async def renewal(self) -> AsyncIterator[None]:
+        async with self.renewing:
+            yield

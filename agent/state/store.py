@@ -8,6 +8,8 @@ store.status        pass records, the status model  (agent.state.status)
 store.journal       the change journal              (agent.state.journal)
 store.outbox        webhook endpoints' cursors      (agent.state.outbox)
 store.leases        who lists and plans each source (agent.state.leases)
+store.replicas      registered replicas             (agent.state.replicas)
+store.requests      passes asked of any replica     (agent.state.replicas)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from agent.state.jobs import Jobs
 from agent.state.journal import Journal
 from agent.state.leases import PassLeases
 from agent.state.outbox import Outbox
+from agent.state.replicas import PassRequests, Replicas
 from agent.state.source_state import SourceState
 from agent.state.status import Status
 
@@ -41,20 +44,23 @@ class Store:
     journal: Journal
     outbox: Outbox
     leases: PassLeases
+    replicas: Replicas
+    requests: PassRequests
 
     @classmethod
     def over(cls, db: Database) -> Store:
         jobs, journal = Jobs(db), Journal(db)
-        documents = Documents(db, journal)
         return cls(
             db,
-            documents,
+            Documents(db, journal),
             jobs,
             Credentials(db),
             Status(db, jobs),
             journal,
             Outbox(db, journal),
             PassLeases(db),
+            Replicas(db),
+            PassRequests(db),
         )
 
     @classmethod

@@ -9,6 +9,7 @@ lower() folds ASCII only), so a path is claimed the same way on every file syste
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -20,6 +21,10 @@ NAMING = {
 
 VENDOR_STRING = String(512).with_variant(Text(), "postgresql")
 DIGEST_LENGTH = 80  # "<algorithm>:<hex>", e.g. "blake3:" and 64 hex digits
+# The shared request budget lives on PostgreSQL only (SQLite has one process and keeps its
+# budget in memory); the table exists on both so that one schema serves both.
+GRANT_TIMES = Text().with_variant(ARRAY(Float()), "postgresql")
+GRANT_COUNTS = Text().with_variant(ARRAY(Integer()), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -180,3 +185,35 @@ class WebhookEndpointRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ReplicaRow(Base):
+    """A running `sync-agent run` process and its last heartbeat; stale rows age out."""
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+
+
+class PassRequestRow(Base):
+    """A pass someone asked for (`POST /sync` on any replica), until a pass of it starts."""
+
+    __tablename__ = "pass_requests"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requested_at: Mapped[float] = mapped_column(Float)
+
+
+class RateBudgetRow(Base):
+    """A source's request budget shared by every replica (PostgreSQL): the permits granted
+    within the window, as parallel arrays of grant times (database clock) and counts."""
+
+    __tablename__ = "rate_budgets"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_times: Mapped[list[float]] = mapped_column(GRANT_TIMES)
+    grant_counts: Mapped[list[int]] = mapped_column(GRANT_COUNTS)
+    granted: Mapped[int] = mapped_column(Integer)  # by the newest grant statement
+    checked_at: Mapped[float] = mapped_column(Float)  # the newest grant statement's time
+    paused_until: Mapped[float] = mapped_column(Float)  # after a 429, for every replica

@@ -51,7 +51,7 @@ from agent.transfer.contract import (
 from agent.transfer.digests import DEFAULT, Algorithm
 from agent.transfer.durable import Durability
 from agent.transfer.files import Volume, space_shortfall, volume
-from agent.transfer.pacing import BandwidthLimiter, RateLimiter, wait_out
+from agent.transfer.pacing import BandwidthLimiter, Pacer, wait_out
 from agent.transfer.partial import Partial, Restart, expected_size
 from agent.transfer.receive import Exchange, Receiver
 from agent.transfer.retry import Action, RetryPolicy, decide
@@ -82,7 +82,7 @@ class Endpoint:
     source: DownloadContract
     doc: RemoteDocument
     attrs: Mapping[str, str]
-    limiter: RateLimiter
+    limiter: Pacer
 
 
 @dataclass(frozen=True, slots=True)

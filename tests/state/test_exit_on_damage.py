@@ -21,7 +21,10 @@ class DamagedAgent:
         self.error = error
         limiter = SimpleNamespace(waited=0.0)
         self.slots = {"sm": SimpleNamespace(runtime=SimpleNamespace(limiter=limiter))}
-        self.store = SimpleNamespace(status=SimpleNamespace(sources=self.run_pass))
+        self.store = SimpleNamespace(
+            status=SimpleNamespace(sources=self.run_pass),
+            requests=SimpleNamespace(answered=self.run_pass),
+        )
 
     async def run_pass(self, *_: object) -> None:
         raise self.error

@@ -142,11 +142,16 @@ class Lister:
 
     async def run(self) -> Listed:
         async for window in self._windows():
-            if not self.still_leased():
-                raise LeaseLostError(f"{self.name}: the pass lease was taken over")
+            self._check_lease()
             await self._window(window)
         await self._remove_unlisted()
         return self.counts
+
+    def _check_lease(self) -> None:
+        """Stop here when the pass lease is no longer this replica's: another replica may be
+        listing the source now, and its plan, not this one, is to be carried out."""
+        if not self.still_leased():
+            raise LeaseLostError(f"{self.name}: the pass lease ran out or was taken over")
 
     async def _windows(self) -> AsyncIterator[list[RemoteDocument]]:
         """The listing in windows of new ids (a repeated id keeps its first listing)."""
@@ -273,6 +278,7 @@ class Lister:
 
     async def _remove_unlisted(self) -> None:
         """Mark removed what the complete listing did not have (streamed, in batches)."""
+        self._check_lease()
         batch: list[Removal] = []
         async for gone in self.store.documents.unlisted(self.name, self.seen):
             batch.append(removal(gone))
@@ -284,6 +290,7 @@ class Lister:
     async def _remove(self, batch: Sequence[Removal]) -> None:
         if not batch:
             return
+        self._check_lease()  # between batches: a lost lease removes nothing more
         self.counts.removed += len(batch)
         await self.store.documents.record_removed(self.name, [r.remote_id for r in batch])
         for rel_path in (r.prune_path for r in batch if r.prune_path):

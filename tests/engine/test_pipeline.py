@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from agent.agent import Agent
-from agent.errors import AuthenticationError, LeaseLostError, TransientError
+from agent.errors import AuthenticationError, LeaseLostError, StateError, TransientError
 from agent.models import DocState, JobState, PassStats, RemoteDocument
 from tests.transfer.transfer_kit import SOURCE, World, payload, sha256
 
 GHOST = "a-replica-that-stalled"
+LEASE = 0.3  # seconds: the pass lease of the tests that make its renewals fail
 
 
 @asynccontextmanager
@@ -45,10 +46,12 @@ class Wrapped:
         inner: Any,
         *,
         after_first_page: Callable[[], Awaitable[None]] | None = None,
+        at_end: Callable[[], Awaitable[None]] | None = None,
         target: Callable[[RemoteDocument], Awaitable[None]] | None = None,
     ) -> None:
         self.inner = inner
         self.after_first_page = after_first_page
+        self.at_end = at_end
         self.target = target
 
     def __getattr__(self, name: str) -> Any:
@@ -61,6 +64,8 @@ class Wrapped:
             count += 1
             if count == 100 and self.after_first_page is not None:
                 await self.after_first_page()
+        if self.at_end is not None:
+            await self.at_end()
 
     async def download_target(self, doc: RemoteDocument, attrs: Any) -> Any:
         if self.target is not None:
@@ -289,3 +294,100 @@ async def test_a_pass_listed_elsewhere_works_the_queue_only(world: World) -> Non
     assert (stats.listed, stats.downloaded) == (0, 3)
     assert not [r for r in world.sandbox.log.records if r.path.endswith("/documents/")]
     await world.assert_exact()
+
+
+class Renewals:
+    """The store's pass-lease renewals, failing (StateError) as told, counted."""
+
+    def __init__(self, agent: Agent, fail: Callable[[int], bool]) -> None:
+        self.real = agent.store.leases.renew
+        self.fail = fail
+        self.tried = 0
+        self.refused = 0
+        self.first_failure: float | None = None
+        agent.store.leases.renew = self.renew  # type: ignore[method-assign]
+
+    async def renew(self, source: str, owner: str, seconds: float) -> bool:
+        self.tried += 1
+        if self.fail(self.tried):
+            self.first_failure = self.first_failure or time.monotonic()
+            raise StateError("state database: database is locked")
+        renewed = await self.real(source, owner, seconds)
+        self.refused += not renewed
+        return renewed
+
+
+async def removed_one(world: World) -> str:
+    """Three documents mirrored, then one of them removed from the source; returns its id."""
+    ids = [world.add(f"doc-{i}.pdf", payload(100, seed=i)) for i in range(3)]
+    ok(await world.sync())
+    world.sandbox.remove_document(ids[0])
+    world.agent_options["lease_duration"] = LEASE
+    return ids[0]
+
+
+async def test_a_lease_whose_renewals_keep_failing_is_lost_and_the_pass_stops(
+    world: World,
+) -> None:
+    """Renewals that fail until the pass lease runs out lose it: the listing stops with
+    LeaseLostError at its next step and marks nothing removed (another replica may list
+    the source by then)."""
+    gone = await removed_one(world)
+    async with running(world) as agent:
+        renewals = Renewals(agent, fail=lambda _: True)
+
+        def ran_out() -> bool:  # a whole lease's length since the renewals began to fail
+            failed = renewals.first_failure
+            return failed is not None and time.monotonic() > failed + LEASE
+
+        async def lease_ran_out() -> None:
+            await until(ran_out, "the lease to run out while its renewals fail")
+
+        wrap(agent, at_end=lease_ran_out)
+        with pytest.raises(LeaseLostError):
+            await agent.run_pass(SOURCE)
+        row = await agent.store.documents.get(SOURCE, gone)
+    assert row is not None
+    assert row.state == DocState.MIRRORED
+
+
+async def test_a_renewal_that_fails_once_is_retried_and_the_pass_completes(
+    world: World,
+) -> None:
+    """One failed renewal while the pass lease still runs is tried again: the pass keeps its
+    lease, completes, and marks the removed document removed."""
+    gone = await removed_one(world)
+    async with running(world) as agent:
+        renewals = Renewals(agent, fail=lambda tried: tried == 1)
+
+        async def renewed_after_a_failure() -> None:
+            await until(lambda: renewals.tried >= 3, "a renewal after the failed one")
+
+        wrap(agent, at_end=renewed_after_a_failure)
+        stats = ok(await agent.run_pass(SOURCE))
+        row = await agent.store.documents.get(SOURCE, gone)
+    assert stats.removed == 1
+    assert row is not None
+    assert row.state == DocState.REMOVED
+
+
+async def test_a_lease_taken_over_after_the_listing_was_read_removes_nothing(
+    world: World,
+) -> None:
+    """Another replica takes the pass lease over once the whole listing is in: this pass
+    stops with LeaseLostError before marking anything removed."""
+    gone = await removed_one(world)
+    async with running(world) as agent:
+        renewals = Renewals(agent, fail=lambda _: False)
+
+        async def taken_over() -> None:
+            await agent.store.leases.release(SOURCE, agent.engine.leases.owner)
+            assert await agent.store.leases.take(SOURCE, GHOST, 60) is None
+            await until(lambda: renewals.refused > 0, "a renewal to be refused")
+
+        wrap(agent, at_end=taken_over)
+        with pytest.raises(LeaseLostError):
+            await agent.run_pass(SOURCE)
+        row = await agent.store.documents.get(SOURCE, gone)
+    assert row is not None
+    assert row.state == DocState.MIRRORED

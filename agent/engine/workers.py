@@ -42,7 +42,7 @@ from agent.errors import (
 from agent.log import get_logger
 from agent.models import DocState, JobSpec, RemoteDocument
 from agent.state.documents import Mirrored
-from agent.state.jobs import Claimed
+from agent.state.jobs import Claimed, JobLease
 from agent.state.store import Store
 from agent.transfer.download import Downloader, Endpoint
 from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
@@ -300,17 +300,27 @@ class Workers:
         self.held[job_id] = job
         task = asyncio.create_task(self._work(job), name=f"job:{job_id}")
         self.running[job_id] = (job.spec.source, task)
-        task.add_done_callback(lambda _: self._done(job))
+        task.add_done_callback(lambda ended: self._done(job, ended))
 
-    def _done(self, job: Claimed) -> None:
-        """A job's task ended. One cancelled before it began never ran its own clean-up:
-        its job goes back to the queue here."""
-        job_id = job.lease.job_id
+    def _done(self, job: Claimed, task: asyncio.Task[None]) -> None:
+        """A job's task ended. One cancelled before it began never ran its own clean-up, and
+        one that raised (the state database failed while it recorded how the job ended)
+        could not finish it: its job goes back to the queue here. An error stops the source."""
+        job_id, source = job.lease.job_id, job.spec.source
         self.running.pop(job_id, None)
-        if job_id not in self.started and job_id in self.held:
-            self._chore(self._let_go(job))
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            get_logger(source=source).error(
+                "job.error",
+                remote_id=job.doc.remote_id,
+                error=str(error),
+                error_type=type(error).__name__,
+            )
+            self._stop(source, error)
+        if (job_id not in self.started or error is not None) and job_id in self.held:
+            self._chore(self._give_back(source, [(job.lease, job.spec.temp_name)]))
         self.started.discard(job_id)
-        self._after(job.spec.source)
+        self._after(source)
 
     async def _work(self, job: Claimed) -> None:
         source = job.spec.source
@@ -334,8 +344,10 @@ class Workers:
         except DocumentError as exc:
             await self._failed(job, exc)
         except Exception as exc:  # stops the source: its pass raises it
-            await self._let_go(job)
-            self._stop(source, exc)
+            try:
+                await self._let_go(job)
+            finally:  # even when the state cannot take the job back (`_done` sees to it)
+                self._stop(source, exc)
 
     async def _download(
         self, rt: SourceRuntime, job: Claimed, attrs: Mapping[str, str]
@@ -393,23 +405,33 @@ class Workers:
 
     async def _let_go(self, job: Claimed) -> None:
         """Give a job this replica still holds back to the queue, with its partial."""
-        if self.held.pop(job.lease.job_id, None) is None:
-            return  # lost already: another replica has it
-        own = job.spec.temp_name
-        has_bytes = size_of(self.staging, own)
-        await self.store.jobs.release([(job.lease, own if has_bytes else None)])
+        await self._release([(job.lease, job.spec.temp_name)])
+
+    async def _release(self, items: Sequence[tuple[JobLease, str]]) -> None:
+        """Give jobs this replica still holds back to the queue: (lease, staging file)."""
+        mine = [(lease, temp) for lease, temp in items if self.held.pop(lease.job_id, None)]
+        if mine:  # the others were lost already: another replica has them
+            kept = [(lease, temp if size_of(self.staging, temp) else None) for lease, temp in mine]
+            await self.store.jobs.release(kept)
+
+    async def _give_back(self, source: str, items: Sequence[tuple[JobLease, str]]) -> None:
+        """`_release` where nobody waits for it: when the state database cannot take the jobs
+        back, their leases run out (nothing renews them) and any replica claims them again."""
+        try:
+            await self._release(items)
+        except StateError as exc:
+            get_logger(source=source).warning("job.release_failed", jobs=len(items), error=str(exc))
 
     async def _skipped(self, job: Claimed, exc: SkipDocument) -> None:
-        self.held.pop(job.lease.job_id, None)
-        self.tally(job.spec.source).skipped += 1
         doc = replace(job.doc, external_url=exc.external_url or job.doc.external_url)
         await self.store.documents.record_states(
             job.spec.source, [(doc, DocState.SKIPPED, exc.message, None)]
         )
+        self.held.pop(job.lease.job_id, None)  # held until recorded: else it goes back
+        self.tally(job.spec.source).skipped += 1
 
     async def _failed(self, job: Claimed, exc: DocumentError) -> None:
         spec = job.spec
-        self.held.pop(job.lease.job_id, None)
         permanent = isinstance(exc, PermanentError)
         attempts = await self.store.jobs.attempts(spec.job_id) + 1
         size = size_of(self.staging, spec.temp_name)
@@ -425,6 +447,7 @@ class Workers:
             bytes_done=size or 0,
             temp_name=spec.temp_name if size else None,
         )
+        self.held.pop(job.lease.job_id, None)  # held until recorded: else it goes back
         if not mine:
             return  # another replica holds the job now: its outcome is the one recorded
         await self._record_failure(job.doc, spec, exc, size or 0)
@@ -490,9 +513,9 @@ class Workers:
         self._settled.set()
 
     def _flush_failed(self, source: str, batch: Sequence[Finished], exc: BaseException) -> None:
-        """A batch could not be committed: let its jobs go and stop the source."""
-        for finished in batch:
-            self.held.pop(finished.lease.job_id, None)
+        """A batch could not be committed: let its jobs go (back to the queue, with their
+        staging files when they were not renamed into place) and stop the source."""
+        self._chore(self._give_back(source, [(f.lease, f.job.temp_name) for f in batch]))
         self._wake.set()
         self._stop(source, exc)
 
@@ -508,6 +531,7 @@ class Workers:
         failure = self.failures.get(source)
         if failure is not None:
             await asyncio.gather(*self._tasks_of(source), return_exceptions=True)
+            await asyncio.gather(*self._chores, return_exceptions=True)  # jobs given back
             raise failure
 
     def _after(self, source: str) -> None:

@@ -14,9 +14,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.agent import Agent
-from agent.errors import AuthenticationError, LeaseLostError, StateError, TransientError
+from agent.errors import (
+    AuthenticationError,
+    DocumentError,
+    LeaseLostError,
+    PermanentError,
+    SkipDocument,
+    StateError,
+    TransientError,
+)
 from agent.models import DocState, JobState, PassStats, RemoteDocument
 from tests.transfer.transfer_kit import SOURCE, World, payload, sha256
 
@@ -215,6 +224,69 @@ async def test_a_batch_being_placed_is_committed_whatever_is_cancelled(
     assert row is not None
     assert row.state == DocState.MIRRORED
     assert (world.mirror / SOURCE / "placed.pdf").read_bytes() == payload(5000, seed=3)
+
+
+class Unwritable:
+    """A state write that fails (StateError) when it is given something to record."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.real = getattr(owner, name)
+        setattr(owner, name, self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if any(arg for arg in args[1:]) or kwargs:
+            raise StateError("state database: disk I/O error")
+        return await self.real(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "write"),
+    [
+        (PermanentError("not found", status=404), "jobs.failed"),
+        (SkipDocument("nothing to download"), "documents.record_states"),
+    ],
+    ids=["failed", "skipped"],
+)
+async def test_an_outcome_the_state_cannot_record_stops_the_source_and_frees_the_job(
+    world: World, refusal: DocumentError, write: str
+) -> None:
+    """A failed or skipped download whose outcome the state database cannot write stops the
+    source: the pass raises that StateError instead of waiting on the job, the error is a
+    structured event, and the job goes back to the queue rather than staying leased here."""
+    world.add("refused.bin", payload(10, seed=2))
+
+    async def refuse(_: RemoteDocument) -> None:
+        raise refusal
+
+    async with running(world) as agent:
+        wrap(agent, target=refuse)
+        part, name = write.split(".")
+        Unwritable(getattr(agent.store, part), name)
+        with capture_logs() as logs, pytest.raises(StateError):
+            await asyncio.wait_for(agent.run_pass(SOURCE), 10)
+        (view,) = await agent.store.jobs.views(SOURCE)
+
+    assert (view.state, view.owner) == (JobState.QUEUED, None)
+    (event,) = [e for e in logs if e["event"] == "job.error"]
+    assert event["error_type"] == "StateError"
+
+
+async def test_a_batch_that_cannot_be_committed_gives_its_jobs_back(world: World) -> None:
+    """A batch whose commit fails stops the pass, and its jobs go back to the queue at once
+    (not left leased to this replica until their leases run out): the next pass places
+    them."""
+    world.add("a.pdf", payload(300, seed=20))
+    async with running(world) as agent:
+        unwritable = Unwritable(agent.store.documents, "commit_mirrored")
+        with pytest.raises(StateError):
+            await agent.run_pass(SOURCE)
+        views = await agent.store.jobs.views(SOURCE)
+        assert [(v.state, v.owner) for v in views] == [(JobState.QUEUED, None)]
+
+        agent.store.documents.commit_mirrored = unwritable.real  # type: ignore[method-assign]
+        stats = ok(await asyncio.wait_for(agent.run_pass(SOURCE), 10))
+    assert stats.downloaded + stats.adopted == 1
+    await world.assert_exact()
 
 
 # ---------------------------------------------------------------- leases

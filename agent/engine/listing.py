@@ -29,9 +29,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.engine.commit import SIDECAR_SUFFIX, prune
+from agent.engine.commit import SIDECAR_SUFFIX, finish, prune
 from agent.engine.plan import (
     Download,
+    Move,
     OnDisk,
     OnLocalDelete,
     Plan,
@@ -258,15 +259,28 @@ class Lister:
             if item.restore:
                 log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
         if plan.moves:
-            steps = order_moves(plan.moves)
-            await off_loop(_apply_moves, self.fs, steps, self.rt.config.write_metadata)
-            for move in plan.moves:
-                log.info("document.moved", old=move.old_path, new=move.new_path)
-            await self.store.documents.record_moves(
-                self.name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in plan.moves]
-            )
+            await finish(asyncio.ensure_future(self._move(plan.moves)))
         for sidecar in plan.sidecars:
             await self._write_sidecar(sidecar)
+
+    async def _move(self, moves: Sequence[Move]) -> None:
+        """Rename files and record their new paths, as one unit that runs to its end even
+        when the pass is cancelled meanwhile (`finish`); a recording that fails moves the
+        files back. Files moved under rows that still name their old paths would look
+        deleted by hand: restored as duplicates, or forgotten under `forget`."""
+        steps = order_moves(moves)
+        sidecars = self.rt.config.write_metadata
+        await off_loop(_apply_moves, self.fs, steps, sidecars)
+        try:
+            await self.store.documents.record_moves(
+                self.name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in moves]
+            )
+        except BaseException:
+            back = [(new, old) for old, new in reversed(steps)]
+            await off_loop(_apply_moves, self.fs, back, sidecars)
+            raise
+        for move in moves:
+            self.rt.log.info("document.moved", old=move.old_path, new=move.new_path)
 
     async def _write_sidecar(self, sidecar: Sidecar) -> None:
         """The listing's metadata changed while the document did not: rewrite the sidecar."""

@@ -289,6 +289,60 @@ async def test_a_batch_that_cannot_be_committed_gives_its_jobs_back(world: World
     await world.assert_exact()
 
 
+# ---------------------------------------------------------------- moves
+
+
+async def test_moves_under_way_are_recorded_even_when_the_pass_is_cancelled(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass cancelled (SIGTERM) while a renamed document's file is being moved still
+    records its new path: the file and its row never disagree."""
+    from agent.engine import listing  # noqa: PLC0415 - patched below
+
+    doc_id = world.add("before.pdf", payload(400, seed=30))
+    ok(await world.sync())
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    moving = asyncio.Event()
+    release = asyncio.Event()
+    real = listing._apply_moves
+    loop = asyncio.get_running_loop()
+
+    def slow_moves(*args: Any) -> None:
+        loop.call_soon_threadsafe(moving.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        real(*args)
+
+    monkeypatch.setattr(listing, "_apply_moves", slow_moves)
+    async with running(world) as agent:
+        sync = asyncio.create_task(agent.run_pass(SOURCE))
+        await asyncio.wait_for(moving.wait(), 10)
+        sync.cancel()
+        release.set()
+        await asyncio.gather(sync, return_exceptions=True)
+        row = await agent.store.documents.get(SOURCE, doc_id)
+
+    assert row is not None
+    assert (row.state, row.rel_path) == (DocState.MIRRORED, f"{SOURCE}/after.pdf")
+    assert sorted(p.name for p in (world.mirror / SOURCE).iterdir()) == ["after.pdf"]
+
+
+async def test_moves_the_state_cannot_record_are_undone(world: World) -> None:
+    """A renamed document whose new path the state cannot record is moved back: its file
+    stays where its row says."""
+    doc_id = world.add("before.pdf", payload(400, seed=31))
+    ok(await world.sync())
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    async with running(world) as agent:
+        Unwritable(agent.store.documents, "record_moves")
+        with pytest.raises(StateError):
+            await agent.run_pass(SOURCE)
+        row = await agent.store.documents.get(SOURCE, doc_id)
+
+    assert row is not None
+    assert row.rel_path == f"{SOURCE}/before.pdf"
+    assert sorted(p.name for p in (world.mirror / SOURCE).iterdir()) == ["before.pdf"]
+
+
 # ---------------------------------------------------------------- leases
 
 

@@ -343,6 +343,36 @@ async def test_moves_the_state_cannot_record_are_undone(world: World) -> None:
     assert sorted(p.name for p in (world.mirror / SOURCE).iterdir()) == ["before.pdf"]
 
 
+async def test_a_rename_with_a_new_version_leaves_no_old_file_behind(world: World) -> None:
+    """A document renamed together with a new version is placed at its new path, and the
+    unchanged file of its previous version is deleted from the old one (not left untracked
+    beside it forever)."""
+    doc_id = world.add("before.pdf", payload(400, seed=32))
+    ok(await world.sync())
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    world.sandbox.update_document(doc_id, payload(500, seed=33))
+
+    stats = ok(await world.sync())
+
+    assert stats.downloaded == 1
+    assert sorted(p.name for p in (world.mirror / SOURCE).iterdir()) == ["after.pdf"]
+    await world.assert_exact()
+
+
+async def test_a_rename_with_a_new_version_keeps_an_edited_old_file(world: World) -> None:
+    """The old path's file edited by hand is the user's: it stays where it is."""
+    doc_id = world.add("before.pdf", payload(400, seed=34))
+    ok(await world.sync())
+    (world.mirror / SOURCE / "before.pdf").write_bytes(b"my notes")
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    world.sandbox.update_document(doc_id, payload(500, seed=35))
+
+    ok(await world.sync())
+
+    assert (world.mirror / SOURCE / "before.pdf").read_bytes() == b"my notes"
+    await world.assert_exact()
+
+
 # ---------------------------------------------------------------- leases
 
 

@@ -473,12 +473,13 @@ class Renewals:
         return renewed
 
 
-async def removed_one(world: World) -> str:
-    """Three documents mirrored, then one of them removed from the source; returns its id."""
+async def removed_one(world: World, lease: float = LEASE) -> str:
+    """Three documents mirrored, then one of them removed from the source, and the pass
+    lease set to `lease` seconds; returns the removed document's id."""
     ids = [world.add(f"doc-{i}.pdf", payload(100, seed=i)) for i in range(3)]
     ok(await world.sync())
     world.sandbox.remove_document(ids[0])
-    world.agent_options["lease_duration"] = LEASE
+    world.agent_options["lease_duration"] = lease
     return ids[0]
 
 
@@ -512,7 +513,7 @@ async def test_a_renewal_that_fails_once_is_retried_and_the_pass_completes(
 ) -> None:
     """One failed renewal while the pass lease still runs is tried again: the pass keeps its
     lease, completes, and marks the removed document removed."""
-    gone = await removed_one(world)
+    gone = await removed_one(world, lease=1.5)  # the retry comes well before it runs out
     async with running(world) as agent:
         renewals = Renewals(agent, fail=lambda tried: tried == 1)
 

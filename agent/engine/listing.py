@@ -25,7 +25,7 @@ import contextlib
 import os
 import stat
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -142,9 +142,10 @@ class Lister:
         self.folder_warned = False
 
     async def run(self) -> Listed:
-        async for window in self._windows():
-            self._check_lease()
-            await self._window(window)
+        async with contextlib.aclosing(self._windows()) as windows:  # a failure stops the reader
+            async for window in windows:
+                self._check_lease()
+                await self._window(window)
         await self._remove_unlisted()
         return self.counts
 
@@ -154,7 +155,7 @@ class Lister:
         if not self.still_leased():
             raise LeaseLostError(f"{self.name}: the pass lease ran out or was taken over")
 
-    async def _windows(self) -> AsyncIterator[list[RemoteDocument]]:
+    async def _windows(self) -> AsyncGenerator[list[RemoteDocument], None]:
         """The listing in windows of new ids (a repeated id keeps its first listing)."""
         ahead = _Ahead(AHEAD)
         reader = asyncio.create_task(self._read(ahead), name=f"list:{self.name}")

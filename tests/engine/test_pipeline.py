@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.agent import Agent
+from agent.engine.listing import Lister
 from agent.errors import (
     AuthenticationError,
     DocumentError,
@@ -62,19 +63,24 @@ class Wrapped:
         self.after_first_page = after_first_page
         self.at_end = at_end
         self.target = target
+        self.listing = False  # the listing is being read
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def list_documents(self) -> AsyncIterator[RemoteDocument]:
         count = 0
-        async for doc in self.inner.list_documents():
-            yield doc
-            count += 1
-            if count == 100 and self.after_first_page is not None:
-                await self.after_first_page()
-        if self.at_end is not None:
-            await self.at_end()
+        self.listing = True
+        try:
+            async for doc in self.inner.list_documents():
+                yield doc
+                count += 1
+                if count == 100 and self.after_first_page is not None:
+                    await self.after_first_page()
+            if self.at_end is not None:
+                await self.at_end()
+        finally:
+            self.listing = False
 
     async def download_target(self, doc: RemoteDocument, attrs: Any) -> Any:
         if self.target is not None:
@@ -82,9 +88,11 @@ class Wrapped:
         return await self.inner.download_target(doc, attrs)
 
 
-def wrap(agent: Agent, **hooks: Any) -> None:
+def wrap(agent: Agent, **hooks: Any) -> Wrapped:
     runtime = agent.slots[SOURCE].runtime
-    runtime.source = Wrapped(runtime.source, **hooks)  # type: ignore[assignment]
+    wrapped = Wrapped(runtime.source, **hooks)
+    runtime.source = wrapped  # type: ignore[assignment]
+    return wrapped
 
 
 def ok(outcome: PassStats | BaseException) -> PassStats:
@@ -138,6 +146,33 @@ async def test_removal_waits_for_a_complete_listing(world: World) -> None:
         gone = await agent.store.documents.get(SOURCE, ids[7])
     assert gone is not None
     assert gone.state == DocState.REMOVED
+
+
+async def test_a_listing_whose_planning_fails_stops_reading_at_once(world: World) -> None:
+    """When planning a window fails, the listing's reader is stopped before the error
+    reaches the pass (not whenever the garbage collector gets to it)."""
+    for i in range(150):
+        world.add(f"doc-{i:03}.pdf", payload(50, seed=i))
+
+    async def stalls() -> None:  # the rest of the listing never comes
+        await asyncio.Event().wait()
+
+    async with running(world) as agent:
+        source = wrap(agent, after_first_page=stalls)
+        Unwritable(agent.store.jobs, "enqueue")
+        engine = agent.engine
+        lister = Lister(
+            agent.store,
+            agent.slots[SOURCE].runtime,
+            fs=engine.fs,
+            staging=engine.staging,
+            queued=engine.workers.wake,
+            adoptable=engine.workers.adoptable,
+            still_leased=lambda: True,
+        )
+        with pytest.raises(StateError):
+            await lister.run()
+        assert not source.listing
 
 
 # ---------------------------------------------------------------- fatal errors and commits

@@ -4,12 +4,10 @@ One feeder claims batches of jobs for the sources this replica serves, as long a
 room (`max_concurrent_downloads` running, as many again leased and waiting for a slot), and
 naps when there is nothing to claim until `wake()` is called (work was queued) or its poll
 interval passes (work queued elsewhere, a lease of a stopped replica ran out). Each claimed
-job runs in its own task: take over what an earlier attempt left, download, hand the file
-to its source's committer. A job the listing found already in the mirror (its quick check,
-`Lister._hint_adoptions`) is adopted in place instead: the file is hashed, not downloaded;
-another replica, which got no hint, downloads it and the commit adopts the identical file.
-A heartbeat extends the leases of every job this replica holds,
-from claim to commit; a job whose lease was lost meanwhile is cancelled, and its fenced
+job runs in its own task: an attempt (`agent.engine.attempt`: take over what an earlier
+attempt left, adopt the file in place or download it), then the file is handed to its
+source's committer. A heartbeat extends the leases of every job this replica holds, from
+claim to commit; a job whose lease was lost meanwhile is cancelled, and its fenced
 writes would be refused anyway.
 
 A job that meets an error the source cannot get past (`FatalSourceError`: credentials
@@ -27,8 +25,9 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from agent.engine.commit import Committer, Finished, adopt_in_place, finish
-from agent.engine.handoff import discard, size_of, take_over
+from agent.engine.attempt import Attempts, Progress
+from agent.engine.commit import Committer, Finished, finish
+from agent.engine.handoff import size_of
 from agent.engine.plan import Download
 from agent.errors import (
     DiskSpaceError,
@@ -44,14 +43,15 @@ from agent.models import DocState, JobSpec, RemoteDocument
 from agent.state.documents import Mirrored
 from agent.state.jobs import Claimed, JobLease
 from agent.state.store import Store
-from agent.transfer.download import Downloader, Endpoint
-from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
+from agent.transfer.download import Downloader
+from agent.transfer.mirrorfs import Folder, MirrorFS
 from agent.transfer.retry import next_retry_seconds
 
 if TYPE_CHECKING:
     from agent.engine.sync import SourceRuntime
 
-Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
+__all__ = ["LeaseSettings", "Progress", "Tally", "Workers"]
+
 SETTLE_POLL = 1.0  # seconds between looks at the queue while a pass waits for it
 HEARTBEATS_PER_LEASE = 3
 RECENT_ERRORS = 16  # failure descriptions kept per source for the pass summary
@@ -104,14 +104,13 @@ class Workers:
         progress: Progress | None = None,
     ) -> None:
         self.store = store
-        self.downloader = downloader
         self.runtimes = runtimes
         self.leases = leases
         self.slots = asyncio.Semaphore(concurrency)
         self.capacity = concurrency * 2  # running, and leased waiting for a slot
         self.fs = fs
         self.staging = staging
-        self.progress = progress
+        self.attempts = Attempts(store, downloader, fs, staging, progress)
         self.tallies: dict[str, Tally] = {}
         self.held: dict[int, Claimed] = {}  # every job leased here, from claim to commit
         self.running: dict[int, tuple[str, asyncio.Task[None]]] = {}  # job id: source, task
@@ -119,7 +118,6 @@ class Workers:
         self.serving: Counter[str] = Counter()
         self.failures: dict[str, BaseException] = {}
         self.committers: dict[str, Committer] = {}
-        self.in_place: dict[str, set[tuple[str, str, str]]] = {}  # source: (id, version, path)
         self.closing = False
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
@@ -156,12 +154,11 @@ class Workers:
         """A new pass of `source`: forget the error that stopped the previous one, and the
         adoptions its listing hinted at that another replica's workers took."""
         self.failures.pop(source, None)
-        self.in_place.pop(source, None)
+        self.attempts.forget_hints(source)
 
     def adoptable(self, source: str, items: Sequence[Download]) -> None:
         """These queued downloads may be adopted from the file already at their path."""
-        hints = self.in_place.setdefault(source, set())
-        hints.update((d.doc.remote_id, d.doc.version, d.rel_path) for d in items)
+        self.attempts.adoptable(source, items)
 
     def tally(self, source: str) -> Tally:
         return self.tallies.setdefault(source, Tally())
@@ -196,7 +193,7 @@ class Workers:
         self.held[job.lease.job_id] = job
         try:
             async with self.slots:
-                finished = await self._download(rt, job, attrs)
+                finished = await self.attempts.download(rt, job, attrs)
         except DocumentError:
             self.held.pop(job.lease.job_id, None)
             raise
@@ -331,7 +328,7 @@ class Workers:
                 await self._let_go(job)
                 return
             async with self.slots:
-                finished = await self._adopt(rt, job) or await self._download(rt, job, {})
+                finished = await self.attempts.run(rt, job)
             self._committer(rt).add(finished)
         except asyncio.CancelledError:
             await finish(asyncio.ensure_future(self._let_go(job)))
@@ -348,60 +345,6 @@ class Workers:
                 await self._let_go(job)
             finally:  # even when the state cannot take the job back (`_done` sees to it)
                 self._stop(source, exc)
-
-    async def _download(
-        self, rt: SourceRuntime, job: Claimed, attrs: Mapping[str, str]
-    ) -> Finished:
-        spec = await self._take_over(job)
-        metadata = await rt.source.describe(job.doc)
-        endpoint = Endpoint(rt.source, job.doc, {**spec.attrs, **attrs}, rt.limiter)
-
-        async def checkpoint(_: int, offset: int, validator: str | None) -> None:
-            await self.store.jobs.checkpoint(job.lease, offset, validator, spec.temp_name)
-
-        self._notify("start", spec.rel_path, 0, job.doc.size)
-        fetched = await self.downloader.fetch(spec, endpoint, checkpoint)
-        self._notify("done", spec.rel_path, fetched.size, fetched.size)
-        rt.log.info(
-            "download.done", remote_id=job.doc.remote_id, path=spec.rel_path, bytes=fetched.size
-        )
-        return Finished(Download(job.doc, spec.rel_path), job.lease, spec, fetched, metadata)
-
-    async def _adopt(self, rt: SourceRuntime, job: Claimed) -> Finished | None:
-        """The file already at the job's path, hashed, when the listing hinted it may be
-        adopted; None when there was no hint or the file changed since (then: download)."""
-        spec = job.spec
-        hints = self.in_place.get(spec.source)
-        hint = (job.doc.remote_id, job.doc.version, spec.rel_path)
-        if not hints or hint not in hints or job.partial is not None:
-            return None
-        hints.discard(hint)
-        item = Download(job.doc, spec.rel_path)
-        fetched = await off_loop(adopt_in_place, self.fs, item)
-        if fetched is None:
-            return None
-        metadata = await rt.source.describe(job.doc)
-        return Finished(item, job.lease, spec, fetched, metadata, in_place=True)
-
-    async def _take_over(self, job: Claimed) -> JobSpec:
-        """This attempt's spec, its staging file holding the earlier attempt's bytes."""
-        spec, partial = job.spec, job.partial
-        if partial is None:
-            return spec
-        if not (spec.validator or spec.sha256):  # bytes nothing can continue: start over
-            if not job.holder_may_live:
-                await off_loop(discard, self.staging, partial)
-            return spec
-        copy = job.holder_may_live
-        size = await off_loop(take_over, self.staging, partial, spec.temp_name, copy=copy)
-        if size:
-            await self.store.jobs.checkpoint(job.lease, size, spec.validator, spec.temp_name)
-            get_logger(source=spec.source).info(
-                "download.taken_over", remote_id=spec.remote_id, bytes=size, copied=copy
-            )
-        if copy:
-            await off_loop(discard, self.staging, partial)
-        return replace(spec)
 
     async def _let_go(self, job: Claimed) -> None:
         """Give a job this replica still holds back to the queue, with its partial."""
@@ -461,7 +404,7 @@ class Workers:
         await self.store.documents.record_states(
             spec.source, [(doc, DocState.FAILED, describe_error(exc), spec.rel_path)]
         )
-        self._notify("failed", spec.rel_path, size, doc.size)
+        self.attempts.notify("failed", spec.rel_path, size, doc.size)
         get_logger(source=spec.source).warning(
             "download.failed",
             remote_id=doc.remote_id,
@@ -566,7 +509,3 @@ class Workers:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _notify(self, event: str, rel_path: str, done: int, total: int | None) -> None:
-        if self.progress is not None:
-            self.progress(event, rel_path, done, total)

@@ -4,7 +4,9 @@ already in place or download the document.
 A job the listing found already in the mirror (its quick check, `Lister._hint_adoptions`)
 is adopted in place: the file is hashed, not downloaded. The hints live here, per source,
 until their job is worked or the source's next pass begins; another replica, which got no
-hint, downloads the document and the commit adopts the identical file.
+hint, downloads the document and the commit adopts the identical file. That fallback also
+bounds memory: past `MAX_HINTS` per source (a recovery of a huge mirror lists far ahead of
+its workers), further files are downloaded and adopted at commit instead.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from agent.engine.sync import SourceRuntime
 
 Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
+MAX_HINTS = 50_000  # adoption hints kept per source (a few MB)
 
 
 class Attempts:
@@ -39,22 +42,32 @@ class Attempts:
         fs: MirrorFS,
         staging: Folder,
         progress: Progress | None,
+        *,
+        max_hints: int = MAX_HINTS,
     ) -> None:
         self.store = store
         self.downloader = downloader
         self.fs = fs
         self.staging = staging
         self.progress = progress
+        self.max_hints = max_hints
         self.hints: dict[str, set[tuple[str, str, str]]] = {}  # source: (id, version, path)
+        self.full: set[str] = set()  # sources whose hints overflowed this pass (said once)
 
     def adoptable(self, source: str, items: Sequence[Download]) -> None:
-        """These queued downloads may be adopted from the file already at their path."""
+        """These queued downloads may be adopted from the file already at their path (as
+        many as there is room for: the others are downloaded, and adopted at commit)."""
         hints = self.hints.setdefault(source, set())
-        hints.update((d.doc.remote_id, d.doc.version, d.rel_path) for d in items)
+        room = max(self.max_hints - len(hints), 0)
+        if len(items) > room and source not in self.full:
+            self.full.add(source)
+            get_logger(source=source).info("adoption.hints_full", kept=self.max_hints)
+        hints.update((d.doc.remote_id, d.doc.version, d.rel_path) for d in items[:room])
 
     def forget_hints(self, source: str) -> None:
         """A new pass of `source`: the hints of the last one that other replicas took."""
         self.hints.pop(source, None)
+        self.full.discard(source)
 
     async def run(self, rt: SourceRuntime, job: Claimed) -> Finished:
         """The job's file, adopted in place when hinted and still there, else downloaded."""

@@ -23,6 +23,10 @@ the temp file dropped. Anything else (a local edit, a file the agent never wrote
 folder): kept beside as `name (local copy <date>).ext`. A link: set aside by `mirrorfs`,
 never followed. Files adopted without a download (the plan's quick check) were hashed by
 the workers and are only recorded here.
+
+A document renamed together with a new version is placed at its new path; the file its
+previous version left at the old path is deleted when it is still exactly what the agent
+wrote there, and kept (a local edit) otherwise.
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ from typing import Any, TypeVar
 
 from agent.engine.plan import Download, remote_mtime_ns
 from agent.log import get_logger
-from agent.models import Fetched, JobSpec, KnownDocument, metadata_digest
+from agent.models import DocState, Fetched, JobSpec, KnownDocument, metadata_digest
 from agent.state.documents import Mirrored
-from agent.state.jobs import JobLease
+from agent.state.jobs import JobLease, path_key
 from agent.state.journal import EMPTY
 from agent.state.store import Store
 from agent.transfer.digests import Algorithm
@@ -77,6 +81,7 @@ class Placement:
     mirrored: Mirrored
     kept_as: str | None  # the name a locally edited file was moved aside to
     adopted: bool  # the file already in place held these bytes
+    retired: str | None = None  # the previous version's file, deleted from its old path
 
 
 async def finish(task: asyncio.Future[T]) -> T:
@@ -215,6 +220,8 @@ class Committer:
                 )
             elif p.adopted:
                 self.log.info("document.adopted", path=p.mirrored.rel_path, bytes=p.mirrored.size)
+            if p.retired:
+                self.log.info("document.old_file_removed", path=p.mirrored.rel_path, old=p.retired)
         return committed
 
     def _place_all(
@@ -274,7 +281,8 @@ class Committer:
             meta_json,
             meta_hash,
         )
-        return Placement(mirrored, kept_as, adopted)
+        retired = _retire_old_file(self.fs, item.rel_path, known, recorded_digest)
+        return Placement(mirrored, kept_as, adopted, retired)
 
 
 def _clear(
@@ -310,6 +318,32 @@ def _ours_unchanged(
     if known is None or known.rel_path != rel_path or recorded_digest is None:
         return False  # the agent never wrote this path for this document
     return not locally_edited(folder, name, known.size, known.mtime_ns, recorded_digest)
+
+
+def _retire_old_file(
+    fs: MirrorFS, rel_path: str, known: KnownDocument | None, recorded_digest: str | None
+) -> str | None:
+    """Delete the file the document's previous version left at another path (it was renamed
+    with its new version) when it is exactly what the agent wrote there; returns its path.
+    An edited file is kept, as a local copy is."""
+    if known is None or known.state != DocState.MIRRORED or recorded_digest is None:
+        return None
+    old = known.rel_path
+    if old is None or path_key(old) == path_key(rel_path):  # the same file, case aside
+        return None
+    folder = fs.parent(old)
+    if folder is None:
+        return None
+    with folder:
+        name = old.rpartition("/")[2]
+        if folder.lstat(name) is None:
+            return None
+        if locally_edited(folder, name, known.size, known.mtime_ns, recorded_digest):
+            return None
+        for victim in (name, name + SIDECAR_SUFFIX):
+            folder.unlink(victim)
+        folder.fsync()
+    return old
 
 
 def adopt_in_place(fs: MirrorFS, item: Download, algorithm: Algorithm) -> Fetched | None:

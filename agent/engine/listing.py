@@ -25,13 +25,14 @@ import contextlib
 import os
 import stat
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.engine.commit import SIDECAR_SUFFIX, prune
+from agent.engine.commit import SIDECAR_SUFFIX, finish, prune
 from agent.engine.plan import (
     Download,
+    Move,
     OnDisk,
     OnLocalDelete,
     Plan,
@@ -141,14 +142,20 @@ class Lister:
         self.folder_warned = False
 
     async def run(self) -> Listed:
-        async for window in self._windows():
-            if not self.still_leased():
-                raise LeaseLostError(f"{self.name}: the pass lease was taken over")
-            await self._window(window)
+        async with contextlib.aclosing(self._windows()) as windows:  # a failure stops the reader
+            async for window in windows:
+                self._check_lease()
+                await self._window(window)
         await self._remove_unlisted()
         return self.counts
 
-    async def _windows(self) -> AsyncIterator[list[RemoteDocument]]:
+    def _check_lease(self) -> None:
+        """Stop here when the pass lease is no longer this replica's: another replica may be
+        listing the source now, and its plan, not this one, is to be carried out."""
+        if not self.still_leased():
+            raise LeaseLostError(f"{self.name}: the pass lease ran out or was taken over")
+
+    async def _windows(self) -> AsyncGenerator[list[RemoteDocument], None]:
         """The listing in windows of new ids (a repeated id keeps its first listing)."""
         ahead = _Ahead(AHEAD)
         reader = asyncio.create_task(self._read(ahead), name=f"list:{self.name}")
@@ -253,15 +260,28 @@ class Lister:
             if item.restore:
                 log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
         if plan.moves:
-            steps = order_moves(plan.moves)
-            await off_loop(_apply_moves, self.fs, steps, self.rt.config.write_metadata)
-            for move in plan.moves:
-                log.info("document.moved", old=move.old_path, new=move.new_path)
-            await self.store.documents.record_moves(
-                self.name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in plan.moves]
-            )
+            await finish(asyncio.ensure_future(self._move(plan.moves)))
         for sidecar in plan.sidecars:
             await self._write_sidecar(sidecar)
+
+    async def _move(self, moves: Sequence[Move]) -> None:
+        """Rename files and record their new paths, as one unit that runs to its end even
+        when the pass is cancelled meanwhile (`finish`); a recording that fails moves the
+        files back. Files moved under rows that still name their old paths would look
+        deleted by hand: restored as duplicates, or forgotten under `forget`."""
+        steps = order_moves(moves)
+        sidecars = self.rt.config.write_metadata
+        await off_loop(_apply_moves, self.fs, steps, sidecars)
+        try:
+            await self.store.documents.record_moves(
+                self.name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in moves]
+            )
+        except BaseException:
+            back = [(new, old) for old, new in reversed(steps)]
+            await off_loop(_apply_moves, self.fs, back, sidecars)
+            raise
+        for move in moves:
+            self.rt.log.info("document.moved", old=move.old_path, new=move.new_path)
 
     async def _write_sidecar(self, sidecar: Sidecar) -> None:
         """The listing's metadata changed while the document did not: rewrite the sidecar."""
@@ -273,6 +293,7 @@ class Lister:
 
     async def _remove_unlisted(self) -> None:
         """Mark removed what the complete listing did not have (streamed, in batches)."""
+        self._check_lease()
         batch: list[Removal] = []
         async for gone in self.store.documents.unlisted(self.name, self.seen):
             batch.append(removal(gone))
@@ -284,6 +305,7 @@ class Lister:
     async def _remove(self, batch: Sequence[Removal]) -> None:
         if not batch:
             return
+        self._check_lease()  # between batches: a lost lease removes nothing more
         self.counts.removed += len(batch)
         await self.store.documents.record_removed(self.name, [r.remote_id for r in batch])
         for rel_path in (r.prune_path for r in batch if r.prune_path):

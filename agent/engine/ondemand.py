@@ -1,7 +1,7 @@
 """On-demand fetch: one document now, outside the schedule, through the pass's own path.
 
 The document is found in its source's listing (read until it appears), placed where a pass
-would place it (its known path, else the path the planner's rule gives it), and its job is
+would place it (its mirrored path, else the path the planner's rule gives it), and its job is
 queued and leased to this replica in one transaction, so no worker claims it in between. It
 is downloaded with its own `x-download-reason` for this attempt (Huddle's audit trail reads
 it), verified, renamed into place and committed by a `Committer` like a pass's, which
@@ -101,9 +101,11 @@ async def _listed(rt: SourceRuntime, remote_id: str) -> RemoteDocument:
 
 
 async def place(store: Store, source: str, doc: RemoteDocument) -> str:
-    """Where a pass would put `doc`: its known path, else the one the planner's rule gives."""
+    """Where a pass would put `doc`: the path its mirrored file holds, else the one the
+    planner's rule gives. A path the row only remembers (the document was forgotten,
+    removed, skipped or failed) may be another document's by now: it is not reused."""
     known = (await store.documents.known(source, [doc.remote_id])).get(doc.remote_id)
-    if known is not None and known.rel_path:
+    if known is not None and known.rel_path and known.state == DocState.MIRRORED:
         return known.rel_path
     path = mirror_path(source, doc.folder, doc.name)
     holders = await store.documents.holders(source, [path_key(path)])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from agent.config import AgentConfig, SourceConfig
 from agent.engine.commit import finish
 from agent.engine.listing import Listed, Lister
 from agent.engine.workers import LeaseSettings, Progress, Tally, Workers
+from agent.errors import StateError
 from agent.log import get_logger
 from agent.models import PassStats
 from agent.sources.base import Source
@@ -52,9 +54,18 @@ class SourceRuntime:
 
 @dataclass
 class _PassLease:
-    """The pass lease this replica holds for one source, kept alive by a renewal task."""
+    """The pass lease this replica holds for one source, kept alive by a renewal task.
 
+    `until` is how long the last renewal that succeeded (or the take) guarantees the lease,
+    on the monotonic clock and counted from before its statement was sent. The lease is
+    held while renewals are not refused and `until` has not passed: a renewal task that
+    fails or hangs cannot keep a lease another replica may take."""
+
+    until: float
     alive: bool = True
+
+    def held(self) -> bool:
+        return self.alive and time.monotonic() < self.until
 
 
 class Engine:
@@ -154,7 +165,7 @@ class Engine:
             staging=self.staging,
             queued=lambda: self._queued(rt.config.name),
             adoptable=self.workers.adoptable,
-            still_leased=lambda: lease.alive,
+            still_leased=lease.held,
         )
         return await lister.run()
 
@@ -165,6 +176,7 @@ class Engine:
         asked for (`POST /sync` on any replica) before it started."""
         owner, seconds = self.leases.owner, self.leases.seconds
         since = self.store.db.clock()
+        asked = time.monotonic()
         holder = await self.store.leases.take(name, owner, seconds)
         if holder is not None:
             get_logger(source=name).info(
@@ -173,7 +185,7 @@ class Engine:
             await self.store.requests.answered(name, holder.taken_at)  # that listing answers
             yield None
             return
-        lease = _PassLease()
+        lease = _PassLease(asked + seconds)
         renewing = asyncio.create_task(self._renew(name, lease), name=f"pass-lease:{name}")
         try:
             yield lease
@@ -189,11 +201,27 @@ class Engine:
             await finish(asyncio.ensure_future(self.store.leases.release(name, owner)))
 
     async def _renew(self, name: str, lease: _PassLease) -> None:
+        """Renew the lease every third of its length. A renewal the state database fails
+        (locked, unreachable) is tried again while the lease still runs at the next try;
+        otherwise, or when a renewal is refused (another replica took the lease over), the
+        lease is lost and the listing stops at its next step."""
+        interval = self.leases.seconds / 3
         while lease.alive:
-            await asyncio.sleep(self.leases.seconds / 3)
-            lease.alive = await self.store.leases.renew(
-                name, self.leases.owner, self.leases.seconds
-            )
+            await asyncio.sleep(interval)
+            asked = time.monotonic()
+            try:
+                lease.alive = await self.store.leases.renew(
+                    name, self.leases.owner, self.leases.seconds
+                )
+            except StateError as exc:
+                lease.alive = time.monotonic() + interval < lease.until
+                get_logger(source=name).warning(
+                    "pass.lease_renewal_failed", error=str(exc), retrying=lease.alive
+                )
+                continue
+            if lease.alive:
+                lease.until = asked + self.leases.seconds
+        get_logger(source=name).warning("pass.lease_lost")
 
 
 def _stats(listed: Listed, before: Tally, after: Tally) -> PassStats:

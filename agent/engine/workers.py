@@ -4,12 +4,10 @@ One feeder claims batches of jobs for the sources this replica serves, as long a
 room (`max_concurrent_downloads` running, as many again leased and waiting for a slot), and
 naps when there is nothing to claim until `wake()` is called (work was queued) or its poll
 interval passes (work queued elsewhere, a lease of a stopped replica ran out). Each claimed
-job runs in its own task: take over what an earlier attempt left, download, hand the file
-to its source's committer. A job the listing found already in the mirror (its quick check,
-`Lister._hint_adoptions`) is adopted in place instead: the file is hashed, not downloaded;
-another replica, which got no hint, downloads it and the commit adopts the identical file.
-A heartbeat extends the leases of every job this replica holds,
-from claim to commit; a job whose lease was lost meanwhile is cancelled, and its fenced
+job runs in its own task: an attempt (`agent.engine.attempt`: take over what an earlier
+attempt left, adopt the file in place or download it), then the file is handed to its
+source's committer. A heartbeat extends the leases of every job this replica holds, from
+claim to commit; a job whose lease was lost meanwhile is cancelled, and its fenced
 writes would be refused anyway.
 
 A job that meets an error the source cannot get past (`FatalSourceError`: credentials
@@ -27,8 +25,9 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from agent.engine.commit import Committer, Finished, adopt_in_place, finish
-from agent.engine.handoff import discard, size_of, take_over
+from agent.engine.attempt import Attempts, Progress
+from agent.engine.commit import Committer, Finished, finish
+from agent.engine.handoff import size_of
 from agent.engine.plan import Download
 from agent.errors import (
     DiskSpaceError,
@@ -42,16 +41,17 @@ from agent.errors import (
 from agent.log import get_logger
 from agent.models import DocState, JobSpec, RemoteDocument
 from agent.state.documents import Mirrored
-from agent.state.jobs import Claimed
+from agent.state.jobs import Claimed, JobLease
 from agent.state.store import Store
-from agent.transfer.download import Downloader, Endpoint
-from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
+from agent.transfer.download import Downloader
+from agent.transfer.mirrorfs import Folder, MirrorFS
 from agent.transfer.retry import next_retry_seconds
 
 if TYPE_CHECKING:
     from agent.engine.sync import SourceRuntime
 
-Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
+__all__ = ["LeaseSettings", "Progress", "Tally", "Workers"]
+
 SETTLE_POLL = 1.0  # seconds between looks at the queue while a pass waits for it
 HEARTBEATS_PER_LEASE = 3
 RECENT_ERRORS = 16  # failure descriptions kept per source for the pass summary
@@ -104,14 +104,13 @@ class Workers:
         progress: Progress | None = None,
     ) -> None:
         self.store = store
-        self.downloader = downloader
         self.runtimes = runtimes
         self.leases = leases
         self.slots = asyncio.Semaphore(concurrency)
         self.capacity = concurrency * 2  # running, and leased waiting for a slot
         self.fs = fs
         self.staging = staging
-        self.progress = progress
+        self.attempts = Attempts(store, downloader, fs, staging, progress)
         self.tallies: dict[str, Tally] = {}
         self.held: dict[int, Claimed] = {}  # every job leased here, from claim to commit
         self.running: dict[int, tuple[str, asyncio.Task[None]]] = {}  # job id: source, task
@@ -119,7 +118,6 @@ class Workers:
         self.serving: Counter[str] = Counter()
         self.failures: dict[str, BaseException] = {}
         self.committers: dict[str, Committer] = {}
-        self.in_place: dict[str, set[tuple[str, str, str]]] = {}  # source: (id, version, path)
         self.closing = False
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
@@ -156,12 +154,11 @@ class Workers:
         """A new pass of `source`: forget the error that stopped the previous one, and the
         adoptions its listing hinted at that another replica's workers took."""
         self.failures.pop(source, None)
-        self.in_place.pop(source, None)
+        self.attempts.forget_hints(source)
 
     def adoptable(self, source: str, items: Sequence[Download]) -> None:
         """These queued downloads may be adopted from the file already at their path."""
-        hints = self.in_place.setdefault(source, set())
-        hints.update((d.doc.remote_id, d.doc.version, d.rel_path) for d in items)
+        self.attempts.adoptable(source, items)
 
     def tally(self, source: str) -> Tally:
         return self.tallies.setdefault(source, Tally())
@@ -196,7 +193,7 @@ class Workers:
         self.held[job.lease.job_id] = job
         try:
             async with self.slots:
-                finished = await self._download(rt, job, attrs)
+                finished = await self.attempts.download(rt, job, attrs)
         except DocumentError:
             self.held.pop(job.lease.job_id, None)
             raise
@@ -300,17 +297,27 @@ class Workers:
         self.held[job_id] = job
         task = asyncio.create_task(self._work(job), name=f"job:{job_id}")
         self.running[job_id] = (job.spec.source, task)
-        task.add_done_callback(lambda _: self._done(job))
+        task.add_done_callback(lambda ended: self._done(job, ended))
 
-    def _done(self, job: Claimed) -> None:
-        """A job's task ended. One cancelled before it began never ran its own clean-up:
-        its job goes back to the queue here."""
-        job_id = job.lease.job_id
+    def _done(self, job: Claimed, task: asyncio.Task[None]) -> None:
+        """A job's task ended. One cancelled before it began never ran its own clean-up, and
+        one that raised (the state database failed while it recorded how the job ended)
+        could not finish it: its job goes back to the queue here. An error stops the source."""
+        job_id, source = job.lease.job_id, job.spec.source
         self.running.pop(job_id, None)
-        if job_id not in self.started and job_id in self.held:
-            self._chore(self._let_go(job))
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            get_logger(source=source).error(
+                "job.error",
+                remote_id=job.doc.remote_id,
+                error=str(error),
+                error_type=type(error).__name__,
+            )
+            self._stop(source, error)
+        if (job_id not in self.started or error is not None) and job_id in self.held:
+            self._chore(self._give_back(source, [(job.lease, job.spec.temp_name)]))
         self.started.discard(job_id)
-        self._after(job.spec.source)
+        self._after(source)
 
     async def _work(self, job: Claimed) -> None:
         source = job.spec.source
@@ -321,7 +328,7 @@ class Workers:
                 await self._let_go(job)
                 return
             async with self.slots:
-                finished = await self._adopt(rt, job) or await self._download(rt, job, {})
+                finished = await self.attempts.run(rt, job)
             self._committer(rt).add(finished)
         except asyncio.CancelledError:
             await finish(asyncio.ensure_future(self._let_go(job)))
@@ -334,86 +341,40 @@ class Workers:
         except DocumentError as exc:
             await self._failed(job, exc)
         except Exception as exc:  # stops the source: its pass raises it
-            await self._let_go(job)
-            self._stop(source, exc)
-
-    async def _download(
-        self, rt: SourceRuntime, job: Claimed, attrs: Mapping[str, str]
-    ) -> Finished:
-        spec = await self._take_over(job)
-        metadata = await rt.source.describe(job.doc)
-        endpoint = Endpoint(rt.source, job.doc, {**spec.attrs, **attrs}, rt.limiter)
-
-        async def checkpoint(_: int, offset: int, validator: str | None) -> None:
-            await self.store.jobs.checkpoint(job.lease, offset, validator, spec.temp_name)
-
-        self._notify("start", spec.rel_path, 0, job.doc.size)
-        fetched = await self.downloader.fetch(spec, endpoint, checkpoint)
-        self._notify("done", spec.rel_path, fetched.size, fetched.size)
-        rt.log.info(
-            "download.done",
-            remote_id=job.doc.remote_id,
-            path=spec.rel_path,
-            bytes=fetched.size,
-            digest=fetched.digest,  # "<algorithm>:<hex>"
-        )
-        return Finished(Download(job.doc, spec.rel_path), job.lease, spec, fetched, metadata)
-
-    async def _adopt(self, rt: SourceRuntime, job: Claimed) -> Finished | None:
-        """The file already at the job's path, hashed, when the listing hinted it may be
-        adopted; None when there was no hint or the file changed since (then: download)."""
-        spec = job.spec
-        hints = self.in_place.get(spec.source)
-        hint = (job.doc.remote_id, job.doc.version, spec.rel_path)
-        if not hints or hint not in hints or job.partial is not None:
-            return None
-        hints.discard(hint)
-        item = Download(job.doc, spec.rel_path)
-        fetched = await off_loop(adopt_in_place, self.fs, item, self.downloader.algorithm)
-        if fetched is None:
-            return None
-        metadata = await rt.source.describe(job.doc)
-        return Finished(item, job.lease, spec, fetched, metadata, in_place=True)
-
-    async def _take_over(self, job: Claimed) -> JobSpec:
-        """This attempt's spec, its staging file holding the earlier attempt's bytes."""
-        spec, partial = job.spec, job.partial
-        if partial is None:
-            return spec
-        if not (spec.validator or spec.digest):  # bytes nothing can continue: start over
-            if not job.holder_may_live:
-                await off_loop(discard, self.staging, partial)
-            return spec
-        copy = job.holder_may_live
-        size = await off_loop(take_over, self.staging, partial, spec.temp_name, copy=copy)
-        if size:
-            await self.store.jobs.checkpoint(job.lease, size, spec.validator, spec.temp_name)
-            get_logger(source=spec.source).info(
-                "download.taken_over", remote_id=spec.remote_id, bytes=size, copied=copy
-            )
-        if copy:
-            await off_loop(discard, self.staging, partial)
-        return replace(spec)
+            try:
+                await self._let_go(job)
+            finally:  # even when the state cannot take the job back (`_done` sees to it)
+                self._stop(source, exc)
 
     async def _let_go(self, job: Claimed) -> None:
         """Give a job this replica still holds back to the queue, with its partial."""
-        if self.held.pop(job.lease.job_id, None) is None:
-            return  # lost already: another replica has it
-        own = job.spec.temp_name
-        has_bytes = size_of(self.staging, own)
-        await self.store.jobs.release([(job.lease, own if has_bytes else None)])
+        await self._release([(job.lease, job.spec.temp_name)])
+
+    async def _release(self, items: Sequence[tuple[JobLease, str]]) -> None:
+        """Give jobs this replica still holds back to the queue: (lease, staging file)."""
+        mine = [(lease, temp) for lease, temp in items if self.held.pop(lease.job_id, None)]
+        if mine:  # the others were lost already: another replica has them
+            kept = [(lease, temp if size_of(self.staging, temp) else None) for lease, temp in mine]
+            await self.store.jobs.release(kept)
+
+    async def _give_back(self, source: str, items: Sequence[tuple[JobLease, str]]) -> None:
+        """`_release` where nobody waits for it: when the state database cannot take the jobs
+        back, their leases run out (nothing renews them) and any replica claims them again."""
+        try:
+            await self._release(items)
+        except StateError as exc:
+            get_logger(source=source).warning("job.release_failed", jobs=len(items), error=str(exc))
 
     async def _skipped(self, job: Claimed, exc: SkipDocument) -> None:
-        self.held.pop(job.lease.job_id, None)
-        self.tally(job.spec.source).skipped += 1
         doc = replace(job.doc, external_url=exc.external_url or job.doc.external_url)
         await self.store.documents.record_states(
             job.spec.source, [(doc, DocState.SKIPPED, exc.message, None)]
         )
+        self.held.pop(job.lease.job_id, None)  # held until recorded: else it goes back
+        self.tally(job.spec.source).skipped += 1
 
     async def _failed(self, job: Claimed, exc: DocumentError) -> None:
         spec = job.spec
-        self.held.pop(job.lease.job_id, None)
         permanent = isinstance(exc, PermanentError)
         attempts = await self.store.jobs.attempts(spec.job_id) + 1
         size = size_of(self.staging, spec.temp_name)
@@ -429,6 +390,7 @@ class Workers:
             bytes_done=size or 0,
             temp_name=spec.temp_name if size else None,
         )
+        self.held.pop(job.lease.job_id, None)  # held until recorded: else it goes back
         if not mine:
             return  # another replica holds the job now: its outcome is the one recorded
         await self._record_failure(job.doc, spec, exc, size or 0)
@@ -442,7 +404,7 @@ class Workers:
         await self.store.documents.record_states(
             spec.source, [(doc, DocState.FAILED, describe_error(exc), spec.rel_path)]
         )
-        self._notify("failed", spec.rel_path, size, doc.size)
+        self.attempts.notify("failed", spec.rel_path, size, doc.size)
         get_logger(source=spec.source).warning(
             "download.failed",
             remote_id=doc.remote_id,
@@ -474,7 +436,7 @@ class Workers:
             self.staging,
             name,
             rt.config.write_metadata,
-            durability=self.downloader.durability,
+            durability=self.attempts.downloader.durability,
             on_flushed=flushed,
             on_failed=lambda batch, exc: self._flush_failed(name, batch, exc),
             note=note,
@@ -495,9 +457,9 @@ class Workers:
         self._settled.set()
 
     def _flush_failed(self, source: str, batch: Sequence[Finished], exc: BaseException) -> None:
-        """A batch could not be committed: let its jobs go and stop the source."""
-        for finished in batch:
-            self.held.pop(finished.lease.job_id, None)
+        """A batch could not be committed: let its jobs go (back to the queue, with their
+        staging files when they were not renamed into place) and stop the source."""
+        self._chore(self._give_back(source, [(f.lease, f.job.temp_name) for f in batch]))
         self._wake.set()
         self._stop(source, exc)
 
@@ -513,6 +475,7 @@ class Workers:
         failure = self.failures.get(source)
         if failure is not None:
             await asyncio.gather(*self._tasks_of(source), return_exceptions=True)
+            await asyncio.gather(*self._chores, return_exceptions=True)  # jobs given back
             raise failure
 
     def _after(self, source: str) -> None:
@@ -547,7 +510,3 @@ class Workers:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _notify(self, event: str, rel_path: str, done: int, total: int | None) -> None:
-        if self.progress is not None:
-            self.progress(event, rel_path, done, total)

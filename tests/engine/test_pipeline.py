@@ -14,13 +14,24 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.agent import Agent
-from agent.errors import AuthenticationError, LeaseLostError, TransientError
+from agent.engine.listing import Lister
+from agent.errors import (
+    AuthenticationError,
+    DocumentError,
+    LeaseLostError,
+    PermanentError,
+    SkipDocument,
+    StateError,
+    TransientError,
+)
 from agent.models import DocState, JobState, PassStats, RemoteDocument
 from tests.transfer.transfer_kit import SOURCE, World, payload, sha256
 
 GHOST = "a-replica-that-stalled"
+LEASE = 0.3  # seconds: the pass lease of the tests that make its renewals fail
 
 
 @asynccontextmanager
@@ -45,22 +56,31 @@ class Wrapped:
         inner: Any,
         *,
         after_first_page: Callable[[], Awaitable[None]] | None = None,
+        at_end: Callable[[], Awaitable[None]] | None = None,
         target: Callable[[RemoteDocument], Awaitable[None]] | None = None,
     ) -> None:
         self.inner = inner
         self.after_first_page = after_first_page
+        self.at_end = at_end
         self.target = target
+        self.listing = False  # the listing is being read
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def list_documents(self) -> AsyncIterator[RemoteDocument]:
         count = 0
-        async for doc in self.inner.list_documents():
-            yield doc
-            count += 1
-            if count == 100 and self.after_first_page is not None:
-                await self.after_first_page()
+        self.listing = True
+        try:
+            async for doc in self.inner.list_documents():
+                yield doc
+                count += 1
+                if count == 100 and self.after_first_page is not None:
+                    await self.after_first_page()
+            if self.at_end is not None:
+                await self.at_end()
+        finally:
+            self.listing = False
 
     async def download_target(self, doc: RemoteDocument, attrs: Any) -> Any:
         if self.target is not None:
@@ -68,9 +88,11 @@ class Wrapped:
         return await self.inner.download_target(doc, attrs)
 
 
-def wrap(agent: Agent, **hooks: Any) -> None:
+def wrap(agent: Agent, **hooks: Any) -> Wrapped:
     runtime = agent.slots[SOURCE].runtime
-    runtime.source = Wrapped(runtime.source, **hooks)  # type: ignore[assignment]
+    wrapped = Wrapped(runtime.source, **hooks)
+    runtime.source = wrapped  # type: ignore[assignment]
+    return wrapped
 
 
 def ok(outcome: PassStats | BaseException) -> PassStats:
@@ -124,6 +146,33 @@ async def test_removal_waits_for_a_complete_listing(world: World) -> None:
         gone = await agent.store.documents.get(SOURCE, ids[7])
     assert gone is not None
     assert gone.state == DocState.REMOVED
+
+
+async def test_a_listing_whose_planning_fails_stops_reading_at_once(world: World) -> None:
+    """When planning a window fails, the listing's reader is stopped before the error
+    reaches the pass (not whenever the garbage collector gets to it)."""
+    for i in range(150):
+        world.add(f"doc-{i:03}.pdf", payload(50, seed=i))
+
+    async def stalls() -> None:  # the rest of the listing never comes
+        await asyncio.Event().wait()
+
+    async with running(world) as agent:
+        source = wrap(agent, after_first_page=stalls)
+        Unwritable(agent.store.jobs, "enqueue")
+        engine = agent.engine
+        lister = Lister(
+            agent.store,
+            agent.slots[SOURCE].runtime,
+            fs=engine.fs,
+            staging=engine.staging,
+            queued=engine.workers.wake,
+            adoptable=engine.workers.adoptable,
+            still_leased=lambda: True,
+        )
+        with pytest.raises(StateError):
+            await lister.run()
+        assert not source.listing
 
 
 # ---------------------------------------------------------------- fatal errors and commits
@@ -212,6 +261,153 @@ async def test_a_batch_being_placed_is_committed_whatever_is_cancelled(
     assert (world.mirror / SOURCE / "placed.pdf").read_bytes() == payload(5000, seed=3)
 
 
+class Unwritable:
+    """A state write that fails (StateError) when it is given something to record."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.real = getattr(owner, name)
+        setattr(owner, name, self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if any(arg for arg in args[1:]) or kwargs:
+            raise StateError("state database: disk I/O error")
+        return await self.real(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "write"),
+    [
+        (PermanentError("not found", status=404), "jobs.failed"),
+        (SkipDocument("nothing to download"), "documents.record_states"),
+    ],
+    ids=["failed", "skipped"],
+)
+async def test_an_outcome_the_state_cannot_record_stops_the_source_and_frees_the_job(
+    world: World, refusal: DocumentError, write: str
+) -> None:
+    """A failed or skipped download whose outcome the state database cannot write stops the
+    source: the pass raises that StateError instead of waiting on the job, the error is a
+    structured event, and the job goes back to the queue rather than staying leased here."""
+    world.add("refused.bin", payload(10, seed=2))
+
+    async def refuse(_: RemoteDocument) -> None:
+        raise refusal
+
+    async with running(world) as agent:
+        wrap(agent, target=refuse)
+        part, name = write.split(".")
+        Unwritable(getattr(agent.store, part), name)
+        with capture_logs() as logs, pytest.raises(StateError):
+            await asyncio.wait_for(agent.run_pass(SOURCE), 10)
+        (view,) = await agent.store.jobs.views(SOURCE)
+
+    assert (view.state, view.owner) == (JobState.QUEUED, None)
+    (event,) = [e for e in logs if e["event"] == "job.error"]
+    assert event["error_type"] == "StateError"
+
+
+async def test_a_batch_that_cannot_be_committed_gives_its_jobs_back(world: World) -> None:
+    """A batch whose commit fails stops the pass, and its jobs go back to the queue at once
+    (not left leased to this replica until their leases run out): the next pass places
+    them."""
+    world.add("a.pdf", payload(300, seed=20))
+    async with running(world) as agent:
+        unwritable = Unwritable(agent.store.documents, "commit_mirrored")
+        with pytest.raises(StateError):
+            await agent.run_pass(SOURCE)
+        views = await agent.store.jobs.views(SOURCE)
+        assert [(v.state, v.owner) for v in views] == [(JobState.QUEUED, None)]
+
+        agent.store.documents.commit_mirrored = unwritable.real  # type: ignore[method-assign]
+        stats = ok(await asyncio.wait_for(agent.run_pass(SOURCE), 10))
+    assert stats.downloaded + stats.adopted == 1
+    await world.assert_exact()
+
+
+# ---------------------------------------------------------------- moves
+
+
+async def test_moves_under_way_are_recorded_even_when_the_pass_is_cancelled(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass cancelled (SIGTERM) while a renamed document's file is being moved still
+    records its new path: the file and its row never disagree."""
+    from agent.engine import listing  # noqa: PLC0415 - patched below
+
+    doc_id = world.add("before.pdf", payload(400, seed=30))
+    ok(await world.sync())
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    moving = asyncio.Event()
+    release = asyncio.Event()
+    real = listing._apply_moves
+    loop = asyncio.get_running_loop()
+
+    def slow_moves(*args: Any) -> None:
+        loop.call_soon_threadsafe(moving.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        real(*args)
+
+    monkeypatch.setattr(listing, "_apply_moves", slow_moves)
+    async with running(world) as agent:
+        sync = asyncio.create_task(agent.run_pass(SOURCE))
+        await asyncio.wait_for(moving.wait(), 10)
+        sync.cancel()
+        release.set()
+        await asyncio.gather(sync, return_exceptions=True)
+        row = await agent.store.documents.get(SOURCE, doc_id)
+
+    assert row is not None
+    assert (row.state, row.rel_path) == (DocState.MIRRORED, f"{SOURCE}/after.pdf")
+    assert sorted(p.name for p in (world.mirror / SOURCE).iterdir()) == ["after.pdf"]
+
+
+async def test_moves_the_state_cannot_record_are_undone(world: World) -> None:
+    """A renamed document whose new path the state cannot record is moved back: its file
+    stays where its row says."""
+    doc_id = world.add("before.pdf", payload(400, seed=31))
+    ok(await world.sync())
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    async with running(world) as agent:
+        Unwritable(agent.store.documents, "record_moves")
+        with pytest.raises(StateError):
+            await agent.run_pass(SOURCE)
+        row = await agent.store.documents.get(SOURCE, doc_id)
+
+    assert row is not None
+    assert row.rel_path == f"{SOURCE}/before.pdf"
+    assert sorted(p.name for p in (world.mirror / SOURCE).iterdir()) == ["before.pdf"]
+
+
+async def test_a_rename_with_a_new_version_leaves_no_old_file_behind(world: World) -> None:
+    """A document renamed together with a new version is placed at its new path, and the
+    unchanged file of its previous version is deleted from the old one (not left untracked
+    beside it forever)."""
+    doc_id = world.add("before.pdf", payload(400, seed=32))
+    ok(await world.sync())
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    world.sandbox.update_document(doc_id, payload(500, seed=33))
+
+    stats = ok(await world.sync())
+
+    assert stats.downloaded == 1
+    assert sorted(p.name for p in (world.mirror / SOURCE).iterdir()) == ["after.pdf"]
+    await world.assert_exact()
+
+
+async def test_a_rename_with_a_new_version_keeps_an_edited_old_file(world: World) -> None:
+    """The old path's file edited by hand is the user's: it stays where it is."""
+    doc_id = world.add("before.pdf", payload(400, seed=34))
+    ok(await world.sync())
+    (world.mirror / SOURCE / "before.pdf").write_bytes(b"my notes")
+    world.sandbox.rename_document(doc_id, "after.pdf")
+    world.sandbox.update_document(doc_id, payload(500, seed=35))
+
+    ok(await world.sync())
+
+    assert (world.mirror / SOURCE / "before.pdf").read_bytes() == b"my notes"
+    await world.assert_exact()
+
+
 # ---------------------------------------------------------------- leases
 
 
@@ -289,3 +485,101 @@ async def test_a_pass_listed_elsewhere_works_the_queue_only(world: World) -> Non
     assert (stats.listed, stats.downloaded) == (0, 3)
     assert not [r for r in world.sandbox.log.records if r.path.endswith("/documents/")]
     await world.assert_exact()
+
+
+class Renewals:
+    """The store's pass-lease renewals, failing (StateError) as told, counted."""
+
+    def __init__(self, agent: Agent, fail: Callable[[int], bool]) -> None:
+        self.real = agent.store.leases.renew
+        self.fail = fail
+        self.tried = 0
+        self.refused = 0
+        self.first_failure: float | None = None
+        agent.store.leases.renew = self.renew  # type: ignore[method-assign]
+
+    async def renew(self, source: str, owner: str, seconds: float) -> bool:
+        self.tried += 1
+        if self.fail(self.tried):
+            self.first_failure = self.first_failure or time.monotonic()
+            raise StateError("state database: database is locked")
+        renewed = await self.real(source, owner, seconds)
+        self.refused += not renewed
+        return renewed
+
+
+async def removed_one(world: World, lease: float = LEASE) -> str:
+    """Three documents mirrored, then one of them removed from the source, and the pass
+    lease set to `lease` seconds; returns the removed document's id."""
+    ids = [world.add(f"doc-{i}.pdf", payload(100, seed=i)) for i in range(3)]
+    ok(await world.sync())
+    world.sandbox.remove_document(ids[0])
+    world.agent_options["lease_duration"] = lease
+    return ids[0]
+
+
+async def test_a_lease_whose_renewals_keep_failing_is_lost_and_the_pass_stops(
+    world: World,
+) -> None:
+    """Renewals that fail until the pass lease runs out lose it: the listing stops with
+    LeaseLostError at its next step and marks nothing removed (another replica may list
+    the source by then)."""
+    gone = await removed_one(world)
+    async with running(world) as agent:
+        renewals = Renewals(agent, fail=lambda _: True)
+
+        def ran_out() -> bool:  # a whole lease's length since the renewals began to fail
+            failed = renewals.first_failure
+            return failed is not None and time.monotonic() > failed + LEASE
+
+        async def lease_ran_out() -> None:
+            await until(ran_out, "the lease to run out while its renewals fail")
+
+        wrap(agent, at_end=lease_ran_out)
+        with pytest.raises(LeaseLostError):
+            await agent.run_pass(SOURCE)
+        row = await agent.store.documents.get(SOURCE, gone)
+    assert row is not None
+    assert row.state == DocState.MIRRORED
+
+
+async def test_a_renewal_that_fails_once_is_retried_and_the_pass_completes(
+    world: World,
+) -> None:
+    """One failed renewal while the pass lease still runs is tried again: the pass keeps its
+    lease, completes, and marks the removed document removed."""
+    gone = await removed_one(world, lease=1.5)  # the retry comes well before it runs out
+    async with running(world) as agent:
+        renewals = Renewals(agent, fail=lambda tried: tried == 1)
+
+        async def renewed_after_a_failure() -> None:
+            await until(lambda: renewals.tried >= 3, "a renewal after the failed one")
+
+        wrap(agent, at_end=renewed_after_a_failure)
+        stats = ok(await agent.run_pass(SOURCE))
+        row = await agent.store.documents.get(SOURCE, gone)
+    assert stats.removed == 1
+    assert row is not None
+    assert row.state == DocState.REMOVED
+
+
+async def test_a_lease_taken_over_after_the_listing_was_read_removes_nothing(
+    world: World,
+) -> None:
+    """Another replica takes the pass lease over once the whole listing is in: this pass
+    stops with LeaseLostError before marking anything removed."""
+    gone = await removed_one(world)
+    async with running(world) as agent:
+        renewals = Renewals(agent, fail=lambda _: False)
+
+        async def taken_over() -> None:
+            await agent.store.leases.release(SOURCE, agent.engine.leases.owner)
+            assert await agent.store.leases.take(SOURCE, GHOST, 60) is None
+            await until(lambda: renewals.refused > 0, "a renewal to be refused")
+
+        wrap(agent, at_end=taken_over)
+        with pytest.raises(LeaseLostError):
+            await agent.run_pass(SOURCE)
+        row = await agent.store.documents.get(SOURCE, gone)
+    assert row is not None
+    assert row.state == DocState.MIRRORED

@@ -1,0 +1,69 @@
+"""On-demand placement: a fetch outside the schedule targets the path a pass would give the
+document, never a path another document's file holds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.engine.ondemand import place
+from agent.engine.paths import disambiguate, mirror_path
+from agent.models import DocState, RemoteDocument
+from agent.state.documents import Mirrored
+from agent.state.store import Store
+from tests.state.kit import claimed
+
+SOURCE = "src"
+PATH = mirror_path(SOURCE, (), "x.txt")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state' / 'state.db'}"
+    async with Store.open(url, tmp_path / "state") as opened:
+        yield opened
+
+
+async def mirror(store: Store, doc: RemoteDocument, rel_path: str) -> None:
+    job = await claimed(store, SOURCE, doc, rel_path)
+    mirrored = Mirrored(job.lease, doc, rel_path, 3, "ab" * 32, 0, None, None)
+    assert await store.documents.commit_mirrored(SOURCE, [mirrored])
+
+
+@pytest.mark.parametrize(
+    "state", [DocState.DELETED_LOCALLY, DocState.REMOVED, DocState.SKIPPED, DocState.FAILED]
+)
+async def test_an_old_path_another_document_now_holds_is_not_reused(
+    store: Store, state: DocState
+) -> None:
+    """A document whose row keeps a path it no longer holds (forgotten after a hand delete,
+    removed, skipped, failed) gets a sibling name when another document is mirrored there."""
+    a = RemoteDocument(remote_id="A", version="v1", name="x.txt")
+    b = RemoteDocument(remote_id="B", version="v1", name="x.txt")
+    await store.documents.record_states(SOURCE, [(a, state, "gone", PATH)])
+    await mirror(store, b, PATH)
+
+    target = await place(store, SOURCE, a)
+
+    assert target == f"{SOURCE}/{disambiguate('x.txt', 'A')}"
+
+
+async def test_a_free_old_path_of_a_document_that_left_it_is_taken_again(store: Store) -> None:
+    """With nobody at the path, a document that let its path go gets the plain name back."""
+    a = RemoteDocument(remote_id="A", version="v1", name="x.txt")
+    await store.documents.record_states(SOURCE, [(a, DocState.DELETED_LOCALLY, "gone", PATH)])
+
+    assert await place(store, SOURCE, a) == PATH
+
+
+async def test_a_mirrored_document_keeps_its_path_even_after_a_remote_rename(
+    store: Store,
+) -> None:
+    """A document mirrored at a path is fetched to that path (the next pass moves it)."""
+    a = RemoteDocument(remote_id="A", version="v1", name="x.txt")
+    await mirror(store, a, PATH)
+
+    renamed = RemoteDocument(remote_id="A", version="v2", name="renamed.txt")
+    assert await place(store, SOURCE, renamed) == PATH

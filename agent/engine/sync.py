@@ -4,39 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.config import AgentConfig, SourceConfig
 from agent.engine.commit import SIDECAR_SUFFIX, Committer, Finished, adopt_in_place, prune
+from agent.engine.filtered_out import remove_filtered_out
 from agent.engine.plan import (
     Download,
-    OnDisk,
     Plan,
     Sidecar,
-    deletion_policy,
     order_moves,
-    plan_pass,
-    split_adoptions,
-    unclaimed_targets,
 )
+from agent.engine.survey import survey
 from agent.errors import DiskSpaceError, DocumentError, PermanentError, SkipDocument, describe_error
 from agent.log import get_logger
 from agent.models import (
     DocState,
     JobSpec,
-    KnownDocument,
     PassStats,
-    RemoteDocument,
     metadata_digest,
 )
 from agent.sources.base import Source
 from agent.state.store import Store
 from agent.transfer.download import Downloader, Endpoint
-from agent.transfer.files import find_missing, lstat_all
 from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import RateLimiter
 from agent.transfer.retry import next_retry_seconds
@@ -106,15 +99,13 @@ class Engine:
         return stats
 
     async def _pass(self, rt: SourceRuntime) -> PassStats:
-        name = rt.config.name
-        listing = _unique([doc async for doc in rt.source.list_documents()])
-        known = await self.store.documents.known(name)
-        plan = await self._plan(rt, listing, known)
+        found = await survey(self.fs, self.store, rt.config, rt.source, rt.log)
+        plan = found.plan
         await self._record_simple(rt, plan)
-        adopt, fetch = await self._quick_adoptions(plan.downloads)
-        tally = await self._download_all(rt, fetch, adopt)
+        await remove_filtered_out(self.store, self.fs, rt.config.name, found.removals, rt.log)
+        tally = await self._download_all(rt, found.fetch, found.adopt)
         return PassStats(
-            listed=len(listing),
+            listed=found.listed,
             downloaded=tally.downloaded,
             adopted=tally.adopted,
             moved=len(plan.moves),
@@ -125,23 +116,6 @@ class Engine:
             bytes=tally.bytes,
             errors=tuple(tally.errors),
         )
-
-    async def _plan(
-        self, rt: SourceRuntime, listing: Sequence[RemoteDocument], known: dict[str, KnownDocument]
-    ) -> Plan:
-        """The pass's plan, after one scan of the mirror for files deleted by hand."""
-        name = rt.config.name
-        presence = await off_loop(find_missing, self.fs, name, _mirrored_paths(known))
-        gone = presence.missing
-        missing = (
-            {rid for rid, k in known.items() if k.state == DocState.MIRRORED and k.rel_path in gone}
-            if gone
-            else set()
-        )
-        policy = deletion_policy(rt.config.on_local_delete, presence.source_folder)
-        if missing and policy != rt.config.on_local_delete:
-            rt.log.warning("mirror.source_folder_missing", restoring=len(missing))
-        return plan_pass(name, listing, known, missing=missing, on_local_delete=policy)
 
     async def _record_simple(self, rt: SourceRuntime, plan: Plan) -> None:
         name = rt.config.name
@@ -170,16 +144,6 @@ class Engine:
             )
         for sidecar in plan.sidecars:
             await self._write_sidecar(rt, sidecar)
-
-    async def _quick_adoptions(
-        self, downloads: Sequence[Download]
-    ) -> tuple[list[Download], list[Download]]:
-        """(to adopt without a download, to download): one lstat per unclaimed target."""
-        targets = unclaimed_targets(downloads)
-        if not targets:
-            return [], list(downloads)
-        found = await off_loop(lstat_all, self.fs, targets)
-        return split_adoptions(downloads, _on_disk(found))
 
     async def _download_all(
         self, rt: SourceRuntime, downloads: Sequence[Download], adopt: Sequence[Download] = ()
@@ -306,26 +270,6 @@ class Engine:
     def _notify(self, event: str, rel_path: str, done: int, total: int | None) -> None:
         if self.progress is not None:
             self.progress(event, rel_path, done, total)
-
-
-def _unique(listing: list[RemoteDocument]) -> list[RemoteDocument]:
-    seen: dict[str, RemoteDocument] = {}
-    for doc in listing:
-        seen.setdefault(doc.remote_id, doc)
-    return list(seen.values())
-
-
-def _mirrored_paths(known: Mapping[str, KnownDocument]) -> Iterator[str]:
-    for k in known.values():
-        if k.state == DocState.MIRRORED and k.rel_path:
-            yield k.rel_path
-
-
-def _on_disk(found: Mapping[str, os.stat_result]) -> dict[str, OnDisk]:
-    return {
-        rel: OnDisk(st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
-        for rel, st in found.items()
-    }
 
 
 def _write_sidecar(fs: MirrorFS, rel_path: str, data: bytes, staging: Folder) -> None:

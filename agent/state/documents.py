@@ -223,6 +223,28 @@ class Documents:
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)
 
+    async def record_files_removed(
+        self, source: str, removed: Sequence[tuple[str, Mapping[str, object]]]
+    ) -> None:
+        """(remote_id, data) for documents whose mirrored file the agent deleted while the
+        document stays listed (a filter now leaves it out): the row forgets the file, and
+        `document.removed` is journaled with `file_deleted` and `data`."""
+        if not removed:
+            return
+        now = self.db.clock()
+        events = []
+        async with self.db.begin() as conn:
+            for remote_id, data in removed:
+                where = (TABLE.c.source == source) & (TABLE.c.remote_id == remote_id)
+                row = (await conn.execute(select(TABLE).where(where))).first()
+                if row is None or row.rel_path is None:
+                    continue
+                events.append(_file_removed_event(source, row, data))
+                forget = {"rel_path": None, "size": None, "sha256": None, "mtime_ns": None}
+                await conn.execute(update(TABLE).where(where).values(**forget, updated_at=now))
+            committed = await self.journal.append(conn, events)
+        self.journal.publish(committed)
+
     async def record_moves(self, source: str, moves: Sequence[tuple[str, str, str]]) -> None:
         """(remote_id, new name, new rel_path) for documents moved in the mirror, journaling
         `document.moved`."""
@@ -365,6 +387,19 @@ def _removed_event(source: str, row: Any) -> NewEvent:
         row.size,
         row.sha256,
         data={"file_deleted": pruned},
+    )
+
+
+def _file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> NewEvent:
+    return NewEvent(
+        EventType.REMOVED,
+        source,
+        row.remote_id,
+        row.version,
+        row.rel_path,
+        row.size,
+        row.sha256,
+        data={"file_deleted": True, **data},
     )
 
 

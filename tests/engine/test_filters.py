@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config.globs import glob_problem
+from agent.config.load import parse_config
 from agent.engine.filters import (
     FILTER_PREFIX,
     Filters,
@@ -15,6 +18,7 @@ from agent.engine.filters import (
     files_to_remove,
 )
 from agent.models import DocState, KnownDocument, RemoteDocument
+from agent.templates import FILTERS
 
 SEGMENT = st.text(alphabet="abcXYZ019 ._-", min_size=1, max_size=8).filter(
     lambda s: s not in (".", "..")
@@ -129,3 +133,16 @@ def test_glob_problem_refuses_what_would_match_otherwise_than_meant(pattern: str
 def test_glob_problem_accepts_documented_patterns(pattern: str) -> None:
     """The documented forms pass the check."""
     assert glob_problem(pattern) is None
+
+
+def test_the_init_templates_filter_example_is_valid_when_uncommented() -> None:
+    """Every key of the template's commented filter example, uncommented, passes the
+    configuration's checks."""
+    lines = [line[2:].split("  #")[0] for line in FILTERS.splitlines()[1:]]
+    keys = tomllib.loads("\n".join(lines))
+    assert set(keys) == {"include", "exclude", "ignore_case", "max_size", "on_filter_exclude"}
+    source = {"name": "hd", "type": "huddle", "client_id": "c", "refresh_token": "r"}
+    data = {"agent": {"mirror_dir": "/m"}, "sources": [{**source, "workspaces": ["1"], **keys}]}
+    (parsed,) = parse_config(data, {}).sources
+    assert parsed.include == tuple(keys["include"])
+    assert parsed.max_size == 500 << 20

@@ -80,6 +80,7 @@ class Documents:
             TABLE.c.metadata_hash,
             TABLE.c.prune,
             TABLE.c.mtime_ns,
+            TABLE.c.reason,
         )
         known: dict[str, KnownDocument] = {}
         async with self.db.connect() as conn:
@@ -90,9 +91,18 @@ class Documents:
             rows = await conn.stream(
                 select(*columns).where(TABLE.c.source == source).execution_options(yield_per=2000)
             )
-            async for rid, ver, path, state, size, mhash, prune, mtime in rows:
+            async for rid, ver, path, state, size, mhash, prune, mtime, reason in rows:
                 known[rid] = KnownDocument(
-                    rid, ver, path, DocState(state), size, mhash, waits.get(rid), prune, mtime
+                    rid,
+                    ver,
+                    path,
+                    DocState(state),
+                    size,
+                    mhash,
+                    waits.get(rid),
+                    prune,
+                    mtime,
+                    reason,
                 )
         return known
 

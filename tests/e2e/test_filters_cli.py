@@ -64,7 +64,8 @@ async def test_exclude_with_globstar_leaves_out_every_depth_and_status_names_the
     world: World,
 ) -> None:
     """`**/drafts/**` leaves out the drafts folder's files at every depth below it, nothing
-    else; `status` lists each as skipped with the rule."""
+    else; `status` lists each as skipped with the rule, and with the new rule once the
+    configuration changes."""
     got = await synced(world, exclude=["**/drafts/**"])
     assert got == set(TREE) - {
         "Projects/Design/drafts/sketch.pdf",
@@ -74,6 +75,14 @@ async def test_exclude_with_globstar_leaves_out_every_depth_and_status_names_the
     assert skipped(source) == {
         "sketch.pdf": 'filter: exclude "**/drafts/**"',
         "older.pdf": 'filter: exclude "**/drafts/**"',
+    }
+    await synced(world, exclude=["**/*.pdf"], max_size="40")  # other rules now
+    assert skipped(await status(world)) == {
+        "Report.PDF": "filter: max_size 40 bytes",
+        "plan.pdf": 'filter: exclude "**/*.pdf"',
+        "sketch.pdf": 'filter: exclude "**/*.pdf"',
+        "older.pdf": 'filter: exclude "**/*.pdf"',
+        "big.bin": "filter: max_size 40 bytes",
     }
 
 

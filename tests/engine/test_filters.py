@@ -17,6 +17,7 @@ from agent.engine.filters import (
     excluded_by,
     files_to_remove,
 )
+from agent.engine.plan import plan_pass
 from agent.models import DocState, KnownDocument, RemoteDocument
 from agent.templates import FILTERS
 
@@ -146,3 +147,14 @@ def test_the_init_templates_filter_example_is_valid_when_uncommented() -> None:
     (parsed,) = parse_config(data, {}).sources
     assert parsed.include == tuple(keys["include"])
     assert parsed.max_size == 500 << 20
+
+
+def test_a_skip_is_recorded_again_when_its_rule_changes() -> None:
+    """A document still left out, by another rule now, is planned as a skip again (status
+    then shows the new rule); by the same rule it is unchanged."""
+    listed = apply_filters(Filters(max_size=5), "s", [RemoteDocument("1", "v", "a.pdf", size=9)])
+    (doc,) = listed.listing
+    same = KnownDocument("1", "v", None, DocState.SKIPPED, reason=doc.skip_reason)
+    other = KnownDocument("1", "v", None, DocState.SKIPPED, reason='filter: exclude "*"')
+    assert plan_pass("s", [doc], {"1": same}).skips == []
+    assert plan_pass("s", [doc], {"1": other}).skips == [doc]

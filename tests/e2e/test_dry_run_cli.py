@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
+from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import run_cli
 from tests.e2e.test_huddle_cli import World, mirror_files, nested_tree, open_world, sync
 
@@ -119,3 +121,34 @@ async def test_json_without_dry_run_is_a_usage_error(world: World) -> None:
     assert result.code == 2
     assert "--dry-run" in result.stderr
     assert not world.mirror.exists()
+
+
+async def test_readme_quick_start_init_check_dry_run_sync(tmp_path: Path) -> None:
+    """The README's quick start as written (init, check-config, sync --dry-run, sync), the
+    sandbox's address given by environment overrides: the dry run lists every document and
+    writes no file; the pass then mirrors exactly those."""
+    storage = StorageHost()
+    api = StandardMetricsSandbox(storage, **RICH)
+    api.populate_demo(n=4, seed=1)
+    config, mirror = tmp_path / "sync-agent.toml", tmp_path / "mirror"
+    async with storage.running(), api.running() as base:
+        env = {
+            "SYNC_AGENT_CONFIG": str(config),
+            "PORTFOLIO_CLIENT_SECRET": "demo-secret",  # the *_env the written file names
+            "SYNC_AGENT_SOURCES__PORTFOLIO__BASE_URL": f"{base}/v1",
+            "SYNC_AGENT_AGENT__STATE_DIR": str(tmp_path / "state"),
+        }
+        init = await run_cli(
+            "init", "--type", "standard-metrics", "--mirror-dir", str(mirror),
+            "--client-id", "demo-client", env=env,
+        )  # fmt: skip
+        assert init.code == 0, init.stderr
+        assert (await run_cli("check-config", env=env)).code == 0
+        preview = await run_cli("sync", "--dry-run", env=env)
+        assert preview.code == 0, preview.stderr
+        assert "4 to download" in preview.stdout
+        assert not mirror.exists()
+        synced = await run_cli("sync", env=env)
+        assert synced.code == 0, synced.stderr
+        assert "4 downloaded" in synced.stdout
+        assert len([p for p in (mirror / "portfolio").rglob("*") if p.is_file()]) == 4

@@ -256,7 +256,9 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
                 f"{result.failed} failed"
             )
         else:
-            print(f"{name}: {result}", file=sys.stderr)
+            message = str(result)  # source errors usually name their source already
+            prefix = "" if message.startswith(f"{name}:") else f"{name}: "
+            print(f"{prefix}{message}", file=sys.stderr)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:

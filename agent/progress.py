@@ -100,6 +100,7 @@ def print_status(sources: Sequence[Mapping[str, Any]], console: Console | None =
         "failed",
         "skipped",
         "removed",
+        "deleted here",
         "last pass",
         "last error",
     ):
@@ -113,6 +114,7 @@ def print_status(sources: Sequence[Mapping[str, Any]], console: Console | None =
             str(s["failed"]),
             str(s["skipped"]),
             str(s["removed"]),
+            str(s.get("deleted_locally", 0)),
             _last_pass(s),
             s.get("last_error") or "",
         )

@@ -191,6 +191,7 @@ def _source_json(s: SourceStatus) -> dict[str, Any]:
         "failed": s.count(DocState.FAILED),
         "skipped": s.count(DocState.SKIPPED),
         "removed": s.count(DocState.REMOVED),
+        "deleted_locally": s.count(DocState.DELETED_LOCALLY),
         "last_pass_started": _iso(s.last_pass_started),
         "last_pass_finished": _iso(s.last_pass_finished),
         "last_pass_ok": s.last_pass_ok,

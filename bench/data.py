@@ -1,19 +1,20 @@
-"""Deterministic data sets, generated once under `bench/data/` and reused by every run.
+"""Deterministic file sets, generated once under `bench/data/` and reused by every run.
 
-File names follow the sandbox's listing-only names (`report-000000.pdf`, ...), so the
-sandbox can redirect document i to the nginx path of file i and every tool mirrors the
-same tree.
+File `i` of a set is `<set>/report-<i, 6 digits>.pdf`: the listing names document `i` the
+same (`bench.listing`), so the agent and every peer mirror the same tree from one nginx.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 
 
 @dataclass(frozen=True)
@@ -31,23 +32,25 @@ class Spec:
     def total_bytes(self) -> int:
         return sum(self.sizes)
 
+    @property
+    def count(self) -> int:
+        return sum(count for count, _ in self.groups)
 
-FULL = {
-    "bulk": Spec("bulk", ((8, 128 * MiB), (1000, MiB))),
-    "small": Spec("small", ((20_000, 4 * KiB),)),
-    "resume": Spec("resume", ((1, 1024 * MiB),)),
-}
-QUICK = {
-    "bulk": Spec("bulk-quick", ((2, 2 * MiB), (18, 64 * KiB))),
-    "small": Spec("small-quick", ((20, 4 * KiB),)),
-    "resume": Spec("resume-quick", ((1, 16 * MiB),)),
-}
-LISTING_FULL = 100_000
-LISTING_QUICK = 300
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def describe(groups: Sequence[Sequence[int]]) -> str:
+    """`8 x 128 MiB + 1,000 x 1 MiB` for `((8, 128 MiB), (1000, 1 MiB))`."""
+    return " + ".join(f"{count:,} x {human_size(size)}" for count, size in groups)
 
 
 def file_name(index: int) -> str:
-    """The sandbox's name for listing-only document `index` (see `add_listing_only`)."""
+    """The name of file `index` of a set, and of document `index` of its listing."""
     return f"report-{index:06d}.pdf"
 
 

@@ -1,40 +1,73 @@
-"""The benchmark's quick mode runs end to end on tiny data sets and writes sane results."""
+"""The benchmark's quick mode runs every measure end to end on tiny sets and reports numbers."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from bench import tools
-from bench.__main__ import main
+from bench import chart, targets, tools
+from bench.__main__ import faults, main
+from bench.report import markdown
 
 pytestmark = pytest.mark.slow
 
 
-def test_quick_benchmark_runs_every_scenario_and_reports(tmp_path: Path) -> None:
-    """`python -m bench run --quick` mirrors every byte with each tool and writes both reports."""
+def test_quick_benchmark_produces_numbers_for_every_set(tmp_path: Path) -> None:
+    """`python -m bench run --quick` measures each set and writes RESULTS.md, JSON and SVG.
+
+    Then, on the same results, a failed measure comes out as failed in the report.
+    """
     missing = tools.missing_tools()
     if missing:
-        pytest.skip(f"benchmark peers not installed: {', '.join(missing)} (apt-get install)")
-    argv = ["run", "--quick", "--no-install", "--out", str(tmp_path / "out")]
+        pytest.skip(f"benchmark tools not installed: {', '.join(missing)} (apt-get install)")
+    out = tmp_path / "out"
+    argv = ["run", "--quick", "--no-install", "--out", str(out)]
     argv += ["--data", str(tmp_path / "data"), "--work", str(tmp_path / "work")]
     assert main(argv) == 0
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
-    for key in ("bulk", "small"):
+    results = json.loads((out / "results.json").read_text())
+
+    for key, peer in (("bulk", "rclone"), ("small", "rclone"), ("big", "curl")):
         block = results["transfers"][key]
-        assert set(block["tools"]) == {"sync-agent", "rclone", "aria2c", "cp", "cp+fsync"}
-        assert all(row["median_s"] > 0 for row in block["tools"].values())
-        assert "sync-agent/rclone" in block["ratios"]
+        assert block["peer"] == peer
+        assert all(row["median_s"] > 0 for row in block["tools"].values()), key
+        assert block["ratios"][f"sync-agent/{peer}"] > 0
+        assert block["tools"]["sync-agent"]["peak_rss_mib"] > 0
+
     repoll = results["repoll"]
-    assert repoll["first_pass_docs_per_s"] > 0
-    assert "0 downloaded" in repoll["second_pass_summary"]
-    assert repoll["rows_changed"]["documents"] == 0  # nothing changed, nothing rewritten
-    assert repoll["second_pass_peak_rss_mib"] > 0
+    assert repoll["median_s"] > 0
+    assert repoll["peak_rss_mib"] > 0
+    assert f"{repoll['documents']} listed, 0 downloaded" in repoll["summary"]
+    assert repoll["documents_table_unchanged"]  # nothing changed, nothing rewritten
+
+    assert results["first_file"]["median_s"] > 0
+
     resume = results["resume"]
-    assert resume["nginx_requests"] >= 2  # the killed request and the resumed one
+    assert resume["storage_requests"] >= 2  # the killed request and the resumed one
     assert 1.0 <= resume["waste_ratio"] < 2.0  # resumed, not fetched twice from zero
-    report = (tmp_path / "out" / "RESULTS.md").read_text()
-    assert "## bulk" in report
-    assert "Resume waste" in report
+
+    one = results["replicas"]["replicas"]["1"]
+    assert one["measured"]
+    assert one["docs_per_s"] > 0
+
+    values = {t["key"]: t["value"] for t in results["targets"]}
+    assert all(v is not None and math.isfinite(v) for v in values.values()), values
+    assert all(t["met"] is None for t in results["targets"])  # quick mode passes no verdict
+
+    report = (out / "RESULTS.md").read_text()
+    for heading in ("## Targets", "## bulk", "## small", "## big", "## Re-poll", "## First file"):
+        assert heading in report
+    svg = (out / "results.svg").read_text()
+    assert svg.startswith("<svg")
+    assert svg.count("<rect") > 10  # a bar per tool and measure
+
+    # A measure that failed is reported as failed, and the rest of the report still renders.
+    results["repoll"] = {"error": "re-poll round 1: exit -9"}
+    results["targets"] = targets.evaluate(results, quick=False)
+    results["faults"] = faults(results)
+    failed = markdown(results)
+    assert "**The measure failed**: re-poll round 1: exit -9" in failed
+    assert "- **repoll: the measure failed: re-poll round 1: exit -9**" in failed
+    assert chart.svg(results, results["targets"], "t").startswith("<svg")

@@ -138,6 +138,8 @@ async def test_forget_leaves_a_deleted_file_deleted_until_a_newer_version_arrive
     assert not victim.exists()
     assert "0 downloaded" in kept_away.stdout
     assert (await sm.cli("verify")).code == 0  # a choice, not damage
+    status = json.loads((await sm.cli("status", "--json")).stdout)["sources"][0]
+    assert status["deleted_locally"] == 1
 
     sm.api.update_document(doc_id, b"a newer version")
     newer = await sm.cli("sync")

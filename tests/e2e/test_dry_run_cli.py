@@ -14,6 +14,9 @@ from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import run_cli
 from tests.e2e.test_huddle_cli import World, mirror_files, nested_tree, open_world, sync
+from tests.e2e.test_index_health_cli import SECRET_ENV as IH_SECRET
+from tests.e2e.test_index_health_cli import mirror_files as ih_files
+from tests.e2e.test_index_health_cli import open_world as ih_world
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +155,23 @@ async def test_readme_quick_start_init_check_dry_run_sync(tmp_path: Path) -> Non
         assert synced.code == 0, synced.stderr
         assert "4 downloaded" in synced.stdout
         assert len([p for p in (mirror / "portfolio").rglob("*") if p.is_file()]) == 4
+
+
+async def test_first_dry_run_keeps_the_credentials_it_made(tmp_path: Path) -> None:
+    """An Index Health source's first dry run makes its device fingerprint and token; both
+    are kept (credentials, unlike listing caches): the pass after it needs no new token,
+    and a later renewal is asked for by the same device."""
+    async with ih_world(tmp_path) as world:
+        world.api.add_document(world.collection, "a.pdf", b"a" * 30)
+        config = str(world.config())
+        preview = await run_cli("--config", config, "sync", "--dry-run", env=IH_SECRET)
+        assert preview.code == 0, preview.stderr
+        assert "1 to download" in preview.stdout
+        assert not world.mirror.exists()
+        assert (await run_cli("--config", config, "sync", env=IH_SECRET)).code == 0
+        assert len(world.api.auth_requests) == 1  # the dry run's token served the pass
+        world.api.expire_all_tokens()
+        assert (await run_cli("--config", config, "sync", env=IH_SECRET)).code == 0
+        first, second = world.api.auth_requests
+        assert first.fingerprint and second.fingerprint == first.fingerprint
+        assert len(ih_files(world.mirror)) == 1

@@ -87,7 +87,7 @@ def _line(act: Action) -> str:
     size = "" if act.size is None else f"  {amount(act.size)}"
     origin = f"{act.origin} -> " if act.origin else ""
     why = f"  ({act.why})" if act.why else ""
-    deletes = "  [file deleted]" if act.deletes_file else ""
+    deletes = "  [deletes the file]" if act.deletes_file else ""
     return f"{act.action:<10} {origin}{act.path or act.id}{size}{why}{deletes}"
 
 

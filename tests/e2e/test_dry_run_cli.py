@@ -173,5 +173,6 @@ async def test_first_dry_run_keeps_the_credentials_it_made(tmp_path: Path) -> No
         world.api.expire_all_tokens()
         assert (await run_cli("--config", config, "sync", env=IH_SECRET)).code == 0
         first, second = world.api.auth_requests
-        assert first.fingerprint and second.fingerprint == first.fingerprint
+        assert first.fingerprint
+        assert second.fingerprint == first.fingerprint
         assert len(ih_files(world.mirror)) == 1

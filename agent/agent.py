@@ -1,4 +1,10 @@
-"""The assembled agent: state store, downloader and source runtimes in one exit stack."""
+"""The assembled agent: state store, downloader, engine and source runtimes in one exit stack.
+
+One process is one replica (`agent.state.replica`). With SQLite it holds the state folder's
+lock, so it is the only one, and at start-up it lets go of whatever its previous life held.
+With PostgreSQL any number of replicas run on the same configuration; whatever a stopped one
+held moves on when its leases run out.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import IO
 from agent.config import Config, SourceConfig
 from agent.engine.ondemand import FetchResult, fetch_now
 from agent.engine.sync import Engine, Progress, SourceRuntime
+from agent.engine.workers import LeaseSettings
 from agent.errors import (
     AgentError,
     AlreadyRunningError,
@@ -28,14 +35,19 @@ from agent.models import JobSpec, PassStats
 from agent.sources.base import SourceContext
 from agent.sources.http import ApiClient, open_session
 from agent.sources.registry import build_source
+from agent.state import replica
+from agent.state.database import sqlite_file
 from agent.state.store import Store
 from agent.transfer.download import READ_BUFFER, Downloader
 from agent.transfer.files import remove_stale_temps
 from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter
 
+STALE_AFTER = 3600.0  # seconds a staging file no job owns is left alone, with replicas
 PassOutcome = PassStats | BaseException
 Sleep = Callable[[float], Awaitable[None]]
+SHARED_POLL = 1.0  # seconds between claims when idle, with replicas queueing work too
+ALONE_POLL = 30.0  # seconds between claims when idle, as the only process (it wakes itself)
 
 # Source types that keep credentials only in the state database, and what to do once a
 # damaged database was set aside and they are gone.
@@ -128,14 +140,16 @@ class Agent:
     ) -> AsyncIterator[Agent]:
         """Open every resource; `sleep` and `rate_window` are test hooks, not user settings."""
         agent_cfg = config.agent
+        alone = sqlite_file(agent_cfg.state_url) is not None
         async with AsyncExitStack() as stack:
-            lock = acquire_lock(agent_cfg.state_dir)
-            stack.callback(lock.close)
+            if alone:  # one process per SQLite state; replicas share a server database
+                lock = acquire_lock(agent_cfg.state_dir)
+                stack.callback(lock.close)
             store = await stack.enter_async_context(
                 Store.open(
                     agent_cfg.state_url,
                     agent_cfg.state_dir,
-                    repair=True,  # this process holds the lock: it may set a damaged file aside
+                    repair=alone,  # the lock holder may set a damaged SQLite file aside
                     connections=agent_cfg.max_concurrent_downloads + 4,
                 )
             )
@@ -156,14 +170,22 @@ class Agent:
                 min_free_space=agent_cfg.min_free_space,
                 sleep=sleep,
             )
-            engine = Engine(agent_cfg, store, downloader, staging=staging, progress=progress)
+            leases = LeaseSettings(
+                str(replica.current()),
+                agent_cfg.lease_duration,
+                poll=ALONE_POLL if alone else SHARED_POLL,
+            )
+            engine = Engine(
+                agent_cfg, store, downloader, leases, staging=staging, progress=progress
+            )
             agent = cls(config, store, engine, stack, staging, sleep=sleep, rate_window=rate_window)
             # events: endpoints known before any pass journals, so they miss none of it
             await store.outbox.register([outbox_endpoint(h) for h in config.webhooks])
             agent.hooks = await stack.enter_async_context(
                 on_change_hooks(store.journal, agent.on_change, agent_cfg.on_change_timeout)
             )
-            await agent.reconcile()
+            await agent.reconcile(alone=alone)
+            await stack.enter_async_context(agent.engine)
             for source in config.sources:
                 if source.enabled:
                     await agent.add_source(source)
@@ -173,12 +195,17 @@ class Agent:
                 for name in list(agent.slots):
                     await agent.remove_source(name)
 
-    async def reconcile(self) -> None:
-        """At start-up: forget temp files no job owns (partials of live jobs are kept), and
+    async def reconcile(self, *, alone: bool) -> None:
+        """At start-up: let go of what a previous process held (when `alone`: the SQLite
+        instance lock proves it gone), forget temp files no job owns (partials of live jobs
+        are kept; with replicas, only files old enough that no replica is writing them), and
         adopt files a crash left renamed into place before their rows were committed."""
-        await self.store.jobs.requeue_interrupted()
+        if alone:
+            await self.store.jobs.release_all()
+            await self.store.leases.release_all()
+        quiet = 0.0 if alone else STALE_AFTER
         removed = await off_loop(
-            remove_stale_temps, self.staging, await self.store.jobs.temp_names()
+            remove_stale_temps, self.staging, await self.store.jobs.temp_names(), older_than=quiet
         )
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
@@ -226,12 +253,20 @@ class Agent:
         limiter = RateLimiter(cfg.requests_per_minute, window=self.rate_window)
         client = ApiClient(session, limiter, source=cfg.name, sleep=self.sleep)
         ctx = SourceContext(cfg, self.config.agent, client, self.store.for_source(cfg.name))
-        self.slots[cfg.name] = _Slot(SourceRuntime(cfg, build_source(ctx), limiter), stack)
+        runtime = SourceRuntime(cfg, build_source(ctx), limiter)
+        self.slots[cfg.name] = _Slot(runtime, stack)
+        self.engine.runtimes[cfg.name] = runtime
 
     async def remove_source(self, name: str) -> None:
         slot = self.slots.pop(name)
         async with slot.lock:
+            await self.engine.workers.drop_source(name)
+            self.engine.runtimes.pop(name, None)
             await slot.stack.aclose()
+
+    def wake(self) -> None:
+        """Download jobs were queued (here or by another replica): claim them now."""
+        self.engine.workers.wake()
 
     async def run_pass(self, name: str) -> PassStats:
         """One pass over a source; never two at once for the same source."""

@@ -3,6 +3,11 @@
 It schedules one APScheduler job per source, serves the HTTP endpoint, speaks the systemd
 notify protocol, reloads its configuration on SIGHUP and stops cleanly on SIGTERM/SIGINT.
 Every resource sits in one AsyncExitStack, so shutdown is the reverse of start-up.
+
+Between passes its workers keep serving every source's download queue: with replicas on
+PostgreSQL a pass listed elsewhere, or a stopped replica's jobs, are worked here too. A
+stop cancels the passes (everything they queued is durable), gives running downloads
+`shutdown_timeout` to finish, then cancels them: they checkpoint and let their jobs go.
 """
 
 from __future__ import annotations
@@ -118,7 +123,12 @@ class Daemon:
             stack.callback(self._remove_signals, loop)
             watchdog = self._start_watchdog()
             await self.notifier.ready(f"watching {len(self.agent.slots)} source(s)")
-            self.log.info("daemon.ready", listen=url, sources=sorted(self.agent.slots))
+            self.log.info(
+                "daemon.ready",
+                listen=url,
+                sources=sorted(self.agent.slots),
+                replica=self.agent.engine.leases.owner,
+            )
             await self.stop_requested.wait()
             await self.notifier.stopping()
             # however long shutdown_timeout is, systemd waits for the drain (+ margin)
@@ -135,6 +145,8 @@ class Daemon:
 
     def schedule(self, cfg: SourceConfig) -> None:
         assert self.scheduler is not None
+        assert self.agent is not None
+        self.agent.engine.workers.serve(cfg.name)  # its queue, between passes too
         self.metrics.set_poll_interval(cfg.name, cfg.poll_interval)
         self.scheduler.add_job(
             self._scheduled,
@@ -203,21 +215,21 @@ class Daemon:
         for s in sources:
             counts = {k: s[k] for k in ("mirrored", "pending", "failed", "skipped", "removed")}
             self.metrics.set_documents(s["name"], counts)
-        self.metrics.set_queue_depth(self.agent.engine.queue_depth)
+        self.metrics.set_queue_depth(await self.agent.store.jobs.queued())
         mirrored = sum(s["mirrored"] for s in sources)
         failed = sum(s["failed"] for s in sources)
         await self.notifier.status(f"{mirrored} documents mirrored, {failed} failed")
 
     async def _drain(self) -> None:
-        """Let running passes finish or checkpoint within shutdown_timeout, then cancel them."""
-        tasks = [t for t in self.running.values() if not t.done()]
-        if not tasks:
-            return
-        timeout = self.config.agent.shutdown_timeout if self.signals < 2 else 0.0
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
+        """Stop the passes, let running downloads finish within shutdown_timeout, then cancel
+        them (they checkpoint)."""
+        assert self.agent is not None
+        passes = [t for t in self.running.values() if not t.done()]
+        for task in passes:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        timeout = self.config.agent.shutdown_timeout if self.signals < 2 else 0.0
+        await self.agent.engine.workers.close(timeout)
+        await asyncio.gather(*passes, return_exceptions=True)
 
     # ------------------------------------------------------------ signals and reload
 
@@ -233,9 +245,8 @@ class Daemon:
     def _on_stop_signal(self) -> None:
         self.signals += 1
         self.stop_requested.set()
-        if self.signals >= 2:  # a second signal: stop at once (jobs stay resumable)
-            for task in self.running.values():
-                task.cancel()
+        if self.signals >= 2 and self.agent is not None:  # at once (jobs stay resumable)
+            self.agent.engine.workers.abort()
 
     def _on_reload_signal(self) -> None:
         if self._reloading is None or self._reloading.done():

@@ -15,6 +15,7 @@
      +-- StateError               the state database is unusable
      |    +-- CorruptStateError   its file is damaged: set aside and rebuilt at the next start
      +-- AlreadyRunningError      another daemon holds the state folder's lock
+     +-- LeaseLostError           another replica took over a job or pass this one held
      +-- MirrorError              the mirror folder cannot be read or written (exit 74)
 
 Exceptions carry structured fields and a readable `__str__`; URLs never include their query
@@ -80,6 +81,14 @@ class StateError(AgentError):
 
 class AlreadyRunningError(AgentError):
     """Another instance already owns this state folder."""
+
+
+class LeaseLostError(AgentError):
+    """A lease this replica held (a download job, a source's pass) is no longer its own.
+
+    Its lease expired (the replica stalled past it) and another replica took the work over:
+    whatever this replica was doing with it stops, and nothing of it is committed.
+    """
 
 
 class MirrorError(AgentError):

@@ -40,6 +40,7 @@ mirror_dir = ${mirror_dir}  # required: each source mirrors into a sub-folder na
 # listen = "127.0.0.1:8749"                 # /healthz /readyz /metrics /status /events, POST
 # api_token_env = "SYNC_AGENT_API_TOKEN"    # off loopback, /status /events and POST need it
 # shutdown_timeout = "30s"                  # how long SIGTERM waits for running downloads
+# lease_duration = "30s"                    # replicas: a stopped one's work moves on after it
 """
 
 STANDARD_METRICS = """

@@ -69,6 +69,7 @@ class AgentConfig(Table, frozen=True, kw_only=True):
     bandwidth_limit: Annotated[int | None, Parse(parse_optional_size)] = None
     min_free_space: Annotated[int | None, Parse(parse_size)] = None  # None: files.reserve
     shutdown_timeout: Duration = 30.0
+    lease_duration: Duration = 30.0  # how long claims outlive a replica that stops renewing
     api_token: Secret | None = None
     journal_retention: Duration = 30 * 86400.0
     on_change: Words = ()  # a command run after each pass that changed the mirror

@@ -1,18 +1,26 @@
-"""Puts verified downloads in place and records them, in batches.
+"""Puts verified downloads in place and records them, in batches (one committer per source).
 
-For each batch: record the verified size and sha256 of every job (one transaction), rename
-the fsynced temp files into place and fsync their folders (one thread hop), then commit the
-document rows (one transaction). A crash anywhere in between leaves either a temp file the
-next pass places, or a placed file start-up adopts after checking its sha256.
+For each batch: record the verified size and sha256 of every job (one transaction, fenced:
+only jobs this replica still holds go on), rename the fsynced temp files into place and
+fsync their folders (one thread hop), then commit the document rows and retire the jobs
+(one transaction, fenced again). A crash anywhere in between leaves either a temp file the
+next attempt places, or a placed file start-up adopts after checking its sha256.
+
+Batches follow group commit: a file that arrives while the committer is idle is placed at
+once (the first file of a pass appears without waiting), later ones gather for up to
+`FLUSH_INTERVAL` or `COMMIT_BATCH` files. A batch, once begun, runs to its commit whatever
+is cancelled meanwhile: renamed files whose rows were never committed would look like local
+edits to a process that does not restart.
 
 What is at a document's path decides how it is placed. Nothing: the file is renamed in,
 its mtime set to the document's remote modification time when the listing gives one. The
 file the agent last wrote there, unchanged: replaced. A regular file holding exactly the
-downloaded bytes (a mirror whose state was lost, an edit that matches the new version):
-adopted as it is, not rewritten, and the temp file dropped. Anything else (a local edit, a
-file the agent never wrote, a folder): kept beside as `name (local copy <date>).ext`. A
-link: set aside by `mirrorfs`, never followed. Files adopted without a download (the plan's
-quick check) were hashed by the engine and are only recorded here.
+downloaded bytes (a mirror whose state was lost, an edit that matches the new version,
+another replica that lost this job after placing it): adopted as it is, not rewritten, and
+the temp file dropped. Anything else (a local edit, a file the agent never wrote, a
+folder): kept beside as `name (local copy <date>).ext`. A link: set aside by `mirrorfs`,
+never followed. Files adopted without a download (the plan's quick check) were hashed by
+the workers and are only recorded here.
 """
 
 from __future__ import annotations
@@ -21,15 +29,18 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.engine.plan import Download, remote_mtime_ns
 from agent.log import get_logger
-from agent.models import Fetched, JobSpec, metadata_digest
+from agent.models import Fetched, JobSpec, KnownDocument, metadata_digest
 from agent.state.documents import Mirrored
+from agent.state.jobs import JobLease
+from agent.state.journal import EMPTY
 from agent.state.store import Store
 from agent.transfer.files import identical, locally_edited
 from agent.transfer.mirrorfs import LINK_LABEL, Folder, MirrorFS, off_loop
@@ -37,6 +48,7 @@ from agent.transfer.mirrorfs import LINK_LABEL, Folder, MirrorFS, off_loop
 COMMIT_BATCH = 64
 FLUSH_INTERVAL = 1.0  # seconds a verified file may wait for its batch
 SIDECAR_SUFFIX = ".meta.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,7 @@ class Finished:
     """
 
     item: Download
+    lease: JobLease
     job: JobSpec
     fetched: Fetched
     metadata: Mapping[str, Any] | None
@@ -61,64 +74,147 @@ class Placement:
     adopted: bool  # the file already in place held these bytes
 
 
+async def finish(task: asyncio.Future[T]) -> T:
+    """The result of `task`, waiting for it to end even when the waiter is cancelled
+    meanwhile (the cancellation is raised once the task is done)."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
+
+
 class Committer:
-    """Collects finished downloads of one pass and commits them in batches."""
+    """Collects one source's finished downloads and commits them in batches."""
 
     def __init__(
-        self, store: Store, fs: MirrorFS, staging: Folder, source: str, write_metadata: bool
+        self,
+        store: Store,
+        fs: MirrorFS,
+        staging: Folder,
+        source: str,
+        write_metadata: bool,
+        *,
+        on_flushed: Callable[[Sequence[Finished], Sequence[Mirrored]], None],
+        on_failed: Callable[[Sequence[Finished], BaseException], None],
+        note: Mapping[str, object] = EMPTY,
     ) -> None:
         self.store = store
         self.fs = fs
         self.staging = staging
         self.source = source
         self.write_metadata = write_metadata
-        self.note: Mapping[str, object] = {}  # added to the journal entries of these files
+        self.on_flushed = on_flushed  # (the batch, what of it was committed)
+        self.on_failed = on_failed
+        self.note = note  # added to the journal entries of these files
         self.pending: list[Finished] = []
-        self._lock = asyncio.Lock()
+        self.log = get_logger(source=source)
+        self._arrived = asyncio.Event()
+        self._hurry = False
+        self._closing = False
+        self._last_flush = -FLUSH_INTERVAL
+        self._task = asyncio.create_task(self._run(), name=f"commit:{source}")
 
-    async def add(self, finished: Finished) -> None:
+    def add(self, finished: Finished) -> None:
         self.pending.append(finished)
-        if len(self.pending) >= COMMIT_BATCH:
-            await self.flush()
+        self._arrived.set()
 
-    async def flush(self) -> None:
-        async with self._lock:
-            batch, self.pending = self.pending, []
-            if not batch:
+    def hurry(self) -> None:
+        """Nothing else is on its way: commit what is pending without waiting for more."""
+        self._hurry = True
+        self._arrived.set()
+
+    async def close(self) -> None:
+        """Commit everything pending, then stop (a cancelled caller still waits for it)."""
+        self._closing = True
+        self._arrived.set()
+        try:
+            await finish(self._task)
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise  # the caller was cancelled; the flusher finished first
+        while self.pending:  # the flusher itself was cancelled: what it left is done here
+            await self._commit_next()
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if not self.pending:
+                self._arrived.clear()
+                self._hurry = False
+                if self._closing:
+                    return
+                continue
+            await self._gather()
+            with contextlib.suppress(Exception):  # reported to the pass; later batches go on
+                await self._commit_next()
+
+    async def _commit_next(self) -> None:
+        """Place and commit the next batch, in a task of its own that runs to its end even
+        when the one waiting for it is cancelled; report how it went."""
+        batch, self.pending = self.pending[:COMMIT_BATCH], self.pending[COMMIT_BATCH:]
+        flush = asyncio.ensure_future(self._flush(batch))
+        try:
+            await finish(flush)
+        finally:
+            self._last_flush = time.monotonic()
+            if flush.cancelled():  # only a loop tearing down cancels the batch itself
+                self.on_flushed(batch, [])
+            elif (error := flush.exception()) is not None:
+                self.on_failed(batch, error)
+            else:
+                self.on_flushed(batch, flush.result())
+
+    async def _gather(self) -> None:
+        """Wait until the batch is full, time is up, or nobody should wait any longer."""
+        deadline = self._last_flush + FLUSH_INTERVAL
+        while len(self.pending) < COMMIT_BATCH and not (self._closing or self._hurry):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return
-            await self.store.jobs.mark_verified(
-                [(f.job.job_id, f.fetched.size, f.fetched.sha256) for f in batch if not f.in_place]
-            )
-            recorded = await self.store.documents.recorded_sha256(
-                self.source, [f.item.doc.remote_id for f in batch if f.item.known is not None]
-            )
-            placed = await off_loop(self._place_all, batch, recorded)
-            await self.store.documents.commit_mirrored(
-                self.source,
-                [p.mirrored for p in placed],
-                kept={p.mirrored.doc.remote_id: p.kept_as for p in placed if p.kept_as},
-                note=self.note,
-            )
-        log = get_logger(source=self.source)
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def _flush(self, batch: Sequence[Finished]) -> list[Mirrored]:
+        """Place and commit a batch; returns what was committed (jobs still held)."""
+        held = await self.store.jobs.mark_verified(
+            [(f.lease, f.fetched.size, f.fetched.sha256, f.job.temp_name) for f in batch]
+        )
+        for lost in (f for f in batch if f.lease.job_id not in held):
+            self.log.warning("download.lease_lost", remote_id=lost.item.doc.remote_id)
+        batch = [f for f in batch if f.lease.job_id in held]
+        if not batch:
+            return []
+        ids = [f.item.doc.remote_id for f in batch]
+        known = await self.store.documents.known(self.source, ids)
+        recorded = await self.store.documents.recorded_sha256(self.source, list(known))
+        placed = await off_loop(self._place_all, batch, known, recorded)
+        committed = await self.store.documents.commit_mirrored(
+            self.source,
+            [p.mirrored for p in placed],
+            kept={p.mirrored.doc.remote_id: p.kept_as for p in placed if p.kept_as},
+            note=self.note,
+        )
         for p in placed:
             if p.kept_as:
-                log.warning("document.local_edit_kept", path=p.mirrored.rel_path, kept_as=p.kept_as)
+                self.log.warning(
+                    "document.local_edit_kept", path=p.mirrored.rel_path, kept_as=p.kept_as
+                )
             elif p.adopted:
-                log.info("document.adopted", path=p.mirrored.rel_path, bytes=p.mirrored.size)
+                self.log.info("document.adopted", path=p.mirrored.rel_path, bytes=p.mirrored.size)
+        return committed
 
-    async def flush_periodically(
-        self, stop: asyncio.Event, interval: float = FLUSH_INTERVAL
-    ) -> None:
-        """Keep files appearing promptly while a long pass is still downloading; once `stop`
-        is set, flush what is left and return. Never cancel it: a batch taken for a flush
-        that is cancelled half-way would be placed but not recorded until the next start."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            await self.flush()
-        await self.flush()  # what arrived while the last round was running
-
-    def _place_all(self, batch: Sequence[Finished], recorded: Mapping[str, str]) -> list[Placement]:
+    def _place_all(
+        self,
+        batch: Sequence[Finished],
+        known: Mapping[str, KnownDocument],
+        recorded: Mapping[str, str],
+    ) -> list[Placement]:
         """Rename every file into place, then fsync each folder once (runs in a thread)."""
         folders: dict[str, Folder] = {}
         try:
@@ -127,7 +223,8 @@ class Committer:
                 parent = f.item.rel_path.rpartition("/")[0]
                 if parent not in folders:
                     folders[parent] = self.fs.make_folder(parent)
-                placed.append(self._place(folders[parent], f, recorded.get(f.item.doc.remote_id)))
+                rid = f.item.doc.remote_id
+                placed.append(self._place(folders[parent], f, known.get(rid), recorded.get(rid)))
             for folder in folders.values():
                 folder.fsync()
             return placed
@@ -135,12 +232,18 @@ class Committer:
             for folder in folders.values():
                 folder.close()
 
-    def _place(self, folder: Folder, finished: Finished, recorded_sha256: str | None) -> Placement:
+    def _place(
+        self,
+        folder: Folder,
+        finished: Finished,
+        known: KnownDocument | None,
+        recorded_sha256: str | None,
+    ) -> Placement:
         item = finished.item
         name = item.rel_path.rpartition("/")[2]
         kept_as, adopted = None, finished.in_place
         if not finished.in_place:
-            kept_as, adopted = self._clear(folder, name, finished, recorded_sha256)
+            kept_as, adopted = _clear(folder, name, finished, known, recorded_sha256)
             temp = Path(finished.fetched.temp_path).name
             if adopted:
                 os.unlink(temp, dir_fd=self.staging.fd)
@@ -154,7 +257,7 @@ class Committer:
             folder.write_atomic(name + SIDECAR_SUFFIX, meta_json.encode() + b"\n", self.staging)
         found = folder.lstat(name)
         mirrored = Mirrored(
-            finished.job.job_id,
+            finished.lease,
             item.doc,
             item.rel_path,
             finished.fetched.size,
@@ -165,32 +268,40 @@ class Committer:
         )
         return Placement(mirrored, kept_as, adopted)
 
-    def _clear(
-        self, folder: Folder, name: str, finished: Finished, recorded_sha256: str | None
-    ) -> tuple[str | None, bool]:
-        """Make way at `name`: (what a local file was kept as, whether it is adopted)."""
-        found = folder.lstat(name)
-        if found is None:
-            return None, False
-        if stat.S_ISLNK(found.st_mode):
-            folder.set_aside(name, LINK_LABEL)
-            return None, False
-        if stat.S_ISREG(found.st_mode):
-            if self._ours_unchanged(finished.item, folder, name, recorded_sha256):
-                return None, False
-            if identical(folder, name, finished.fetched.size, finished.fetched.sha256):
-                return None, True
-        return folder.set_aside(name), False
 
-    @staticmethod
-    def _ours_unchanged(
-        item: Download, folder: Folder, name: str, recorded_sha256: str | None
-    ) -> bool:
-        """Is the file at `name` exactly what the agent last wrote there for this document?"""
-        known = item.known
-        if known is None or known.rel_path != item.rel_path or recorded_sha256 is None:
-            return False  # the agent never wrote this path for this document
-        return not locally_edited(folder, name, known.size, known.mtime_ns, recorded_sha256)
+def _clear(
+    folder: Folder,
+    name: str,
+    finished: Finished,
+    known: KnownDocument | None,
+    recorded_sha256: str | None,
+) -> tuple[str | None, bool]:
+    """Make way at `name`: (what a local file was kept as, whether it is adopted)."""
+    found = folder.lstat(name)
+    if found is None:
+        return None, False
+    if stat.S_ISLNK(found.st_mode):
+        folder.set_aside(name, LINK_LABEL)
+        return None, False
+    if stat.S_ISREG(found.st_mode):
+        if _ours_unchanged(finished.item.rel_path, folder, name, known, recorded_sha256):
+            return None, False
+        if identical(folder, name, finished.fetched.size, finished.fetched.sha256):
+            return None, True
+    return folder.set_aside(name), False
+
+
+def _ours_unchanged(
+    rel_path: str,
+    folder: Folder,
+    name: str,
+    known: KnownDocument | None,
+    recorded_sha256: str | None,
+) -> bool:
+    """Is the file at `name` exactly what the agent last wrote there for this document?"""
+    if known is None or known.rel_path != rel_path or recorded_sha256 is None:
+        return False  # the agent never wrote this path for this document
+    return not locally_edited(folder, name, known.size, known.mtime_ns, recorded_sha256)
 
 
 def adopt_in_place(fs: MirrorFS, item: Download) -> Fetched | None:

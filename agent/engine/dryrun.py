@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.config import SourceConfig
 from agent.engine.filters import path_in_source
-from agent.engine.plan import Download, OnDisk, Plan
+from agent.engine.plan import Download, OnDisk, Plan, Removal
 from agent.engine.survey import Survey, on_disk, survey
 from agent.models import DocState, KnownDocument, RemoteDocument
 from agent.sources.base import Source
@@ -143,7 +143,7 @@ def describe(source: str, found: Survey, seen: Mapping[str, OnDisk]) -> list[Act
     actions += [
         Action("forget", d.remote_id, _path(known.get(d.remote_id))) for d in plan.forgotten
     ]
-    actions += _removals(plan, known)
+    actions += _removals(found.unlisted, known)
     actions += _moves(plan, known, seen)
     actions += [Action("metadata", s.doc.remote_id, s.rel_path) for s in plan.sidecars]
     actions += [Action("adopt", d.doc.remote_id, d.rel_path, d.doc.size) for d in found.adopt]
@@ -152,7 +152,7 @@ def describe(source: str, found: Survey, seen: Mapping[str, OnDisk]) -> list[Act
 
 
 def _skips(source: str, plan: Plan, found: Survey) -> list[Action]:
-    deleting = {r.remote_id: r for r in found.removals}
+    deleting = {r.remote_id: r for r in found.filtered_out}
     actions = []
     for doc in plan.skips:
         rule = found.excluded.get(doc.remote_id)
@@ -164,18 +164,18 @@ def _skips(source: str, plan: Plan, found: Survey) -> list[Action]:
             )
     actions += [  # newly excluded or not: their files go
         Action("exclude", r.remote_id, r.rel_path, r.size, why=r.rule, deletes_file=True)
-        for r in found.removals
+        for r in found.filtered_out
     ]
     return actions
 
 
-def _removals(plan: Plan, known: Mapping[str, KnownDocument]) -> list[Action]:
-    pruned = set(plan.prunes)
+def _removals(unlisted: Sequence[Removal], known: Mapping[str, KnownDocument]) -> list[Action]:
     actions = []
-    for rid in plan.removed:
+    for gone in unlisted:
+        rid = gone.remote_id
         k = known.get(rid)
         path = _path(k)
-        deletes = path is not None and path in pruned
+        deletes = gone.prune_path is not None
         size = k.size if k is not None else None
         why = "gone from the listing" + (
             "; the source deletes its file" if deletes else "; its file stays"

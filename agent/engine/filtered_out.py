@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.engine.commit import SIDECAR_SUFFIX
-from agent.engine.filters import Removal
+from agent.engine.filters import ExcludedFile
 from agent.state.store import Store
 from agent.transfer.files import locally_edited
 from agent.transfer.mirrorfs import MirrorFS, off_loop
 
 
 async def remove_filtered_out(
-    store: Store, fs: MirrorFS, source: str, removals: Sequence[Removal], log: Any
+    store: Store, fs: MirrorFS, source: str, removals: Sequence[ExcludedFile], log: Any
 ) -> int:
     """Delete these files (see the module docstring); how many the state let go of."""
     if not removals:
@@ -40,7 +40,7 @@ async def remove_filtered_out(
     return len(done)
 
 
-def _remove_file(fs: MirrorFS, removal: Removal, sha256: str | None) -> str | None:
+def _remove_file(fs: MirrorFS, removal: ExcludedFile, sha256: str | None) -> str | None:
     """Delete one file and its sidecar; the name it was set aside under when edited here."""
     folder = fs.parent(removal.rel_path)
     if folder is None:

@@ -59,7 +59,7 @@ class Filtered:
 
 
 @dataclass(frozen=True, slots=True)
-class Removal:
+class ExcludedFile:
     """A mirrored file of a document the filters now leave out, to delete."""
 
     remote_id: str
@@ -113,7 +113,7 @@ def files_to_remove(
     excluded: Mapping[str, str],
     known: Mapping[str, KnownDocument],
     on_filter_exclude: str,
-) -> list[Removal]:
+) -> list[ExcludedFile]:
     """Under `on_filter_exclude = "remove"`: the files the agent placed for documents the
     filters leave out (whatever their state says now: a pass cut short retries them)."""
     if on_filter_exclude != "remove":
@@ -122,7 +122,7 @@ def files_to_remove(
     for remote_id, rule in excluded.items():
         k = known.get(remote_id)
         if k is not None and k.rel_path and k.size is not None:
-            removals.append(Removal(remote_id, k.rel_path, k.size, k.mtime_ns, rule))
+            removals.append(ExcludedFile(remote_id, k.rel_path, k.size, k.mtime_ns, rule))
     return removals
 
 

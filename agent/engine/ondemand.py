@@ -1,11 +1,12 @@
 """On-demand fetch: one document now, outside the schedule, through the pass's own path.
 
 The document is found in its source's listing (read until it appears), placed where a pass
-would place it (its known path, else its sanitised path, told apart from another document
-holding that name), downloaded as a resumable job with its own `x-download-reason`
-(Huddle's audit trail reads it), verified, renamed into place and committed by the same
-`Committer` as a pass, which journals it (`data.on_demand`, `data.reason`). The caller holds
-the source's pass lock, so a pass never downloads the same job at the same time.
+would place it (its known path, else the path the planner's rule gives it), and its job is
+queued and leased to this replica in one transaction, so no worker claims it in between. It
+is downloaded with its own `x-download-reason` for this attempt (Huddle's audit trail reads
+it), verified, renamed into place and committed by a `Committer` like a pass's, which
+journals it (`data.on_demand`, `data.reason`). A job another replica holds under a live
+lease is waited for (its commit is the fetch's result).
 
 A failed download leaves the job to be resumed by the next pass, and is journaled as
 `document.failed`.
@@ -13,19 +14,22 @@ A failed download leaves the job to be resumed by the next pass, and is journale
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import time
 from dataclasses import dataclass
 
-from agent.engine.commit import Committer, Finished
-from agent.engine.paths import disambiguate, mirror_path
-from agent.engine.plan import Download
+from agent.engine.handoff import size_of
+from agent.engine.paths import mirror_path
+from agent.engine.plan import assign_one
 from agent.engine.sync import Engine, SourceRuntime
 from agent.errors import AgentError, DocumentError, PermanentError, describe_error
-from agent.models import EventType, JobSpec, KnownDocument, RemoteDocument
+from agent.models import DocState, EventType, RemoteDocument
+from agent.state.jobs import Claimed, path_key
 from agent.state.journal import NewEvent
-from agent.transfer.download import Endpoint
+from agent.state.store import Store
 
 REASON_ATTR = "x-download-reason"
+WAIT_POLL = 0.2  # seconds between looks while another replica holds the job
 
 
 class NotListedError(AgentError):
@@ -51,26 +55,38 @@ class FetchResult:
 
 async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: str) -> FetchResult:
     """Download one document now (the caller holds the source's pass lock)."""
-    name = rt.config.name
+    name, store = rt.config.name, engine.store
     doc = await _listed(rt, remote_id)
-    known = await engine.store.documents.known(name)
-    item = Download(doc, place(name, doc, known), known.get(remote_id))
-    job = await engine.store.jobs.claim_one(name, doc, item.rel_path)
-    endpoint = Endpoint(rt.source, doc, {**job.attrs, REASON_ATTR: reason}, rt.limiter)
+    rel_path = await place(store, name, doc)
+    deadline = time.monotonic() + 3 * engine.leases.seconds
+    while True:
+        job = await store.jobs.claim_document(
+            engine.leases.owner, name, doc, rel_path, engine.leases.seconds
+        )
+        if job is not None:
+            return await _fetch(engine, rt, job, reason)
+        done = await _committed(store, name, doc)
+        if done is not None or time.monotonic() > deadline:
+            if done is None:
+                raise NotListedError(name, remote_id, "is being downloaded by another replica")
+            return done
+        await asyncio.sleep(WAIT_POLL)
+
+
+async def _fetch(engine: Engine, rt: SourceRuntime, job: Claimed, reason: str) -> FetchResult:
     note = {"on_demand": True, "reason": reason}
     try:
-        async with engine.slots:
-            metadata = await rt.source.describe(doc)
-            fetched = await engine.downloader.fetch(job, endpoint, engine.store.jobs.checkpoint)
+        committed = await engine.workers.fetch_one(rt, job, attrs={REASON_ATTR: reason}, note=note)
     except DocumentError as exc:
-        await _failed(engine, rt, item, job, exc, reason=reason)
+        await _failed(engine, rt, job, exc, reason=reason)
         raise
-    committer = Committer(engine.store, engine.fs, engine.staging, name, rt.config.write_metadata)
-    committer.note = note
-    await committer.add(Finished(item, job, fetched, metadata))
-    await committer.flush()
-    rt.log.info("fetch.done", remote_id=remote_id, path=item.rel_path, reason=reason)
-    return FetchResult(name, remote_id, doc.version, item.rel_path, fetched.size, fetched.sha256)
+    if not committed:
+        raise NotListedError(rt.config.name, job.doc.remote_id, "was taken over by another replica")
+    (done,) = committed
+    rt.log.info("fetch.done", remote_id=job.doc.remote_id, path=done.rel_path, reason=reason)
+    return FetchResult(
+        rt.config.name, job.doc.remote_id, job.doc.version, done.rel_path, done.size, done.sha256
+    )
 
 
 async def _listed(rt: SourceRuntime, remote_id: str) -> RemoteDocument:
@@ -84,46 +100,48 @@ async def _listed(rt: SourceRuntime, remote_id: str) -> RemoteDocument:
     raise NotListedError(rt.config.name, remote_id, "is not in the source's listing")
 
 
-def place(source: str, doc: RemoteDocument, known: Mapping[str, KnownDocument]) -> str:
-    """Where a pass would put `doc`: its known path, else its own, unless another holds it."""
-    mine = known.get(doc.remote_id)
-    if mine is not None and mine.rel_path:
-        return mine.rel_path
+async def place(store: Store, source: str, doc: RemoteDocument) -> str:
+    """Where a pass would put `doc`: its known path, else the one the planner's rule gives."""
+    known = (await store.documents.known(source, [doc.remote_id])).get(doc.remote_id)
+    if known is not None and known.rel_path:
+        return known.rel_path
     path = mirror_path(source, doc.folder, doc.name)
-    taken = {k.rel_path.casefold() for r, k in known.items() if k.rel_path and r != doc.remote_id}
-    if path.casefold() not in taken:
-        return path
-    folder, _, file_name = path.rpartition("/")
-    return f"{folder}/{disambiguate(file_name, doc.remote_id)}"
+    holders = await store.documents.holders(source, [path_key(path)])
+    return assign_one(doc.remote_id, path, known, holders)
+
+
+async def _committed(store: Store, source: str, doc: RemoteDocument) -> FetchResult | None:
+    """The document's row once another replica mirrored this version, else None."""
+    row = await store.documents.get(source, doc.remote_id)
+    if row is None or row.state != DocState.MIRRORED or row.version != doc.version:
+        return None
+    if row.rel_path is None or row.size is None or row.sha256 is None:
+        return None
+    return FetchResult(source, doc.remote_id, doc.version, row.rel_path, row.size, row.sha256)
 
 
 async def _failed(
-    engine: Engine,
-    rt: SourceRuntime,
-    item: Download,
-    job: JobSpec,
-    exc: DocumentError,
-    *,
-    reason: str,
+    engine: Engine, rt: SourceRuntime, job: Claimed, exc: DocumentError, *, reason: str
 ) -> None:
     """Leave the job for the next pass to resume, and journal the failure."""
     error = describe_error(exc)
-    partial = engine.staging.lstat(job.temp_name)
+    size = size_of(engine.staging, job.spec.temp_name) or 0
     await engine.store.jobs.failed(
-        job.job_id,
+        job.lease,
         kind=exc.kind,
         error=error,
         permanent=isinstance(exc, PermanentError),
         retry_in=0.0,
-        bytes_done=partial.st_size if partial is not None else 0,
+        bytes_done=size,
+        temp_name=job.spec.temp_name if size else None,
     )
-    doc = item.doc
+    doc = job.doc
     event = NewEvent(
         EventType.FAILED,
         rt.config.name,
         doc.remote_id,
         doc.version,
-        item.rel_path,
+        job.spec.rel_path,
         data={"on_demand": True, "reason": reason, "error": error},
     )
     await engine.store.journal.record([event])

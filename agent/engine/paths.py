@@ -37,6 +37,30 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
 
 def sanitize_component(name: str) -> str:
     """One safe path component: no separators, control characters, traversal or reserved names."""
+    if _already_safe(name):
+        return name  # most names: what `_sanitize` would return unchanged, at a tenth the cost
+    return _sanitize(name)
+
+
+def _already_safe(name: str) -> bool:
+    """Is `name` a component `_sanitize` leaves as it is? (Printable ASCII, none of the
+    characters it replaces, nothing it strips, short, not reserved.)"""
+    return (
+        0 < len(name) <= MAX_NAME_BYTES
+        and name.isascii()
+        and name.isprintable()
+        and name[0] not in " ."
+        and name[-1] not in " ."
+        and ".." not in name
+        and " ." not in name
+        and WINDOWS_UNSAFE.search(name) is None
+        and "/" not in name
+        and "\\" not in name
+        and name.split(".", maxsplit=1)[0].upper() not in RESERVED
+    )
+
+
+def _sanitize(name: str) -> str:
     text = unicodedata.normalize("NFC", name)
     text = UNSAFE.sub("_", text)
     text = WINDOWS_UNSAFE.sub("_", text)

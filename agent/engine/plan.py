@@ -1,12 +1,31 @@
-"""What a pass must do, decided by pure functions over the listing, the state and the disk.
+"""What a pass must do, decided by pure functions, one window of the listing at a time.
 
-Files the user deleted. A mirrored file found missing (the pass's folder scan says so) is
-downloaded again under `on_local_delete = "restore"` (the default: a mirror reflects the
-remote). Under `"forget"` the document is recorded as deleted locally and left alone while
-its remote version stays the same; a newer version is news the user has not seen, so it is
-mirrored again like a new document. When the source's whole folder is gone the mirror was
-lost (an unmounted volume, a deleted folder), not curated: everything is restored whatever
-the setting.
+A pass streams: each window (a few hundred listed documents) is planned against the state's
+rows of those documents and the paths other documents hold, and its downloads are queued
+before the next window is read. Nothing here needs the whole listing or the whole state.
+
+Paths. Every listed document wants `mirror_path(source, folder, name)`; paths are compared
+casefolded, for the file systems that fold case. The rule, decided per window:
+
+1. A document that holds its path keeps it: the state records its file there (mirrored),
+   or its queued job will place it there.
+2. A path another document holds is taken: the newcomer gets a sibling name with a suffix
+   from its own id (`name (~1a2b3c4d).ext`). A holder leaving its path in this same pass
+   (renamed or removed) frees it for the next pass, not this one: its claim is known only
+   when its window comes, and no rename must land where a file still is.
+3. Among documents that want a free path, the first listed in this pass wins; the claim is
+   persisted with its job before the next window is planned, so later windows see it.
+
+Once held, a path stays with its document across passes, whatever the listing order; a
+sibling name moves to the plain one in a later pass once the plain one is free.
+
+Files the user deleted. A mirrored file found missing (each window's look at the mirror
+says so) is downloaded again under `on_local_delete = "restore"` (the default: a mirror
+reflects the remote). Under `"forget"` the document is recorded as deleted locally and left
+alone while its remote version stays the same; a newer version is news the user has not
+seen, so it is mirrored again like a new document. When the source's whole folder is gone
+the mirror was lost (an unmounted volume, a deleted folder), not curated: everything is
+restored whatever the setting.
 
 Files the state does not know about (its database was lost, or a file was copied in). A
 document whose path holds such a file is normally fetched into staging and the commit step
@@ -20,7 +39,6 @@ different size proves the file different; any other mismatch is settled by the b
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +46,7 @@ from typing import Literal
 
 from agent.engine.paths import disambiguate, mirror_path
 from agent.models import DocState, KnownDocument, RemoteDocument, metadata_digest
+from agent.state.jobs import path_key
 
 OnLocalDelete = Literal["restore", "forget"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,43 +84,120 @@ class Sidecar:
 
 @dataclass
 class Plan:
+    """One window's plan."""
+
     downloads: list[Download] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
     skips: list[RemoteDocument] = field(default_factory=list)
     sidecars: list[Sidecar] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    prunes: list[str] = field(default_factory=list)  # relative paths to delete
     forgotten: list[RemoteDocument] = field(default_factory=list)  # deleted by hand, let go
     waiting: int = 0
     unchanged: int = 0
 
 
-def assign_paths(
-    source: str, listing: Sequence[RemoteDocument], known: Mapping[str, KnownDocument]
-) -> dict[str, str]:
-    """A distinct, stable relative path for every listed document.
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A document the listing no longer has: mark it removed, and delete its file when the
+    source asked for that (`prune`)."""
 
-    Documents that want the same path (compared case-insensitively, for the file systems
-    that fold case) are told apart by a suffix derived from their id; the one already
-    holding the path keeps it, otherwise the smallest id does.
+    remote_id: str
+    prune_path: str | None
+
+
+def wanted_paths(source: str, window: Sequence[RemoteDocument]) -> dict[str, str]:
+    """The path each document of the window wants (the skipped want none), by id."""
+    return {
+        doc.remote_id: mirror_path(source, doc.folder, doc.name)
+        for doc in window
+        if doc.skip_reason is None
+    }
+
+
+def contested(wanted: Mapping[str, str], known: Mapping[str, KnownDocument]) -> list[str]:
+    """The path keys to look up holders of: those wanted by documents that do not hold them
+    already (an unchanged document costs no lookup)."""
+    return [path_key(path) for rid, path in wanted.items() if not _holds(known.get(rid), path)]
+
+
+def plan_window(
+    window: Sequence[RemoteDocument],
+    wanted: Mapping[str, str],
+    known: Mapping[str, KnownDocument],
+    holders: Mapping[str, Collection[str]],
+    *,
+    missing: Collection[str] = frozenset(),
+    on_local_delete: OnLocalDelete = "restore",
+) -> Plan:
+    """Compare a window of the listing with the state: what to download, move or skip.
+
+    `wanted` holds the paths the documents want (`wanted_paths`); `known` the state's
+    rows of the window's documents; `holders` the ids holding each contested path key
+    (`contested`), claims of earlier windows included; `missing` the ids of mirrored
+    documents whose file is gone from the mirror.
     """
-    assigned: dict[str, str] = {}
-    first_claim: dict[str, str] = {}  # casefolded path -> the id that claimed it first
-    contested: dict[str, list[str]] = defaultdict(list)  # casefolded path -> other ids
-    for doc in listing:
-        path = mirror_path(source, doc.folder, doc.name)
-        assigned[doc.remote_id] = path
-        key = path.casefold()
-        if first_claim.setdefault(key, doc.remote_id) != doc.remote_id:
-            contested[key].append(doc.remote_id)
-    for key, others in contested.items():
-        claims = [first_claim[key], *others]
-        holders = sorted(rid for rid in claims if _holds(known.get(rid), assigned[rid]))
-        winner = holders[0] if holders else min(claims)
-        for rid in claims:
-            if rid != winner:
-                assigned[rid] = _sibling(assigned[rid], rid)
-    return assigned
+    plan = Plan()
+    claimed: dict[str, str] = {}  # path key -> the id that claimed it in this window
+    for doc in window:
+        k = known.get(doc.remote_id)
+        if doc.skip_reason is not None:
+            _skip(plan, doc, k)
+            continue
+        path = _assign(doc.remote_id, wanted[doc.remote_id], k, holders, claimed)
+        claimed[path_key(path)] = doc.remote_id
+        if doc.remote_id in missing and _unchanged(doc, k):
+            _deleted_by_hand(plan, doc, k, path, on_local_delete)
+        else:
+            _decide(plan, doc, k, path)
+    return plan
+
+
+def deletion_policy(configured: OnLocalDelete, source_folder_present: bool) -> OnLocalDelete:
+    """A source folder gone as a whole is a lost mirror: restore it, whatever the setting."""
+    return configured if source_folder_present else "restore"
+
+
+def look_for_missing(
+    wanted: Mapping[str, str], unsettled: Collection[str], known: Mapping[str, KnownDocument]
+) -> dict[str, str]:
+    """Where each mirrored document of the window at its listed version should have its
+    file (by id): the settled ones at the path they want, the others at their known path."""
+    paths = {rid: path for rid, path in wanted.items() if rid not in unsettled}
+    for rid, k in known.items():
+        if k.state == DocState.MIRRORED and k.rel_path and rid not in paths:
+            paths[rid] = k.rel_path
+    return paths
+
+
+def assign_one(
+    remote_id: str,
+    path: str,
+    known: KnownDocument | None,
+    holders: Mapping[str, Collection[str]],
+) -> str:
+    """The path of one document planned alone (an on-demand fetch): the rule above."""
+    return _assign(remote_id, path, known, holders, {})
+
+
+def removal(gone: KnownDocument) -> Removal:
+    """What to do about a document of the state the whole listing did not have."""
+    prunes = gone.prune and gone.rel_path and gone.state == DocState.MIRRORED
+    return Removal(gone.remote_id, gone.rel_path if prunes else None)
+
+
+def _assign(
+    remote_id: str,
+    path: str,
+    known: KnownDocument | None,
+    holders: Mapping[str, Collection[str]],
+    claimed: Mapping[str, str],
+) -> str:
+    if _holds(known, path):
+        return path
+    key = path_key(path)
+    others = [rid for rid in holders.get(key, ()) if rid != remote_id]
+    if others or claimed.get(key, remote_id) != remote_id:
+        return _sibling(path, remote_id)
+    return path
 
 
 def _holds(known: KnownDocument | None, path: str) -> bool:
@@ -113,40 +209,11 @@ def _sibling(path: str, remote_id: str) -> str:
     return f"{folder}/{disambiguate(name, remote_id)}"
 
 
-def deletion_policy(configured: OnLocalDelete, source_folder_present: bool) -> OnLocalDelete:
-    """A source folder gone as a whole is a lost mirror: restore it, whatever the setting."""
-    return configured if source_folder_present else "restore"
-
-
-def plan_pass(
-    source: str,
-    listing: Sequence[RemoteDocument],
-    known: Mapping[str, KnownDocument],
-    *,
-    missing: Collection[str] = frozenset(),
-    on_local_delete: OnLocalDelete = "restore",
-) -> Plan:
-    """Compare the listing with the state: what to download, move, skip or mark removed.
-
-    `missing` holds the ids of mirrored documents whose file is gone from the mirror.
-    """
-    plan = Plan()
-    paths = assign_paths(source, [d for d in listing if d.skip_reason is None], known)
-    listed = set()
-    for doc in listing:
-        listed.add(doc.remote_id)
-        k = known.get(doc.remote_id)
-        path = paths.get(doc.remote_id)
-        if doc.remote_id in missing and path is not None and _unchanged(doc, k):
-            _deleted_by_hand(plan, doc, k, path, on_local_delete)
-        else:
-            _decide(plan, doc, k, path)
-    for rid, k in known.items():
-        if rid not in listed and k.state != DocState.REMOVED:
-            plan.removed.append(rid)
-            if k.prune and k.rel_path and k.state == DocState.MIRRORED:
-                plan.prunes.append(k.rel_path)
-    return plan
+def _skip(plan: Plan, doc: RemoteDocument, known: KnownDocument | None) -> None:
+    if not _skipped_already(doc, known):
+        plan.skips.append(doc)
+    else:
+        plan.unchanged += 1
 
 
 def _unchanged(doc: RemoteDocument, known: KnownDocument | None) -> bool:
@@ -162,13 +229,7 @@ def _deleted_by_hand(
     plan.downloads.append(Download(doc, path, known, restore=True))
 
 
-def _decide(plan: Plan, doc: RemoteDocument, known: KnownDocument | None, path: str | None) -> None:
-    if doc.skip_reason is not None or path is None:
-        if not _skipped_already(doc, known):
-            plan.skips.append(doc)
-        else:
-            plan.unchanged += 1
-        return
+def _decide(plan: Plan, doc: RemoteDocument, known: KnownDocument | None, path: str) -> None:
     if known is not None and known.state == DocState.DELETED_LOCALLY:
         if known.version == doc.version:
             plan.unchanged += 1  # the user let this version go

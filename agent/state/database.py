@@ -16,6 +16,7 @@ hold rows of it): the pass fails with `CorruptStateError`, and the next start re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sqlite3
@@ -42,7 +43,7 @@ from agent.state import damage
 
 Clock = Callable[[], float]
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0004"  # the newest migration; tests/test_schema.py keeps it equal to Alembic's
+SCHEMA_HEAD = "0005"  # the newest migration; tests/test_schema.py keeps it equal to Alembic's
 MIGRATION_LOCK = 0x73796E63  # PostgreSQL advisory lock held while migrating: one migrator
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 _ADAPTED = re.compile(r"^<class '[\w.]+'>: ")  # how SQLAlchemy's asyncpg adapter prefixes
@@ -191,14 +192,14 @@ def load_cipher(state_dir: Path) -> Fernet:
     """The key that encrypts tokens at rest, created once in the state folder (mode 0600).
 
     It stays a local file with PostgreSQL too: the database alone never holds readable tokens.
+    Replicas sharing the folder may start together: a new key is written whole beside it and
+    linked into place, so every one of them reads the same, complete key.
     """
     key_file = state_dir / "secret.key"
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(Fernet.generate_key())
+            _publish_key(key_file)
         return Fernet(key_file.read_bytes().strip())
     except OSError as exc:
         raise StateError(f"cannot use the token key {key_file}: {exc.strerror}") from exc
@@ -207,6 +208,21 @@ def load_cipher(state_dir: Path) -> Fernet:
             f"the token key {key_file} is not a key this agent wrote: move it aside to start "
             "a new one (tokens stored with the old key must then be obtained again)"
         ) from exc
+
+
+def _publish_key(key_file: Path) -> None:
+    """Create the key file unless another process just did (its key wins)."""
+    draft = key_file.with_name(f"{key_file.name}.{os.getpid()}.new")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key())
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, key_file)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def upgrade(connection: Connection) -> None:

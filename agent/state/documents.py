@@ -1,20 +1,23 @@
 """The documents table: what the planner knows of each remote document and its mirrored file.
 
 Rows are written when a file is committed to the mirror (with its job retired in the same
-transaction), when a document is skipped, failed, moved or removed, and when start-up adopts
-a file a crash left in place. Each of these changes is journaled in its own transaction
-(`agent.state.journal`: the append is the transaction's last statement, `publish` follows
-the commit). Reads return plain data.
+transaction, fenced by the job's lease), when a document is skipped, failed, moved or
+removed, and when start-up adopts a file a crash left in place. Each of these changes is
+journaled in its own transaction (`agent.state.journal`: the append is the transaction's
+last statement, `publish` follows the commit). Reads return plain data, a window of
+documents at a time: a pass never holds a whole source's rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+import itertools
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent.models import DocState, EventType, JobSpec, KnownDocument, RemoteDocument
@@ -24,14 +27,17 @@ from agent.state.journal import EMPTY, Journal, NewEvent
 from agent.state.tables import DocumentRow, JobRow
 
 CHUNK = 500  # remote ids per IN (...) list
+STREAM = 2000  # rows fetched at a time when streaming a whole source
+SETTLED_CHUNK = 1000  # listed documents compared per statement (4 parameters each)
 TABLE = cast(Table, DocumentRow.__table__)
+STATES = {state.value: state for state in DocState}  # a dict lookup costs less than DocState()
 
 
 @dataclass(frozen=True, slots=True)
 class Mirrored:
-    """A verified file now in place, to be committed to the state."""
+    """A verified file now in place, to be committed to the state (if its lease holds)."""
 
-    job_id: int
+    lease: jobs.JobLease
     doc: RemoteDocument
     rel_path: str
     size: int
@@ -60,6 +66,7 @@ class DocumentRecord:
 
 
 DocumentState = tuple[RemoteDocument, DocState, str | None, str | None]
+Listed = tuple[str, str, str, str | None]  # remote_id, version, the path it wants, metadata hash
 
 
 class Documents:
@@ -69,42 +76,70 @@ class Documents:
         self.db = db
         self.journal = journal
 
-    async def known(self, source: str) -> dict[str, KnownDocument]:
-        """What the planner needs of every document of a source, streamed row by row."""
-        columns = (
-            TABLE.c.remote_id,
-            TABLE.c.version,
-            TABLE.c.rel_path,
-            TABLE.c.state,
-            TABLE.c.size,
-            TABLE.c.metadata_hash,
-            TABLE.c.prune,
-            TABLE.c.mtime_ns,
-            TABLE.c.reason,
-        )
+    async def known(
+        self, source: str, remote_ids: Collection[str] | None = None
+    ) -> dict[str, KnownDocument]:
+        """What the planner needs of these documents (all of the source's when None)."""
+        params = {"source": source, "now": self.db.clock()}
         known: dict[str, KnownDocument] = {}
         async with self.db.connect() as conn:
-            waiting = select(JobRow.remote_id, JobRow.version).where(
-                JobRow.source == source, JobRow.next_retry_at > self.db.clock()
-            )
-            waits = dict((await conn.execute(waiting)).all())
-            rows = await conn.stream(
-                select(*columns).where(TABLE.c.source == source).execution_options(yield_per=2000)
-            )
-            async for rid, ver, path, state, size, mhash, prune, mtime, reason in rows:
-                known[rid] = KnownDocument(
-                    rid,
-                    ver,
-                    path,
-                    DocState(state),
-                    size,
-                    mhash,
-                    waits.get(rid),
-                    prune,
-                    mtime,
-                    reason,
-                )
+            if remote_ids is None:
+                rows = await conn.stream(KNOWN.execution_options(yield_per=STREAM), params)
+                async for partition in rows.partitions():
+                    known.update((row[0], _known(row)) for row in partition)
+                return known
+            for chunk in _chunks(list(remote_ids)):
+                for row in await conn.execute(KNOWN_OF, {**params, "ids": chunk}):
+                    known[row[0]] = _known(row)
         return known
+
+    async def unsettled(self, source: str, listed: Sequence[Listed]) -> set[str]:
+        """The ids of these listed documents whose row is not exactly what the listing says:
+        mirrored, at that version, at that path, with that metadata hash (when one is given).
+        The others need nothing from a pass. The database compares: a re-poll of an
+        unchanged source sends its ids and gets nothing back, with no row built in Python.
+        """
+        found: set[str] = set()
+        async with self.db.connect() as conn:
+            style = conn.dialect.paramstyle
+            for start in range(0, len(listed), SETTLED_CHUNK):
+                chunk = listed[start : start + SETTLED_CHUNK]
+                params = (*(value for row in chunk for value in row), source)
+                result = await conn.exec_driver_sql(_unsettled_sql(style, len(chunk)), params)
+                found.update(row[0] for row in result)
+        return found
+
+    async def holders(self, source: str, keys: Collection[str]) -> dict[str, set[str]]:
+        """Who holds these path keys (`jobs.path_key`): documents mirrored there, and jobs
+        that will place a file there. Keyed by path key, the ids of the holders."""
+        found: dict[str, set[str]] = {}
+        async with self.db.connect() as conn:
+            for chunk in _chunks(list(keys)):
+                mirrored = select(TABLE.c.path_key, TABLE.c.remote_id).where(
+                    TABLE.c.source == source,
+                    TABLE.c.state == DocState.MIRRORED,
+                    TABLE.c.path_key.in_(chunk),
+                )
+                queued = select(JobRow.path_key, JobRow.remote_id).where(
+                    JobRow.source == source, JobRow.path_key.in_(chunk)
+                )
+                for key, rid in await conn.execute(mirrored.union_all(queued)):
+                    found.setdefault(key, set()).add(rid)
+        return found
+
+    async def unlisted(self, source: str, listed: Collection[str]) -> AsyncIterator[KnownDocument]:
+        """Documents of the source not in `listed` and not marked removed yet, streamed
+        (only their ids are read for every document; whole rows for the unlisted)."""
+        ids = select(TABLE.c.remote_id).where(
+            TABLE.c.source == source, TABLE.c.state != DocState.REMOVED
+        )
+        async with self.db.connect() as conn:
+            found = await conn.stream_scalars(ids.execution_options(yield_per=STREAM))
+            async for partition in found.partitions():  # one hop to the driver per partition
+                gone = [rid for rid in partition if rid not in listed]
+                if gone:
+                    for known in (await self.known(source, gone)).values():
+                        yield known
 
     async def recorded_sha256(self, source: str, remote_ids: Sequence[str]) -> dict[str, str]:
         """The sha256 the agent recorded for these documents' mirrored files."""
@@ -137,18 +172,24 @@ class Documents:
         *,
         kept: Mapping[str, str] = EMPTY,
         note: Mapping[str, object] = EMPTY,
-    ) -> None:
+    ) -> list[Mirrored]:
         """Record files that are now in place, and retire their jobs, in one transaction.
 
-        Journaled with them: `document.added` or `document.updated` (with `note` in its
-        data), after `document.local_copy_kept` for a document whose local edit was moved
-        aside (`kept`: remote id -> the name of the copy, beside the file).
+        Only items whose job is still held under their lease are committed (and returned):
+        a replica that lost a job to another cannot commit it a second time. Journaled with
+        them: `document.added` or `document.updated` (with `note` in its data), after
+        `document.local_copy_kept` for a document whose local edit was moved aside (`kept`:
+        remote id -> the name of the copy, beside the file).
         """
         if not items:
-            return
+            return []
         now = self.db.clock()
-        values = [_mirrored_values(source, item, now) for item in items]
         async with self.db.begin() as conn:
+            retired = await jobs.retire_held(conn, [m.lease for m in items])
+            items = [m for m in items if m.lease.job_id in retired]
+            if not items:
+                return []
+            values = [_mirrored_values(source, item, now) for item in items]
             found = await conn.execute(
                 select(TABLE.c.remote_id, TABLE.c.id, TABLE.c.version, TABLE.c.sha256).where(
                     TABLE.c.source == source,
@@ -168,10 +209,10 @@ class Documents:
                 }
                 statement = update(TABLE).where(TABLE.c.id == bindparam("row_id")).values(columns)
                 await conn.execute(statement, known)
-            await jobs.retire(conn, [m.job_id for m in items])
             events = [e for m in items for e in _mirrored_events(source, m, before, kept, note)]
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)
+        return list(items)
 
     async def record_states(self, source: str, docs: Iterable[DocumentState]) -> None:
         """Upsert (doc, state, reason, rel_path) for skipped, pending or failed documents."""
@@ -189,6 +230,7 @@ class Documents:
                 row.name, row.state, row.reason = doc.name, state, reason
                 row.external_url = doc.external_url
                 row.rel_path = rel_path or row.rel_path
+                row.path_key = None if row.rel_path is None else jobs.path_key(row.rel_path)
                 row.updated_at = now
                 s.add(row)
                 if state == DocState.FAILED:
@@ -265,7 +307,14 @@ class Documents:
                 where = (TABLE.c.source == source) & (TABLE.c.remote_id == remote_id)
                 row = (await conn.execute(select(TABLE).where(where))).first()
                 await conn.execute(
-                    update(TABLE).where(where).values(name=name, rel_path=rel_path, updated_at=now)
+                    update(TABLE)
+                    .where(where)
+                    .values(
+                        name=name,
+                        rel_path=rel_path,
+                        path_key=jobs.path_key(rel_path),
+                        updated_at=now,
+                    )
                 )
                 if row is not None:
                     events.append(_moved_event(source, row, rel_path))
@@ -275,12 +324,14 @@ class Documents:
     async def adopt_placed(self, job: JobSpec, size: int, sha256: str, mtime_ns: int) -> bool:
         """Record a file the job had renamed into place before its row was committed.
 
-        Refuses (returns False) when the file is the document's previous version: the row
-        already holds its sha256 for another version.
+        Refuses (returns False) when the file is the document's previous version (the row
+        already holds its sha256 for another version), or when a replica holds the job now.
         """
         async with self.db.transaction() as s:
             row = (await _rows(s, job.source, [job.remote_id])).get(job.remote_id)
             if row is not None and row.sha256 == sha256 and row.version != job.version:
+                return False
+            if not await jobs.retire_unleased(s, job.job_id, self.db.clock()):
                 return False
             before = {} if row is None else {job.remote_id: (row.version, row.sha256)}
             if row is None:
@@ -292,9 +343,9 @@ class Documents:
                 )
                 s.add(row)
             row.version, row.rel_path = job.version, job.rel_path
+            row.path_key = jobs.path_key(job.rel_path)
             row.state, row.reason, row.updated_at = DocState.MIRRORED, None, self.db.clock()
             row.size, row.sha256, row.mtime_ns = size, sha256, mtime_ns
-            await jobs.retire(s, [job.job_id])
             await s.flush()
             adopted = _change(
                 job.source, job.remote_id, job.version, job.rel_path, size=size, sha256=sha256
@@ -323,6 +374,7 @@ def _mirrored_values(source: str, item: Mirrored, now: float) -> dict[str, Any]:
         "version": item.doc.version,
         "name": item.doc.name,
         "rel_path": item.rel_path,
+        "path_key": jobs.path_key(item.rel_path),
         "size": item.size,
         "sha256": item.sha256,
         "mtime_ns": item.mtime_ns,
@@ -451,6 +503,66 @@ def _record(row: Any) -> DocumentRecord:
         row.external_url,
         row.metadata_hash,
         row.prune,
+    )
+
+
+def _known_query() -> Any:
+    """Documents of a source (`:source`) with what the planner needs, and the version a
+    failed job of theirs waits to retry until its time (`:now`). Built once: a statement
+    built per window costs more than its rows."""
+    waiting = and_(
+        JobRow.source == TABLE.c.source,
+        JobRow.remote_id == TABLE.c.remote_id,
+        JobRow.next_retry_at > bindparam("now"),
+    )
+    return (
+        select(
+            TABLE.c.remote_id,
+            TABLE.c.version,
+            TABLE.c.rel_path,
+            TABLE.c.state,
+            TABLE.c.size,
+            TABLE.c.metadata_hash,
+            JobRow.version.label("waiting_version"),
+            TABLE.c.prune,
+            TABLE.c.mtime_ns,
+            TABLE.c.reason,
+        )
+        .outerjoin(JobRow, waiting)
+        .where(TABLE.c.source == bindparam("source"))
+    )
+
+
+KNOWN = _known_query()
+KNOWN_OF = KNOWN.where(TABLE.c.remote_id.in_(bindparam("ids", expanding=True)))
+
+
+def _known(row: Any) -> KnownDocument:
+    rid, version, rel_path, state, size, metadata_hash, waiting, prune, mtime_ns, reason = row
+    # by position: a Row's attribute lookup costs more than the rest of this function
+    return KnownDocument(
+        rid, version, rel_path, STATES[state], size, metadata_hash, waiting, prune, mtime_ns, reason
+    )
+
+
+@functools.cache
+def _unsettled_sql(paramstyle: str, rows: int) -> str:
+    """The statement `Documents.unsettled` sends for `rows` listed documents (SQLite's `?`
+    or asyncpg's `$n` parameters; the listed values are typed text on PostgreSQL)."""
+    numbered = itertools.count(1)
+
+    def slot() -> str:
+        return "?" if paramstyle == "qmark" else f"${next(numbered)}::text"
+
+    values = ", ".join(f"({slot()}, {slot()}, {slot()}, {slot()})" for _ in range(rows))
+    return (
+        f"WITH listed (rid, ver, path, mhash) AS (VALUES {values}) "  # noqa: S608 - no input
+        "SELECT listed.rid FROM listed LEFT OUTER JOIN documents AS d "
+        f"ON d.source = {slot()} AND d.remote_id = listed.rid "
+        f"WHERE d.id IS NULL OR d.state <> '{DocState.MIRRORED.value}' "
+        "OR d.version <> listed.ver OR d.rel_path IS NULL OR d.rel_path <> listed.path "
+        "OR (listed.mhash IS NOT NULL "
+        "AND (d.metadata_hash IS NULL OR d.metadata_hash <> listed.mhash))"
     )
 
 

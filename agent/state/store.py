@@ -7,6 +7,7 @@ store.credentials   tokens and cursors              (agent.state.credentials)
 store.status        pass records, the status model  (agent.state.status)
 store.journal       the change journal              (agent.state.journal)
 store.outbox        webhook endpoints' cursors      (agent.state.outbox)
+store.leases        who lists and plans each source (agent.state.leases)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from agent.state.database import Database, OpenOptions
 from agent.state.documents import Documents
 from agent.state.jobs import Jobs
 from agent.state.journal import Journal
+from agent.state.leases import PassLeases
 from agent.state.outbox import Outbox
 from agent.state.source_state import SourceState
 from agent.state.status import Status
@@ -38,13 +40,21 @@ class Store:
     status: Status
     journal: Journal
     outbox: Outbox
+    leases: PassLeases
 
     @classmethod
     def over(cls, db: Database) -> Store:
         jobs, journal = Jobs(db), Journal(db)
         documents = Documents(db, journal)
         return cls(
-            db, documents, jobs, Credentials(db), Status(db, jobs), journal, Outbox(db, journal)
+            db,
+            documents,
+            jobs,
+            Credentials(db),
+            Status(db, jobs),
+            journal,
+            Outbox(db, journal),
+            PassLeases(db),
         )
 
     @classmethod

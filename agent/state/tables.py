@@ -2,7 +2,8 @@
 
 Times are stored as epoch seconds (floats) so every backend compares them the same way.
 Vendor strings (remote ids, versions) are unbounded on PostgreSQL, which enforces VARCHAR
-lengths where SQLite does not.
+lengths where SQLite does not. `path_key` is a mirror path casefolded by Python (SQL's
+lower() folds ASCII only), so a path is claimed the same way on every file system.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ class DocumentRow(Base):
     """A remote document and where it stands in the mirror."""
 
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("source", "remote_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "remote_id"),
+        Index("ix_documents_path", "source", "path_key"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), index=True)
     remote_id: Mapped[str] = mapped_column(VENDOR_STRING)
@@ -57,21 +61,39 @@ class DocumentRow(Base):
     metadata_json: Mapped[str | None] = mapped_column(Text)
     metadata_hash: Mapped[str | None] = mapped_column(String(64))
     prune: Mapped[bool] = mapped_column(default=False, server_default="0")
+    path_key: Mapped[str | None] = mapped_column(Text)  # rel_path casefolded
     updated_at: Mapped[float] = mapped_column(Float)
 
 
 class JobRow(Base):
-    """A download in progress or waiting to be retried; survives restarts."""
+    """A download queued, leased to a replica, or waiting to be retried; survives restarts.
+
+    The lease: `owner` (a replica id) holds the job until `lease_until`; `attempt` counts
+    the claims and fences every write of the holder (see `agent.state.jobs`). `attempts`
+    counts failed tries, for the back-off. Ids are never reused (AUTOINCREMENT on SQLite, a
+    sequence on PostgreSQL), so a fence never matches a later job. `temp_name` names the
+    staging file that holds the bytes persisted so far (`bytes_done`, `validator`).
+    """
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("source", "remote_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "remote_id"),
+        Index("ix_jobs_claim", "state", "id"),
+        Index("ix_jobs_path", "source", "path_key"),
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64), index=True)
     remote_id: Mapped[str] = mapped_column(VENDOR_STRING)
     version: Mapped[str] = mapped_column(VENDOR_STRING)
     rel_path: Mapped[str] = mapped_column(Text)
     attrs_json: Mapped[str] = mapped_column(Text, default="{}")
+    doc_json: Mapped[str | None] = mapped_column(Text)  # the listed document, for any replica
+    path_key: Mapped[str | None] = mapped_column(Text)  # rel_path casefolded
     state: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     expected_size: Mapped[int | None] = mapped_column(BigInteger)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     validator: Mapped[str | None] = mapped_column(Text)
@@ -83,6 +105,16 @@ class JobRow(Base):
     next_retry_at: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class PassLeaseRow(Base):
+    """Which replica lists and plans a source right now, and until when (one row a source)."""
+
+    __tablename__ = "pass_leases"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    taken_at: Mapped[float | None] = mapped_column(Float)
 
 
 class TokenRow(Base):

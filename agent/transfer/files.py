@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import stat
+import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -114,14 +115,20 @@ def identical(folder: Folder, name: str, size: int, sha256: str) -> bool:
     return digest is not None and digest[0] == sha256
 
 
-def remove_stale_temps(staging: Folder, keep: Collection[str]) -> list[str]:
-    """Delete temp files no job owns any more; returns their names."""
+def remove_stale_temps(
+    staging: Folder, keep: Collection[str], *, older_than: float = 0.0
+) -> list[str]:
+    """Delete temp files no job owns any more, untouched for `older_than` seconds (another
+    process may be writing a newer one); returns their names."""
     removed = []
+    cutoff = time.time() - older_than
     for entry in list(staging.scandir()):
-        if entry.name not in keep and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
+        if entry.name in keep or not entry.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
                 os.unlink(entry.name, dir_fd=staging.fd)
-            removed.append(entry.name)
+                removed.append(entry.name)
     return removed
 
 

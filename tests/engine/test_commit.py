@@ -8,15 +8,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.engine.commit import Committer, Finished
 from agent.engine.plan import Download
-from agent.models import Fetched, JobSpec, RemoteDocument
+from agent.models import Fetched, JobSpec, KnownDocument, RemoteDocument
 from agent.state.documents import Mirrored
+from agent.state.jobs import JobLease
 from agent.transfer.mirrorfs import Folder, MirrorFS
 
 
 class HeldStore:
-    """The store's three calls the committer makes; the first `mark_verified` waits for `go`."""
+    """The store's calls the committer makes; the first `mark_verified` waits for `go`."""
 
     def __init__(self) -> None:
         self.jobs = self
@@ -25,17 +28,22 @@ class HeldStore:
         self.go = asyncio.Event()
         self.committed: list[Mirrored] = []
 
-    async def mark_verified(self, _items: Sequence[Any]) -> None:
+    async def mark_verified(self, items: Sequence[Any]) -> set[int]:
         self.inside.set()
         await self.go.wait()
+        return {lease.job_id for lease, *_ in items}  # every job still held
+
+    async def known(self, _source: str, _ids: Sequence[str]) -> dict[str, KnownDocument]:
+        return {}
 
     async def recorded_sha256(self, _source: str, _ids: Sequence[str]) -> dict[str, str]:
         return {}
 
     async def commit_mirrored(
         self, _source: str, items: Sequence[Mirrored], **_journal: object
-    ) -> None:
+    ) -> list[Mirrored]:
         self.committed += items
+        return list(items)
 
 
 def finished(staging: Folder, name: str, job_id: int) -> Finished:
@@ -46,22 +54,32 @@ def finished(staging: Folder, name: str, job_id: int) -> Finished:
     fetched = Fetched(
         str(staging.path / f"{name}.part"), len(data), hashlib.sha256(data).hexdigest(), None
     )
-    return Finished(Download(doc, f"s/{name}"), job, fetched, None)
+    lease = JobLease(job_id, "me", 1)
+    return Finished(Download(doc, f"s/{name}"), lease, job, fetched, None)
 
 
 async def test_files_that_arrive_during_the_last_flush_are_committed_too(tmp_path: Path) -> None:
     fs = MirrorFS(tmp_path / "mirror")
     store = HeldStore()
+    flushed: list[Mirrored] = []
     with fs.open_staging() as staging:
-        committer = Committer(store, fs, staging, "s", write_metadata=False)  # type: ignore[arg-type]
-        stop = asyncio.Event()
-        flusher = asyncio.create_task(committer.flush_periodically(stop, interval=0.01))
-        await committer.add(finished(staging, "a.bin", 1))
-        await store.inside.wait()  # a periodic flush has taken a.bin and is in flight
-        await committer.add(finished(staging, "b.bin", 2))
-        stop.set()  # the pass ends while that flush runs
+        committer = Committer(
+            store,  # type: ignore[arg-type]
+            fs,
+            staging,
+            "s",
+            write_metadata=False,
+            on_flushed=lambda _batch, done: flushed.extend(done),
+            on_failed=lambda _batch, exc: pytest.fail(f"the batch failed: {exc}"),
+        )
+        committer.add(finished(staging, "a.bin", 1))
+        await store.inside.wait()  # the first batch has taken a.bin and is in flight
+        committer.add(finished(staging, "b.bin", 2))
+        closing = asyncio.create_task(committer.close())  # the pass ends while that flush runs
+        await asyncio.sleep(0)
         store.go.set()
-        await flusher
+        await closing
 
     assert sorted(m.rel_path for m in store.committed) == ["s/a.bin", "s/b.bin"]
+    assert sorted(m.rel_path for m in flushed) == ["s/a.bin", "s/b.bin"]
     assert (fs.root / "s" / "b.bin").read_bytes() == b"b.bin"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.engine.dryrun import SourcePreview, describe
-from agent.engine.plan import Download, Move, OnDisk, Plan
+from agent.engine.plan import Download, Move, OnDisk, Plan, Removal
 from agent.engine.survey import Survey
 from agent.models import DocState, KnownDocument, RemoteDocument
 
@@ -60,10 +60,9 @@ def test_moves_removals_and_prunes_count_deleted_bytes() -> None:
     gone = KnownDocument("g", "1", "s/g.txt", DocState.MIRRORED, size=7, prune=True)
     kept = KnownDocument("k", "1", "s/k.txt", DocState.MIRRORED, size=9)
     moved = KnownDocument("m", "2", "s/old.txt", DocState.MIRRORED, size=4)
-    plan = Plan(
-        removed=["g", "k"], prunes=["s/g.txt"], moves=[Move(doc("m"), "s/old.txt", "s/new.txt")]
-    )
-    found = Survey(1, {"g": gone, "k": kept, "m": moved}, plan)
+    plan = Plan(moves=[Move(doc("m"), "s/old.txt", "s/new.txt")])
+    unlisted = [Removal("g", "s/g.txt"), Removal("k", None)]
+    found = Survey(1, {"g": gone, "k": kept, "m": moved}, plan, unlisted=unlisted)
     preview = SourcePreview(
         "s", "huddle", actions=describe("s", found, {"s/new.txt": OnDisk(1, 1, True)})
     )

@@ -17,7 +17,7 @@ from agent.engine.filters import (
     excluded_by,
     files_to_remove,
 )
-from agent.engine.plan import plan_pass
+from agent.engine.plan import plan_window
 from agent.models import DocState, KnownDocument, RemoteDocument
 from agent.templates import FILTERS
 
@@ -156,5 +156,5 @@ def test_a_skip_is_recorded_again_when_its_rule_changes() -> None:
     (doc,) = listed.listing
     same = KnownDocument("1", "v", None, DocState.SKIPPED, reason=doc.skip_reason)
     other = KnownDocument("1", "v", None, DocState.SKIPPED, reason='filter: exclude "*"')
-    assert plan_pass("s", [doc], {"1": same}).skips == []
-    assert plan_pass("s", [doc], {"1": other}).skips == [doc]
+    assert plan_window([doc], {}, {"1": same}, {}).skips == []
+    assert plan_window([doc], {}, {"1": other}, {}).skips == [doc]

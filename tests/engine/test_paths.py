@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import posixpath
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from agent.engine.paths import disambiguate, mirror_path, sanitize_component
+from agent.engine.paths import (
+    _already_safe,
+    _sanitize,
+    disambiguate,
+    mirror_path,
+    sanitize_component,
+)
 
 
 @given(st.text(max_size=400), st.lists(st.text(max_size=80), max_size=4))
@@ -50,3 +56,22 @@ def test_disambiguation_is_stable_and_distinct() -> None:
     assert disambiguate("a.pdf", "id-1") == disambiguate("a.pdf", "id-1")
     assert disambiguate("a.pdf", "id-1") != disambiguate("a.pdf", "id-2")
     assert disambiguate("a.pdf", "id-1").endswith(".pdf")
+
+
+PRINTABLE_ASCII = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=220)
+PIECES = st.lists(st.sampled_from(["a", " ", ".", "pdf", "Con", "*", "\t"]), max_size=7).map(
+    "".join
+)
+
+
+@given(st.one_of(PIECES, PRINTABLE_ASCII, st.text(max_size=220)))
+@example("a .pdf")
+@example("a..pdf")
+@example("con.txt")
+@example("report. ")
+@example("x" * 201)
+def test_the_fast_path_returns_exactly_what_the_full_sanitiser_would(name: str) -> None:
+    """Names taken as they are (most of them, cheaply) are the ones sanitising leaves alone."""
+    if _already_safe(name):
+        assert _sanitize(name) == name
+    assert sanitize_component(name) == _sanitize(name)

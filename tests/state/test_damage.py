@@ -16,6 +16,7 @@ from agent.state import damage
 from agent.state.documents import Mirrored
 from agent.state.store import Store
 from tests.state.conftest import ManualClock
+from tests.state.kit import LEASE, OWNER
 
 SRC = "src"
 GARBAGE = b"\xde\xad\xbe\xef" * 1024  # 4 KiB
@@ -26,13 +27,11 @@ async def populated(tmp_path: Path, documents: int = 300) -> Path:
     path = tmp_path / "state.db"
     async with Store.open(f"sqlite+aiosqlite:///{path}", tmp_path) as store:
         docs = [RemoteDocument(f"doc-{i:04d}", "v1", f"Document {i}.pdf") for i in range(documents)]
-        jobs = await store.jobs.claim(SRC, [(d, f"{SRC}/{d.name}") for d in docs])
+        await store.jobs.enqueue(SRC, [(d, f"{SRC}/{d.name}") for d in docs])
+        jobs = await store.jobs.claim(OWNER, [SRC], documents, LEASE)
         await store.documents.commit_mirrored(
             SRC,
-            [
-                Mirrored(jobs[d.remote_id].job_id, d, f"{SRC}/{d.name}", 1, "0" * 64, 1, None, None)
-                for d in docs
-            ],
+            [Mirrored(j.lease, j.doc, j.spec.rel_path, 1, "0" * 64, 1, None, None) for j in jobs],
         )
     return path
 

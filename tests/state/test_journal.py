@@ -16,6 +16,7 @@ from agent.state.journal import NewEvent
 from agent.state.store import Store
 from agent.state.tables import EventRow
 from tests.state.conftest import ManualClock
+from tests.state.kit import claimed
 
 SRC = "src"
 
@@ -27,8 +28,8 @@ def doc(remote_id: str, version: str = "v1") -> RemoteDocument:
 async def mirror(
     store: Store, d: RemoteDocument, sha: str = "a" * 64, kept: dict[str, str] | None = None
 ) -> None:
-    job = await store.jobs.claim_one(SRC, d, f"{SRC}/{d.name}")
-    item = Mirrored(job.job_id, d, f"{SRC}/{d.name}", 10, sha, 123, None, None)
+    job = await claimed(store, SRC, d, f"{SRC}/{d.name}")
+    item = Mirrored(job.lease, d, f"{SRC}/{d.name}", 10, sha, 123, None, None)
     await store.documents.commit_mirrored(SRC, [item], kept=kept or {})
 
 
@@ -87,8 +88,9 @@ async def test_failed_moved_and_removed_documents_are_journaled(store: Store) ->
 
 
 async def test_a_file_adopted_at_start_up_is_journaled(store: Store) -> None:
-    job = await store.jobs.claim_one(SRC, doc("a"), "src/a.pdf")
-    assert await store.documents.adopt_placed(job, 10, "c" * 64, 1)
+    job = await claimed(store, SRC, doc("a"), "src/a.pdf")
+    await store.jobs.release([(job.lease, None)])  # its holder stopped
+    assert await store.documents.adopt_placed(job.spec, 10, "c" * 64, 1)
     (event,) = await store.journal.read(0, 10)
     assert (event.type, event.path, event.sha256) == (EventType.ADDED, "src/a.pdf", "c" * 64)
 

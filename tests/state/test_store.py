@@ -13,6 +13,7 @@ from agent.state.documents import Mirrored
 from agent.state.store import Store
 from agent.state.tables import TokenRow
 from tests.state.conftest import ManualClock
+from tests.state.kit import claimed
 
 SRC = "src"
 
@@ -22,9 +23,9 @@ def doc(remote_id: str, version: str = "v1", **extra: object) -> RemoteDocument:
 
 
 async def mirror(store: Store, d: RemoteDocument, data: str = "a" * 64) -> None:
-    """Claim a job for `d` and commit its file as mirrored."""
-    job = await store.jobs.claim_one(SRC, d, f"{SRC}/{d.name}")
-    item = Mirrored(job.job_id, d, f"{SRC}/{d.name}", 10, data, 123, None, None)
+    """Queue and claim a job for `d` and commit its file as mirrored."""
+    job = await claimed(store, SRC, d, f"{SRC}/{d.name}")
+    item = Mirrored(job.lease, d, f"{SRC}/{d.name}", 10, data, 123, None, None)
     await store.documents.commit_mirrored(SRC, [item])
 
 
@@ -59,9 +60,9 @@ async def test_known_documents_report_a_waiting_retry_until_the_clock_passes_it(
     store: Store, clock: ManualClock
 ) -> None:
     d = doc("a")
-    job = await store.jobs.claim_one(SRC, d, "src/a.pdf")
+    job = await claimed(store, SRC, d, "src/a.pdf")
     await store.jobs.failed(
-        job.job_id, kind="transient", error="x", permanent=False, retry_in=60, bytes_done=0
+        job.lease, kind="transient", error="x", permanent=False, retry_in=60, bytes_done=0
     )
     await store.documents.record_states(SRC, [(d, DocState.FAILED, "x", "src/a.pdf")])
 
@@ -72,7 +73,7 @@ async def test_known_documents_report_a_waiting_retry_until_the_clock_passes_it(
 
 async def test_skipping_a_document_drops_its_job_and_keeps_the_reason(store: Store) -> None:
     d = doc("a", external_url="https://example.invalid/a")
-    await store.jobs.claim_one(SRC, d, "src/a.pdf")
+    await store.jobs.enqueue(SRC, [(d, "src/a.pdf")])
 
     await store.documents.record_states(SRC, [(d, DocState.SKIPPED, "URL only", None)])
 
@@ -123,9 +124,14 @@ async def test_metadata_is_recorded_with_its_hash(store: Store) -> None:
     assert (await store.documents.known(SRC))["a"].metadata_hash == "d" * 64
 
 
-async def test_adopting_a_placed_file_refuses_the_previous_version(store: Store) -> None:
+async def test_adopting_a_placed_file_refuses_the_previous_version_and_a_held_job(
+    store: Store,
+) -> None:
     await mirror(store, doc("a"), data="e" * 64)
-    job = await store.jobs.claim_one(SRC, doc("a", "v2"), "src/a.pdf")
+    held = await claimed(store, SRC, doc("a", "v2"), "src/a.pdf")
+    job = held.spec
+    assert not await store.documents.adopt_placed(job, 11, "f" * 64, 2)  # a replica holds it
+    await store.jobs.release([(held.lease, None)])
 
     assert not await store.documents.adopt_placed(job, 10, "e" * 64, 1)  # the old bytes
     assert await store.documents.adopt_placed(job, 11, "f" * 64, 2)
@@ -134,64 +140,6 @@ async def test_adopting_a_placed_file_refuses_the_previous_version(store: Store)
     assert row is not None
     assert (row.version, row.sha256, row.size) == ("v2", "f" * 64, 11)
     assert await store.jobs.views() == []
-
-
-# ---------------------------------------------------------------- jobs
-
-
-async def test_a_resumed_claim_keeps_the_job_and_a_new_version_replaces_it(store: Store) -> None:
-    first = await store.jobs.claim_one(SRC, doc("a", attrs={"reason": "new"}), "src/a.pdf")
-    again = await store.jobs.claim_one(SRC, doc("a", attrs={"reason": "other"}), "src/b.pdf")
-    newer = await store.jobs.claim_one(SRC, doc("a", "v2"), "src/b.pdf")
-
-    assert (again.job_id, again.temp_name, again.attrs) == (
-        first.job_id,
-        first.temp_name,
-        first.attrs,
-    )
-    assert again.rel_path == "src/b.pdf"  # the path follows the listing
-    assert (newer.version, newer.attrs) == ("v2", {})
-    assert newer.temp_name != first.temp_name  # a new job: its partial starts afresh
-
-
-async def test_claims_span_several_batches(store: Store) -> None:
-    items = [(doc(f"d{i}"), f"src/d{i}.pdf") for i in range(1203)]
-
-    jobs = await store.jobs.claim(SRC, items)
-
-    assert len(jobs) == 1203
-    assert len({j.job_id for j in jobs.values()}) == 1203
-    assert {v.state for v in await store.jobs.views()} == {JobState.ACTIVE}
-
-
-async def test_failures_count_attempts_and_schedule_by_the_clock(
-    store: Store, clock: ManualClock
-) -> None:
-    job = await store.jobs.claim_one(SRC, doc("a"), "src/a.pdf")
-    for _ in range(2):
-        await store.jobs.failed(
-            job.job_id, kind="permanent", error="gone", permanent=True, retry_in=30, bytes_done=7
-        )
-
-    (view,) = await store.jobs.views(SRC)
-    assert await store.jobs.attempts(job.job_id) == 2
-    assert (view.state, view.error_kind, view.bytes_done) == (JobState.FAILED, "permanent", 7)
-    assert view.next_retry_at == clock.now + 30
-
-
-async def test_start_up_requeues_active_jobs_and_finds_verified_ones(store: Store) -> None:
-    a = await store.jobs.claim_one(SRC, doc("a"), "src/a.pdf")
-    b = await store.jobs.claim_one(SRC, doc("b"), "src/b.pdf")
-    await store.jobs.checkpoint(a.job_id, 100, '"etag"')
-    await store.jobs.mark_verified([(b.job_id, 12, "9" * 64)])
-
-    requeued = await store.jobs.requeue_interrupted()
-
-    assert {j.remote_id for j in requeued} == {"a", "b"}
-    assert {v.state for v in await store.jobs.views()} == {JobState.QUEUED}
-    assert [(j.remote_id, n, h) for j, n, h in await store.jobs.verified()] == [("b", 12, "9" * 64)]
-    assert await store.jobs.temp_names() == {a.temp_name, b.temp_name}
-    assert (await store.jobs.claim_one(SRC, doc("a"), "src/a.pdf")).validator == '"etag"'
 
 
 # ---------------------------------------------------------------- credentials and cursors
@@ -239,9 +187,9 @@ async def test_status_reports_plain_counts_jobs_and_skips_of_configured_sources(
 ) -> None:
     await store.status.pass_started(SRC, "standard-metrics")
     await mirror(store, doc("a"))
-    job = await store.jobs.claim_one(SRC, doc("b"), "src/b.pdf")
+    job = await claimed(store, SRC, doc("b"), "src/b.pdf")
     await store.jobs.failed(
-        job.job_id, kind="transient", error="503", permanent=False, retry_in=9, bytes_done=0
+        job.lease, kind="transient", error="503", permanent=False, retry_in=9, bytes_done=0
     )
     await store.documents.record_states(SRC, [(doc("c"), DocState.SKIPPED, "URL only", None)])
     clock.now += 3
@@ -280,3 +228,35 @@ async def test_the_store_reads_the_time_from_its_clock_only(
             )
         }
     assert stamps == {t: {42.0} for t in ("sources", "documents", "tokens", "cursors")}
+
+
+async def test_unsettled_names_exactly_the_listed_documents_a_pass_must_look_at(
+    store: Store,
+) -> None:
+    await mirror(store, doc("same"))
+    await mirror(store, doc("older"))
+    await mirror(store, doc("moved"))
+    await mirror(store, doc("meta"))
+    await store.documents.record_metadata(SRC, "meta", "{}", "h1")
+    await store.documents.record_states(SRC, [(doc("failed"), DocState.FAILED, "x", "src/f")])
+
+    listed = [
+        ("same", "v1", "src/same.pdf", None),
+        ("older", "v2", "src/older.pdf", None),  # a new version
+        ("moved", "v1", "src/elsewhere.pdf", None),  # renamed
+        ("meta", "v1", "src/meta.pdf", "h2"),  # its metadata changed
+        ("failed", "v1", "src/f", None),  # not mirrored
+        ("new", "v1", "src/new.pdf", None),  # unknown
+    ]
+
+    assert await store.documents.unsettled(SRC, listed) == {
+        "older",
+        "moved",
+        "meta",
+        "failed",
+        "new",
+    }
+    assert await store.documents.unsettled(SRC, [("meta", "v1", "src/meta.pdf", "h1")]) == set()
+    assert await store.documents.unsettled("other", [("same", "v1", "src/same.pdf", None)]) == {
+        "same"
+    }

@@ -17,6 +17,7 @@ from agent.models import PassStats, RemoteDocument
 from agent.state.documents import Documents
 from agent.state.store import Store
 from agent.transfer.mirrorfs import MirrorFS
+from tests.state.kit import claimed
 
 
 def _ok(outcome: PassStats | BaseException) -> PassStats:
@@ -60,7 +61,9 @@ async def test_start_up_removes_stale_temps_and_keeps_live_partials(world: World
     config = world.config()
     async with Store.open(config.agent.state_url, world.state_dir) as store:
         doc = RemoteDocument(remote_id="live", version="1", name="live.pdf")
-        job = await store.jobs.claim_one(SOURCE, doc, f"{SOURCE}/live.pdf")
+        held = await claimed(store, SOURCE, doc, f"{SOURCE}/live.pdf")
+        job = held.spec
+        await store.jobs.checkpoint(held.lease, 7, '"v"', job.temp_name)  # bytes worth keeping
     world.staging.mkdir(parents=True)
     (world.staging / job.temp_name).write_bytes(b"partial")
     (world.staging / "sm-999.part").write_bytes(b"left by a job long gone")
@@ -105,8 +108,8 @@ async def test_a_previous_version_in_place_is_not_adopted_as_the_new_one(world: 
     config = world.config()
     doc = RemoteDocument(remote_id=doc_id, version="v2", name="v.bin")
     async with Store.open(config.agent.state_url, world.state_dir) as store:
-        job = await store.jobs.claim_one(SOURCE, doc, f"{SOURCE}/v.bin")
-        await store.jobs.checkpoint(job.job_id, len(old), None)  # same size, temp gone
+        held = await claimed(store, SOURCE, doc, f"{SOURCE}/v.bin")
+        await store.jobs.checkpoint(held.lease, len(old), None, held.spec.temp_name)  # temp gone
 
     async with Agent.open(config, sleep=world.sleeps) as agent:
         assert [j.remote_id for j in await agent.store.jobs.views()] == [doc_id]
@@ -132,10 +135,10 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         events.append(("rename", f"{src_path} -> {_at(kwargs.get('dst_dir_fd'), dst)}"))
         real_replace(src, dst, **kwargs)
 
-    async def commit(self: Documents, source: str, items: Any, **journal: Any) -> None:
+    async def commit(self: Documents, source: str, items: Any, **journal: Any) -> Any:
         if items:
             events.append(("commit", ",".join(m.rel_path for m in items)))
-        await real_commit(self, source, items, **journal)
+        return await real_commit(self, source, items, **journal)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)

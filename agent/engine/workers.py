@@ -1,0 +1,548 @@
+"""The download workers of one replica: claim jobs under leases, download them, commit them.
+
+One feeder claims batches of jobs for the sources this replica serves, as long as it has
+room (`max_concurrent_downloads` running, as many again leased and waiting for a slot), and
+naps when there is nothing to claim until `wake()` is called (work was queued) or its poll
+interval passes (work queued elsewhere, a lease of a stopped replica ran out). Each claimed
+job runs in its own task: take over what an earlier attempt left, download, hand the file
+to its source's committer. A job the listing found already in the mirror (its quick check,
+`Lister._hint_adoptions`) is adopted in place instead: the file is hashed, not downloaded;
+another replica, which got no hint, downloads it and the commit adopts the identical file.
+A heartbeat extends the leases of every job this replica holds,
+from claim to commit; a job whose lease was lost meanwhile is cancelled, and its fenced
+writes would be refused anyway.
+
+A job that meets an error the source cannot get past (`FatalSourceError`: credentials
+rejected) or the state database failing stops its source: the source's other downloads are
+cancelled (they checkpoint and let their jobs go), nothing more of it is claimed, and the
+pass waiting in `settle` raises the error. The next pass of the source starts afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from agent.engine.commit import Committer, Finished, adopt_in_place, finish
+from agent.engine.handoff import discard, size_of, take_over
+from agent.engine.plan import Download
+from agent.errors import (
+    DiskSpaceError,
+    DocumentError,
+    LeaseLostError,
+    PermanentError,
+    SkipDocument,
+    StateError,
+    describe_error,
+)
+from agent.log import get_logger
+from agent.models import DocState, JobSpec, RemoteDocument
+from agent.state.documents import Mirrored
+from agent.state.jobs import Claimed
+from agent.state.store import Store
+from agent.transfer.download import Downloader, Endpoint
+from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
+from agent.transfer.retry import next_retry_seconds
+
+if TYPE_CHECKING:
+    from agent.engine.sync import SourceRuntime
+
+Progress = Callable[[str, str, int, int | None], None]  # event, rel_path, bytes, total
+SETTLE_POLL = 1.0  # seconds between looks at the queue while a pass waits for it
+HEARTBEATS_PER_LEASE = 3
+RECENT_ERRORS = 16  # failure descriptions kept per source for the pass summary
+
+
+@dataclass
+class Tally:
+    """What this replica's workers did for one source (totals; a pass takes a difference)."""
+
+    downloaded: int = 0
+    adopted: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))  # newest
+
+    def copy(self) -> Tally:
+        return Tally(
+            self.downloaded,
+            self.adopted,
+            self.failed,
+            self.skipped,
+            self.bytes,
+            self.errors.copy(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSettings:
+    """Who this replica is and how its leases run."""
+
+    owner: str
+    seconds: float  # a lease's length; heartbeats renew it three times as often
+    poll: float  # seconds between claim attempts when there was nothing to claim
+
+
+class Workers:
+    """Claims and runs download jobs of the sources it serves; an async context manager."""
+
+    def __init__(
+        self,
+        store: Store,
+        downloader: Downloader,
+        runtimes: Mapping[str, SourceRuntime],
+        leases: LeaseSettings,
+        *,
+        concurrency: int,
+        fs: MirrorFS,
+        staging: Folder,
+        progress: Progress | None = None,
+    ) -> None:
+        self.store = store
+        self.downloader = downloader
+        self.runtimes = runtimes
+        self.leases = leases
+        self.slots = asyncio.Semaphore(concurrency)
+        self.capacity = concurrency * 2  # running, and leased waiting for a slot
+        self.fs = fs
+        self.staging = staging
+        self.progress = progress
+        self.tallies: dict[str, Tally] = {}
+        self.held: dict[int, Claimed] = {}  # every job leased here, from claim to commit
+        self.running: dict[int, tuple[str, asyncio.Task[None]]] = {}  # job id: source, task
+        self.started: set[int] = set()
+        self.serving: Counter[str] = Counter()
+        self.failures: dict[str, BaseException] = {}
+        self.committers: dict[str, Committer] = {}
+        self.in_place: dict[str, set[tuple[str, str, str]]] = {}  # source: (id, version, path)
+        self.closing = False
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._chores: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Workers:
+        self._tasks = [
+            asyncio.create_task(self._feed(), name="workers:feed"),
+            asyncio.create_task(self._heartbeat(), name="workers:heartbeat"),
+        ]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close(0.0)
+
+    # ------------------------------------------------------------ what the engine calls
+
+    def wake(self) -> None:
+        """Work was queued: claim now rather than at the next poll (the wake-up hook)."""
+        self._wake.set()
+
+    def serve(self, source: str) -> None:
+        """Claim jobs of `source` (counted: a pass and the daemon may both ask)."""
+        self.serving[source] += 1
+        self.wake()
+
+    def unserve(self, source: str) -> None:
+        self.serving[source] -= 1
+        if self.serving[source] <= 0:
+            del self.serving[source]
+
+    def restart(self, source: str) -> None:
+        """A new pass of `source`: forget the error that stopped the previous one, and the
+        adoptions its listing hinted at that another replica's workers took."""
+        self.failures.pop(source, None)
+        self.in_place.pop(source, None)
+
+    def adoptable(self, source: str, items: Sequence[Download]) -> None:
+        """These queued downloads may be adopted from the file already at their path."""
+        hints = self.in_place.setdefault(source, set())
+        hints.update((d.doc.remote_id, d.doc.version, d.rel_path) for d in items)
+
+    def tally(self, source: str) -> Tally:
+        return self.tallies.setdefault(source, Tally())
+
+    async def settle(self, source: str) -> None:
+        """Wait until nothing of `source` is left for this replica to do: no job queued, none
+        held here, none whose lease expired (jobs under another replica's live lease are
+        its work). Raises the error that stopped the source, if one did."""
+        while not self.closing:
+            await self._raise_failure(source)
+            local = any(c.spec.source == source for c in self.held.values())
+            if not local and not await self.store.jobs.outstanding(source, self.leases.owner):
+                await self._raise_failure(source)
+                return
+            self._settled.clear()
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), SETTLE_POLL)
+
+    async def fetch_one(
+        self,
+        rt: SourceRuntime,
+        job: Claimed,
+        *,
+        attrs: Mapping[str, str],
+        note: Mapping[str, object],
+    ) -> list[Mirrored]:
+        """Download and commit one job leased outside the feeder (an on-demand fetch) now,
+        `attrs` added to this attempt's request and `note` to its journal entry; returns
+        what was committed (nothing: the job was lost to another replica). A download error
+        leaves the job held for the caller to record it failed."""
+        self.held[job.lease.job_id] = job
+        try:
+            async with self.slots:
+                finished = await self._download(rt, job, attrs)
+        except DocumentError:
+            self.held.pop(job.lease.job_id, None)
+            raise
+        except BaseException:
+            await finish(asyncio.ensure_future(self._let_go(job)))
+            raise
+        committed: list[Mirrored] = []
+
+        def flushed(batch: Sequence[Finished], done: Sequence[Mirrored]) -> None:
+            committed.extend(done)
+            self._flushed(batch, done)
+
+        committer = self._new_committer(rt, flushed, note)
+        committer.add(finished)
+        await committer.close()
+        return committed
+
+    async def drop_source(self, source: str) -> None:
+        """The source was removed from the configuration: stop its downloads (they let
+        their jobs go) and commit what is finished."""
+        self.serving.pop(source, None)
+        await self._cancel(self._tasks_of(source))
+        committer = self.committers.pop(source, None)
+        if committer is not None:
+            await committer.close()
+        await self._release_idle(source)
+
+    def abort(self) -> None:
+        """Cancel every running download now (they checkpoint and let their jobs go)."""
+        for _, task in self.running.values():
+            task.cancel()
+
+    async def close(self, grace: float) -> None:
+        """Stop claiming; give running downloads `grace` seconds to finish, then cancel
+        them (they checkpoint and let their jobs go); commit what finished."""
+        self.closing = True
+        self._wake.set()
+        self._settled.set()
+        feeder, heartbeat = self._tasks or (None, None)
+        if feeder is not None:
+            await finish(feeder)
+        if self.running and grace > 0:
+            await asyncio.wait([t for _, t in self.running.values()], timeout=grace)
+        await self._cancel([t for _, t in self.running.values()])
+        for committer in list(self.committers.values()):
+            await committer.close()
+        await self._release_idle(None)
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        self._tasks = []
+
+    # ------------------------------------------------------------ claiming
+
+    async def _feed(self) -> None:
+        while not self.closing:
+            room = self.capacity - len(self.held)
+            sources = [s for s in self.serving if s not in self.failures]
+            claimed: list[Claimed] = []
+            if sources and room >= max(1, self.capacity // 4):
+                try:
+                    claimed = await self.store.jobs.claim(
+                        self.leases.owner, sources, room, self.leases.seconds, busy=list(self.held)
+                    )
+                except Exception as exc:  # the state failing: those passes raise it, not hang
+                    for source in sources:
+                        self._stop(source, exc)
+            for job in claimed:
+                self._start(job)
+            if not claimed:
+                await self._nap()
+
+    async def _nap(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.leases.poll)
+        self._wake.clear()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.leases.seconds / HEARTBEATS_PER_LEASE)
+            if not self.held:
+                continue
+            leases = [c.lease for c in self.held.values()]
+            try:
+                kept = await self.store.jobs.extend(leases, self.leases.seconds)
+            except StateError as exc:  # the next beat tries again, well within the lease
+                get_logger().warning("job.heartbeat_failed", error=str(exc))
+                continue
+            lost = [lease.job_id for lease in leases if lease.job_id not in kept]
+            for job_id in lost:
+                get_logger().warning("job.lease_lost", job_id=job_id)
+                self.held.pop(job_id, None)
+                if job_id in self.running:
+                    self.running[job_id][1].cancel("lease lost")
+
+    # ------------------------------------------------------------ one job
+
+    def _start(self, job: Claimed) -> None:
+        job_id = job.lease.job_id
+        self.held[job_id] = job
+        task = asyncio.create_task(self._work(job), name=f"job:{job_id}")
+        self.running[job_id] = (job.spec.source, task)
+        task.add_done_callback(lambda _: self._done(job))
+
+    def _done(self, job: Claimed) -> None:
+        """A job's task ended. One cancelled before it began never ran its own clean-up:
+        its job goes back to the queue here."""
+        job_id = job.lease.job_id
+        self.running.pop(job_id, None)
+        if job_id not in self.started and job_id in self.held:
+            self._chore(self._let_go(job))
+        self.started.discard(job_id)
+        self._after(job.spec.source)
+
+    async def _work(self, job: Claimed) -> None:
+        source = job.spec.source
+        self.started.add(job.lease.job_id)
+        try:
+            rt = self.runtimes.get(source)
+            if rt is None:
+                await self._let_go(job)
+                return
+            async with self.slots:
+                finished = await self._adopt(rt, job) or await self._download(rt, job, {})
+            self._committer(rt).add(finished)
+        except asyncio.CancelledError:
+            await finish(asyncio.ensure_future(self._let_go(job)))
+            raise
+        except LeaseLostError:
+            self.held.pop(job.lease.job_id, None)
+            get_logger(source=source).warning("job.lease_lost", remote_id=job.doc.remote_id)
+        except SkipDocument as exc:
+            await self._skipped(job, exc)
+        except DocumentError as exc:
+            await self._failed(job, exc)
+        except Exception as exc:  # stops the source: its pass raises it
+            await self._let_go(job)
+            self._stop(source, exc)
+
+    async def _download(
+        self, rt: SourceRuntime, job: Claimed, attrs: Mapping[str, str]
+    ) -> Finished:
+        spec = await self._take_over(job)
+        metadata = await rt.source.describe(job.doc)
+        endpoint = Endpoint(rt.source, job.doc, {**spec.attrs, **attrs}, rt.limiter)
+
+        async def checkpoint(_: int, offset: int, validator: str | None) -> None:
+            await self.store.jobs.checkpoint(job.lease, offset, validator, spec.temp_name)
+
+        self._notify("start", spec.rel_path, 0, job.doc.size)
+        fetched = await self.downloader.fetch(spec, endpoint, checkpoint)
+        self._notify("done", spec.rel_path, fetched.size, fetched.size)
+        rt.log.info(
+            "download.done", remote_id=job.doc.remote_id, path=spec.rel_path, bytes=fetched.size
+        )
+        return Finished(Download(job.doc, spec.rel_path), job.lease, spec, fetched, metadata)
+
+    async def _adopt(self, rt: SourceRuntime, job: Claimed) -> Finished | None:
+        """The file already at the job's path, hashed, when the listing hinted it may be
+        adopted; None when there was no hint or the file changed since (then: download)."""
+        spec = job.spec
+        hints = self.in_place.get(spec.source)
+        hint = (job.doc.remote_id, job.doc.version, spec.rel_path)
+        if not hints or hint not in hints or job.partial is not None:
+            return None
+        hints.discard(hint)
+        item = Download(job.doc, spec.rel_path)
+        fetched = await off_loop(adopt_in_place, self.fs, item)
+        if fetched is None:
+            return None
+        metadata = await rt.source.describe(job.doc)
+        return Finished(item, job.lease, spec, fetched, metadata, in_place=True)
+
+    async def _take_over(self, job: Claimed) -> JobSpec:
+        """This attempt's spec, its staging file holding the earlier attempt's bytes."""
+        spec, partial = job.spec, job.partial
+        if partial is None:
+            return spec
+        if not (spec.validator or spec.sha256):  # bytes nothing can continue: start over
+            if not job.holder_may_live:
+                await off_loop(discard, self.staging, partial)
+            return spec
+        copy = job.holder_may_live
+        size = await off_loop(take_over, self.staging, partial, spec.temp_name, copy=copy)
+        if size:
+            await self.store.jobs.checkpoint(job.lease, size, spec.validator, spec.temp_name)
+            get_logger(source=spec.source).info(
+                "download.taken_over", remote_id=spec.remote_id, bytes=size, copied=copy
+            )
+        if copy:
+            await off_loop(discard, self.staging, partial)
+        return replace(spec)
+
+    async def _let_go(self, job: Claimed) -> None:
+        """Give a job this replica still holds back to the queue, with its partial."""
+        if self.held.pop(job.lease.job_id, None) is None:
+            return  # lost already: another replica has it
+        own = job.spec.temp_name
+        has_bytes = size_of(self.staging, own)
+        await self.store.jobs.release([(job.lease, own if has_bytes else None)])
+
+    async def _skipped(self, job: Claimed, exc: SkipDocument) -> None:
+        self.held.pop(job.lease.job_id, None)
+        self.tally(job.spec.source).skipped += 1
+        doc = replace(job.doc, external_url=exc.external_url or job.doc.external_url)
+        await self.store.documents.record_states(
+            job.spec.source, [(doc, DocState.SKIPPED, exc.message, None)]
+        )
+
+    async def _failed(self, job: Claimed, exc: DocumentError) -> None:
+        spec = job.spec
+        self.held.pop(job.lease.job_id, None)
+        permanent = isinstance(exc, PermanentError)
+        attempts = await self.store.jobs.attempts(spec.job_id) + 1
+        size = size_of(self.staging, spec.temp_name)
+        retry_in = next_retry_seconds(attempts, permanent=permanent)
+        if isinstance(exc, DiskSpaceError):
+            retry_in = 0.0  # a local condition: the next pass resumes once space is freed
+        mine = await self.store.jobs.failed(
+            job.lease,
+            kind=exc.kind,
+            error=describe_error(exc),
+            permanent=permanent,
+            retry_in=retry_in,
+            bytes_done=size or 0,
+            temp_name=spec.temp_name if size else None,
+        )
+        if not mine:
+            return  # another replica holds the job now: its outcome is the one recorded
+        await self._record_failure(job.doc, spec, exc, size or 0)
+
+    async def _record_failure(
+        self, doc: RemoteDocument, spec: JobSpec, exc: DocumentError, size: int
+    ) -> None:
+        tally = self.tally(spec.source)
+        tally.failed += 1
+        tally.errors.append(f"{spec.rel_path}: {describe_error(exc)}")
+        await self.store.documents.record_states(
+            spec.source, [(doc, DocState.FAILED, describe_error(exc), spec.rel_path)]
+        )
+        self._notify("failed", spec.rel_path, size, doc.size)
+        get_logger(source=spec.source).warning(
+            "download.failed",
+            remote_id=doc.remote_id,
+            path=spec.rel_path,
+            kind=exc.kind,
+            error=str(exc),
+        )
+
+    # ------------------------------------------------------------ commits and failures
+
+    def _committer(self, rt: SourceRuntime) -> Committer:
+        name = rt.config.name
+        committer = self.committers.get(name)
+        if committer is None:
+            committer = self._new_committer(rt, self._flushed, {})
+            self.committers[name] = committer
+        return committer
+
+    def _new_committer(
+        self,
+        rt: SourceRuntime,
+        flushed: Callable[[Sequence[Finished], Sequence[Mirrored]], None],
+        note: Mapping[str, object],
+    ) -> Committer:
+        name = rt.config.name
+        return Committer(
+            self.store,
+            self.fs,
+            self.staging,
+            name,
+            rt.config.write_metadata,
+            on_flushed=flushed,
+            on_failed=lambda batch, exc: self._flush_failed(name, batch, exc),
+            note=note,
+        )
+
+    def _flushed(self, batch: Sequence[Finished], committed: Sequence[Mirrored]) -> None:
+        done = {m.lease.job_id for m in committed}
+        for finished in batch:
+            self.held.pop(finished.lease.job_id, None)
+            if finished.lease.job_id in done:
+                tally = self.tally(finished.job.source)
+                if finished.in_place:
+                    tally.adopted += 1
+                else:
+                    tally.downloaded += 1
+                    tally.bytes += finished.fetched.size
+        self._wake.set()  # room to claim more
+        self._settled.set()
+
+    def _flush_failed(self, source: str, batch: Sequence[Finished], exc: BaseException) -> None:
+        """A batch could not be committed: let its jobs go and stop the source."""
+        for finished in batch:
+            self.held.pop(finished.lease.job_id, None)
+        self._wake.set()
+        self._stop(source, exc)
+
+    def _stop(self, source: str, exc: BaseException) -> None:
+        """Stop the source's work here: its pass reports `exc`."""
+        self.failures.setdefault(source, exc)
+        for task in self._tasks_of(source):
+            task.cancel()
+        self._settled.set()
+
+    async def _raise_failure(self, source: str) -> None:
+        """Raise what stopped the source, once its cancelled downloads have let go."""
+        failure = self.failures.get(source)
+        if failure is not None:
+            await asyncio.gather(*self._tasks_of(source), return_exceptions=True)
+            raise failure
+
+    def _after(self, source: str) -> None:
+        """A job of `source` is done here: room to claim, a reason to look at the queue."""
+        self._wake.set()
+        self._settled.set()
+        committer = self.committers.get(source)
+        if committer is not None and not self._tasks_of(source):
+            committer.hurry()
+
+    def _tasks_of(self, source: str) -> list[asyncio.Task[None]]:
+        return [task for name, task in self.running.values() if name == source]
+
+    async def _release_idle(self, source: str | None) -> None:
+        """Let go of jobs held here that nothing works on any more (of `source`, or all)."""
+        await asyncio.gather(*self._chores, return_exceptions=True)
+        idle = [
+            job
+            for job_id, job in self.held.items()
+            if job_id not in self.running and source in (None, job.spec.source)
+        ]
+        for job in idle:
+            await self._let_go(job)
+
+    def _chore(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _cancel(self, tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _notify(self, event: str, rel_path: str, done: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress(event, rel_path, done, total)

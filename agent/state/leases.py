@@ -1,0 +1,87 @@
+"""Pass leases: which replica lists and plans each source, taken and renewed in one statement.
+
+One row per source (`pass_leases`). A replica takes the lease when nobody holds it, when it
+holds it already, or when the holder's lease ran out (a replica that stopped renewing); it
+renews it while listing, and lets it go when the pass has planned everything. Downloads are
+not part of it: they are jobs, claimed by any replica (`agent.state.jobs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agent.state.database import Database
+from agent.state.tables import PassLeaseRow
+
+TABLE = cast(Table, PassLeaseRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class PassHolder:
+    """Who holds a source's pass lease, and until when (epoch seconds)."""
+
+    owner: str
+    lease_until: float
+
+
+class PassLeases:
+    """The pass lease of every source."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def take(self, source: str, owner: str, seconds: float) -> PassHolder | None:
+        """Take (or renew) the lease of `source` for `owner`; None when it is taken, else the
+        replica holding it."""
+        now = self.db.clock()
+        free = (
+            TABLE.c.owner.is_(None)
+            | (TABLE.c.owner == owner)
+            | (func.coalesce(TABLE.c.lease_until, 0) < now)
+        )
+        async with self.db.begin() as conn:
+            await conn.execute(self._row(conn.dialect.name, source))
+            taken = await conn.execute(
+                update(TABLE)
+                .where((TABLE.c.source == source) & free)
+                .values(owner=owner, lease_until=now + seconds, taken_at=now)
+            )
+            if taken.rowcount:
+                return None
+            row = (await conn.execute(select(TABLE).where(TABLE.c.source == source))).one()
+        return PassHolder(row.owner, row.lease_until)
+
+    async def renew(self, source: str, owner: str, seconds: float) -> bool:
+        """Extend a lease `owner` holds (fenced); False when it is not its own any more."""
+        async with self.db.begin() as conn:
+            renewed = await conn.execute(
+                update(TABLE)
+                .where((TABLE.c.source == source) & (TABLE.c.owner == owner))
+                .values(lease_until=self.db.clock() + seconds)
+            )
+        return bool(renewed.rowcount)
+
+    async def release(self, source: str, owner: str) -> None:
+        """Let the lease go (fenced: a lease taken over meanwhile stays with its new holder)."""
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(TABLE)
+                .where((TABLE.c.source == source) & (TABLE.c.owner == owner))
+                .values(owner=None, lease_until=None)
+            )
+
+    async def release_all(self) -> None:
+        """Let every pass lease go (SQLite at start-up: their holder was a previous process,
+        gone for certain under the instance lock)."""
+        async with self.db.begin() as conn:
+            await conn.execute(update(TABLE).values(owner=None, lease_until=None))
+
+    @staticmethod
+    def _row(dialect: str, source: str) -> Any:
+        """INSERT the source's row unless it exists (each backend's own upsert)."""
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return insert(TABLE).values(source=source).on_conflict_do_nothing()

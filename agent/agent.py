@@ -38,6 +38,7 @@ from agent.sources.registry import build_source
 from agent.state import replica
 from agent.state.database import sqlite_file
 from agent.state.store import Store
+from agent.transfer.digests import algorithm_of
 from agent.transfer.download import READ_BUFFER, Downloader
 from agent.transfer.files import remove_stale_temps
 from agent.transfer.mirrorfs import Folder, MirrorFS, off_loop
@@ -80,8 +81,9 @@ def acquire_lock(state_dir: Path) -> IO[str]:
     return handle
 
 
-def _placed(fs: MirrorFS, rel_path: str, size: int) -> tuple[str, int] | None:
-    """(sha256, mtime_ns) of the regular file at `rel_path` when it has exactly `size` bytes."""
+def _placed(fs: MirrorFS, rel_path: str, size: int, digest: str) -> int | None:
+    """The mtime_ns of the regular file at `rel_path` when it has exactly `size` bytes and
+    the recorded `digest` (hashed with the algorithm that digest names)."""
     folder = fs.parent(rel_path, repair=False)
     if folder is None:
         return None
@@ -90,8 +92,8 @@ def _placed(fs: MirrorFS, rel_path: str, size: int) -> tuple[str, int] | None:
         found = folder.lstat(name)
         if found is None or found.st_size != size:
             return None
-        digest = folder.digest(name)
-    return None if digest is None else (digest[0], digest[1].st_mtime_ns)
+        hashed = folder.digest(name, algorithm_of(digest))
+    return hashed[1].st_mtime_ns if hashed is not None and hashed[0] == digest else None
 
 
 @dataclass
@@ -163,12 +165,16 @@ class Agent:
                     read_bufsize=READ_BUFFER,
                 )
             )
-            downloader = Downloader(
-                session,
-                staging.path,
-                bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
-                min_free_space=agent_cfg.min_free_space,
-                sleep=sleep,
+            downloader = await stack.enter_async_context(
+                Downloader(
+                    session,
+                    staging.path,
+                    bandwidth=BandwidthLimiter(agent_cfg.bandwidth_limit),
+                    min_free_space=agent_cfg.min_free_space,
+                    threads=agent_cfg.max_concurrent_downloads,
+                    algorithm=agent_cfg.hash_algorithm,
+                    sleep=sleep,
+                )
             )
             leases = LeaseSettings(
                 str(replica.current()),
@@ -210,18 +216,18 @@ class Agent:
         if removed:
             self.log.info("reconcile.removed_stale_temps", count=len(removed))
         await self.prune_journal()
-        for job, size, sha256 in await self.store.jobs.verified():
-            await self._adopt(job, size, sha256)
+        for job, size, digest in await self.store.jobs.verified():
+            await self._adopt(job, size, digest)
 
-    async def _adopt(self, job: JobSpec, size: int, sha256: str) -> None:
+    async def _adopt(self, job: JobSpec, size: int, digest: str) -> None:
         """A verified job whose temp file is gone and whose final file holds exactly the
         verified bytes was renamed into place before its row was committed: it is done."""
         if self.staging.lstat(job.temp_name) is not None:
             return  # not renamed yet: the next pass places it
-        found = await off_loop(_placed, self.fs, job.rel_path, size)
-        if found is None or found[0] != sha256:
+        found = await off_loop(_placed, self.fs, job.rel_path, size, digest)
+        if found is None:
             return
-        if await self.store.documents.adopt_placed(job, size, sha256, found[1]):
+        if await self.store.documents.adopt_placed(job, size, digest, found):
             self.log.info("reconcile.adopted", source=job.source, path=job.rel_path, bytes=size)
 
     async def prune_journal(self) -> None:

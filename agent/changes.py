@@ -10,7 +10,6 @@ the user asked, and nowhere else.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ from agent.errors import AgentError, AlreadyRunningError, ConfigError
 from agent.events.shape import event_json, human_line
 from agent.state.journal import Event
 from agent.state.store import Store
+from agent.transfer import digests
 from agent.web import base_url, split_listen
 
 FOLLOW_POLL = 1.0  # seconds between reads of the journal while following
@@ -102,7 +102,7 @@ async def _through_daemon(config: Config, source: str, remote_id: str, reason: s
         body["version"],
         body["path"],
         body["size"],
-        body["sha256"],
+        body["digest"],
     )
 
 
@@ -114,7 +114,7 @@ def _said(body: Any, status: int) -> str:
 
 def copy_out(mirror_dir: Path, fetched: FetchResult, output: Path) -> Path:
     """Copy the fetched file to `output` (a folder: under the file's own name), verified
-    against the sha256 the agent recorded, written beside and renamed (runs in a thread)."""
+    against the digest the agent recorded, written beside and renamed (runs in a thread)."""
     output = output.expanduser().absolute()
     source = mirror_dir / fetched.rel_path
     dest = output / source.name if output.is_dir() else output
@@ -122,8 +122,8 @@ def copy_out(mirror_dir: Path, fetched: FetchResult, output: Path) -> Path:
         raise ConfigError("--output", f"the folder {dest.parent} does not exist")
     fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        digest = _copy(source, fd)
-        if digest == fetched.sha256:
+        digest = _copy(source, fd, digests.algorithm_of(fetched.digest))
+        if digest == fetched.digest:
             os.replace(temp, dest)
             return dest
     except OSError as exc:
@@ -133,13 +133,13 @@ def copy_out(mirror_dir: Path, fetched: FetchResult, output: Path) -> Path:
     raise FetchError(f"{fetched.rel_path} changed in the mirror while it was copied")
 
 
-def _copy(source: Path, fd: int) -> str:
-    """Copy `source` into the open file `fd` (closed after, fsynced); the sha256 copied."""
+def _copy(source: Path, fd: int, algorithm: digests.Algorithm) -> str:
+    """Copy `source` into the open file `fd` (closed after, fsynced); the digest copied."""
     with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-        digest = hashlib.sha256()
+        hasher = digests.new(algorithm)
         while chunk := src.read(COPY_BUFFER):
-            digest.update(chunk)
+            hasher.update(chunk)
             out.write(chunk)
         out.flush()
         os.fsync(out.fileno())
-    return digest.hexdigest()
+    return digests.value(algorithm, hasher)

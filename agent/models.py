@@ -99,16 +99,16 @@ class JobSpec:
     expected_size: int | None = None
     validator: str | None = None
     temp_name: str = ""
-    sha256: str | None = None  # set once the bytes were verified for the rename
+    digest: str | None = None  # "<algorithm>:<hex>", set once verified for the rename
 
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A verified, fsynced temporary file ready to be renamed into the mirror."""
+    """A verified temporary file ready to be flushed and renamed into the mirror."""
 
     temp_path: str
     size: int
-    sha256: str
+    digest: str  # "<algorithm>:<hex>" (agent/transfer/digests.py)
     validator: str | None
 
 

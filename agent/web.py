@@ -332,7 +332,7 @@ async def fetch(request: web.Request) -> web.Response:
             "version": done.version,
             "path": done.rel_path,
             "size": done.size,
-            "sha256": done.sha256,
+            "digest": done.digest,
         }
     )
 

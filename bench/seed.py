@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import blake3
+
 from bench import subject
 from bench.data import file_name
 from bench.listing import Listing, doc_id, uploaded_at
@@ -45,11 +47,12 @@ def seed_mirrored_state(db: Path, mirror: Path, listing: Listing, body: bytes) -
       4 KiB blocks. Where a link fails, a separate file is written instead.
     - a `documents` row as the store writes it after placing the file: state `mirrored`,
       `version` = the listed `uploaded_at` (the Standard Metrics source's version), the
-      relative path, size, sha256 and mtime of the file, no metadata, no prune, no job.
+      relative path, size, digest (`blake3:<hex>`, the default) and mtime of the file, no
+      metadata, no prune, no job.
     """
     folder = mirror / SOURCE
     folder.mkdir(parents=True, exist_ok=True)
-    sha256 = hashlib.sha256(body).hexdigest()
+    digest = f"blake3:{blake3.blake3(body).hexdigest()}"
     now = time.time()
 
     def rows() -> Iterator[tuple[object, ...]]:
@@ -69,7 +72,7 @@ def seed_mirrored_state(db: Path, mirror: Path, listing: Listing, body: bytes) -
                 name,
                 f"{SOURCE}/{name}",
                 len(body),
-                sha256,
+                digest,
                 mtime_ns,
                 "mirrored",
                 now,
@@ -80,7 +83,7 @@ def seed_mirrored_state(db: Path, mirror: Path, listing: Listing, body: bytes) -
         with conn:  # one transaction
             conn.executemany(
                 "INSERT INTO documents (source, remote_id, version, name, rel_path, size,"
-                " sha256, mtime_ns, state, updated_at, reason, external_url, metadata_json,"
+                " digest, mtime_ns, state, updated_at, reason, external_url, metadata_json,"
                 " metadata_hash, prune) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
                 " NULL, NULL, NULL, NULL, 0)",
                 rows(),

@@ -26,7 +26,7 @@ from agent.state import damage
 from agent.state.database import upgrade
 
 COLUMNS = (
-    "source, remote_id, version, name, rel_path, size, sha256, mtime_ns, state, prune, updated_at"
+    "source, remote_id, version, name, rel_path, size, digest, mtime_ns, state, prune, updated_at"
 )
 
 
@@ -56,7 +56,7 @@ def _rows(n: int) -> Iterator[tuple[object, ...]]:
             name,
             f"source-{i % 4}/folder {i % 100}/{name}",
             10_000 + i,
-            f"{rng.getrandbits(256):064x}",
+            f"blake3:{rng.getrandbits(256):064x}",
             1_700_000_000_000_000_000 + i,
             "mirrored",
             0,

@@ -40,6 +40,7 @@ Positive = Annotated[int, Meta(gt=0)]
 Words = tuple[Annotated[str, Meta(min_length=1)], ...]
 Duration = Annotated[float, Parse(parse_duration)]
 Url = Annotated[str, Parse(parse_url)]
+HashAlgorithm = Literal["blake3", "sha256"]  # what agent/transfer/digests.py can record
 # The Standard Webhooks specification's example schedule, each delay after the failed attempt
 # before it: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (about three days).
 WEBHOOK_RETRIES = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
@@ -68,6 +69,7 @@ class AgentConfig(Table, frozen=True, kw_only=True):
     listen: Annotated[str, Parse(parse_listen)] = "127.0.0.1:8749"
     bandwidth_limit: Annotated[int | None, Parse(parse_optional_size)] = None
     min_free_space: Annotated[int | None, Parse(parse_size)] = None  # None: files.reserve
+    hash_algorithm: HashAlgorithm = "blake3"  # of downloaded content
     shutdown_timeout: Duration = 30.0
     lease_duration: Duration = 30.0  # how long claims outlive a replica that stops renewing
     api_token: Secret | None = None

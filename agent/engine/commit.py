@@ -1,10 +1,12 @@
 """Puts verified downloads in place and records them, in batches (one committer per source).
 
-For each batch: record the verified size and sha256 of every job (one transaction, fenced:
-only jobs this replica still holds go on), rename the fsynced temp files into place and
-fsync their folders (one thread hop), then commit the document rows and retire the jobs
-(one transaction, fenced again). A crash anywhere in between leaves either a temp file the
-next attempt places, or a placed file start-up adopts after checking its sha256.
+For each batch: fsync every temp file of the batch at once (`Durability`: the downloads
+themselves were written without a flush), record the verified size and digest of every job
+(one transaction, fenced: only jobs this replica still holds go on), rename the temp files
+into place and fsync their folders (one thread hop), then commit the document rows and
+retire the jobs (one transaction, fenced again). A crash anywhere in between leaves either a
+temp file the next attempt places, or a placed file start-up adopts after checking its
+digest; a job is recorded as verified only once its bytes are on disk.
 
 Batches follow group commit: a file that arrives while the committer is idle is placed at
 once (the first file of a pass appears without waiting), later ones gather for up to
@@ -42,6 +44,8 @@ from agent.state.documents import Mirrored
 from agent.state.jobs import JobLease
 from agent.state.journal import EMPTY
 from agent.state.store import Store
+from agent.transfer.digests import Algorithm
+from agent.transfer.durable import Durability
 from agent.transfer.files import identical, locally_edited
 from agent.transfer.mirrorfs import LINK_LABEL, Folder, MirrorFS, off_loop
 
@@ -53,7 +57,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """A download that is verified and fsynced, waiting to be placed and recorded.
+    """A download that is verified and written (not yet flushed), waiting to be placed
+    and recorded.
 
     `in_place` marks a file adopted without a download: `fetched` describes the file
     already at the document's path, and there is no temp file.
@@ -99,12 +104,14 @@ class Committer:
         source: str,
         write_metadata: bool,
         *,
+        durability: Durability,
         on_flushed: Callable[[Sequence[Finished], Sequence[Mirrored]], None],
         on_failed: Callable[[Sequence[Finished], BaseException], None],
         note: Mapping[str, object] = EMPTY,
     ) -> None:
         self.store = store
         self.fs = fs
+        self.durability = durability
         self.staging = staging
         self.source = source
         self.write_metadata = write_metadata
@@ -182,8 +189,9 @@ class Committer:
 
     async def _flush(self, batch: Sequence[Finished]) -> list[Mirrored]:
         """Place and commit a batch; returns what was committed (jobs still held)."""
+        await self.durability.sync([Path(f.fetched.temp_path) for f in batch if not f.in_place])
         held = await self.store.jobs.mark_verified(
-            [(f.lease, f.fetched.size, f.fetched.sha256, f.job.temp_name) for f in batch]
+            [(f.lease, f.fetched.size, f.fetched.digest, f.job.temp_name) for f in batch]
         )
         for lost in (f for f in batch if f.lease.job_id not in held):
             self.log.warning("download.lease_lost", remote_id=lost.item.doc.remote_id)
@@ -192,7 +200,7 @@ class Committer:
             return []
         ids = [f.item.doc.remote_id for f in batch]
         known = await self.store.documents.known(self.source, ids)
-        recorded = await self.store.documents.recorded_sha256(self.source, list(known))
+        recorded = await self.store.documents.recorded_digests(self.source, list(known))
         placed = await off_loop(self._place_all, batch, known, recorded)
         committed = await self.store.documents.commit_mirrored(
             self.source,
@@ -237,13 +245,13 @@ class Committer:
         folder: Folder,
         finished: Finished,
         known: KnownDocument | None,
-        recorded_sha256: str | None,
+        recorded_digest: str | None,
     ) -> Placement:
         item = finished.item
         name = item.rel_path.rpartition("/")[2]
         kept_as, adopted = None, finished.in_place
         if not finished.in_place:
-            kept_as, adopted = _clear(folder, name, finished, known, recorded_sha256)
+            kept_as, adopted = _clear(folder, name, finished, known, recorded_digest)
             temp = Path(finished.fetched.temp_path).name
             if adopted:
                 os.unlink(temp, dir_fd=self.staging.fd)
@@ -261,7 +269,7 @@ class Committer:
             item.doc,
             item.rel_path,
             finished.fetched.size,
-            finished.fetched.sha256,
+            finished.fetched.digest,
             found.st_mtime_ns if found else 0,
             meta_json,
             meta_hash,
@@ -274,7 +282,7 @@ def _clear(
     name: str,
     finished: Finished,
     known: KnownDocument | None,
-    recorded_sha256: str | None,
+    recorded_digest: str | None,
 ) -> tuple[str | None, bool]:
     """Make way at `name`: (what a local file was kept as, whether it is adopted)."""
     found = folder.lstat(name)
@@ -284,9 +292,9 @@ def _clear(
         folder.set_aside(name, LINK_LABEL)
         return None, False
     if stat.S_ISREG(found.st_mode):
-        if _ours_unchanged(finished.item.rel_path, folder, name, known, recorded_sha256):
+        if _ours_unchanged(finished.item.rel_path, folder, name, known, recorded_digest):
             return None, False
-        if identical(folder, name, finished.fetched.size, finished.fetched.sha256):
+        if identical(folder, name, finished.fetched.size, finished.fetched.digest):
             return None, True
     return folder.set_aside(name), False
 
@@ -296,15 +304,15 @@ def _ours_unchanged(
     folder: Folder,
     name: str,
     known: KnownDocument | None,
-    recorded_sha256: str | None,
+    recorded_digest: str | None,
 ) -> bool:
     """Is the file at `name` exactly what the agent last wrote there for this document?"""
-    if known is None or known.rel_path != rel_path or recorded_sha256 is None:
+    if known is None or known.rel_path != rel_path or recorded_digest is None:
         return False  # the agent never wrote this path for this document
-    return not locally_edited(folder, name, known.size, known.mtime_ns, recorded_sha256)
+    return not locally_edited(folder, name, known.size, known.mtime_ns, recorded_digest)
 
 
-def adopt_in_place(fs: MirrorFS, item: Download) -> Fetched | None:
+def adopt_in_place(fs: MirrorFS, item: Download, algorithm: Algorithm) -> Fetched | None:
     """Hash the file at the document's path when it still has the listed size (in a thread).
 
     None when it no longer does (changed since the plan looked): then it is downloaded.
@@ -313,10 +321,10 @@ def adopt_in_place(fs: MirrorFS, item: Download) -> Fetched | None:
     if folder is None:
         return None
     with folder:
-        digest = folder.digest(item.rel_path.rpartition("/")[2])
+        digest = folder.digest(item.rel_path.rpartition("/")[2], algorithm)
     if digest is None or digest[1].st_size != item.doc.size:
         return None
-    return Fetched(temp_path="", size=digest[1].st_size, sha256=digest[0], validator=None)
+    return Fetched(temp_path="", size=digest[1].st_size, digest=digest[0], validator=None)
 
 
 def prune(fs: MirrorFS, rel_path: str) -> None:

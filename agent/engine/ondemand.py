@@ -50,7 +50,7 @@ class FetchResult:
     version: str
     rel_path: str
     size: int
-    sha256: str
+    digest: str  # "<algorithm>:<hex>"
 
 
 async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: str) -> FetchResult:
@@ -85,7 +85,7 @@ async def _fetch(engine: Engine, rt: SourceRuntime, job: Claimed, reason: str) -
     (done,) = committed
     rt.log.info("fetch.done", remote_id=job.doc.remote_id, path=done.rel_path, reason=reason)
     return FetchResult(
-        rt.config.name, job.doc.remote_id, job.doc.version, done.rel_path, done.size, done.sha256
+        rt.config.name, job.doc.remote_id, job.doc.version, done.rel_path, done.size, done.digest
     )
 
 
@@ -115,9 +115,9 @@ async def _committed(store: Store, source: str, doc: RemoteDocument) -> FetchRes
     row = await store.documents.get(source, doc.remote_id)
     if row is None or row.state != DocState.MIRRORED or row.version != doc.version:
         return None
-    if row.rel_path is None or row.size is None or row.sha256 is None:
+    if row.rel_path is None or row.size is None or row.digest is None:
         return None
-    return FetchResult(source, doc.remote_id, doc.version, row.rel_path, row.size, row.sha256)
+    return FetchResult(source, doc.remote_id, doc.version, row.rel_path, row.size, row.digest)
 
 
 async def _failed(

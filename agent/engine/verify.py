@@ -2,7 +2,8 @@
 
 For each source, every file the state records as mirrored is looked for and found fine,
 missing (no regular file at its path; a link there does not count) or changed (its size
-differs from the record, or its mtime does and so does its sha256). Every other file under
+differs from the record, or its mtime does and so does its digest, hashed with the
+algorithm the recorded `<algorithm>:<hex>` names: BLAKE3 or sha256). Every other file under
 the source's folder is unknown, unless a document claims its path (one waiting for a
 download, removed from the remote, or let go under `on_local_delete = "forget"`) or it is
 the agent's own by-product: a sidecar, a local copy or a link it set aside (`kept`). Temp
@@ -30,7 +31,8 @@ from typing import Any, Protocol
 from agent.engine.commit import SIDECAR_SUFFIX
 from agent.models import DocState, RemoteDocument
 from agent.state.store import Store
-from agent.transfer.files import remove_stale_temps
+from agent.transfer.digests import Algorithm, algorithm_of
+from agent.transfer.files import holds, remove_stale_temps
 from agent.transfer.mirrorfs import STAGING, Folder, MirrorFS, off_loop
 
 BY_PRODUCT = re.compile(r" \((local copy|link set aside) \d{4}-\d\d-\d\d \d{6}( \d+)?\)(\.[^.]*)?$")
@@ -60,7 +62,7 @@ class Expected:
     remote_id: str
     size: int | None
     mtime_ns: int | None
-    sha256: str | None
+    digest: str | None  # "<algorithm>:<hex>"
 
 
 @dataclass
@@ -181,8 +183,8 @@ def _file(walk: _Walk, folder: Folder, entry: Any, rel: str) -> None:
     found = entry.stat(follow_symlinks=False)
     outcome = verdict(expected, found.st_size, found.st_mtime_ns)
     if outcome == "hash":
-        digest = folder.digest(entry.name)
-        outcome = "fine" if digest and digest[0] == expected.sha256 else "changed"
+        fine = expected.digest is not None and holds(folder, entry.name, expected.digest)
+        outcome = "fine" if fine else "changed"
     if outcome == "changed":
         walk.report.changed.append(rel)
 
@@ -234,7 +236,7 @@ async def _verify_source(
     mirrored = {
         k.rel_path: k for k in known.values() if k.state == DocState.MIRRORED and k.rel_path
     }
-    hashes = await store.documents.recorded_sha256(name, [k.remote_id for k in mirrored.values()])
+    hashes = await store.documents.recorded_digests(name, [k.remote_id for k in mirrored.values()])
     expected = {
         rel: Expected(k.remote_id, k.size, k.mtime_ns, hashes.get(k.remote_id))
         for rel, k in mirrored.items()
@@ -286,24 +288,27 @@ def _find_copies(
     sizes: Mapping[str, int],
 ) -> dict[str, str]:
     """Missing path -> an unknown file holding exactly its recorded bytes (sizes first)."""
-    wanted = {expected[rel].sha256: rel for rel in missing if expected[rel].sha256}
+    wanted = {expected[rel].digest: rel for rel in missing if expected[rel].digest}
+    algorithms = {algorithm_of(digest) for digest in wanted if digest}
     wanted_sizes = {expected[rel].size for rel in missing}
     found: dict[str, str] = {}
     for rel, size in sizes.items():
         if size not in wanted_sizes or not wanted:
             continue
-        digest = _digest(fs, rel)
-        if digest in wanted:
-            found[wanted.pop(digest)] = rel
+        for algorithm in sorted(algorithms):  # recorded over the years with either one
+            digest = _digest(fs, rel, algorithm)
+            if digest in wanted:
+                found[wanted.pop(digest)] = rel
+                break
     return found
 
 
-def _digest(fs: MirrorFS, rel: str) -> str | None:
+def _digest(fs: MirrorFS, rel: str, algorithm: Algorithm) -> str | None:
     folder = fs.parent(rel, repair=False)
     if folder is None:
         return None
     with folder:
-        digest = folder.digest(rel.rpartition("/")[2])
+        digest = folder.digest(rel.rpartition("/")[2], algorithm)
     return digest[0] if digest else None
 
 

@@ -351,7 +351,11 @@ class Workers:
         fetched = await self.downloader.fetch(spec, endpoint, checkpoint)
         self._notify("done", spec.rel_path, fetched.size, fetched.size)
         rt.log.info(
-            "download.done", remote_id=job.doc.remote_id, path=spec.rel_path, bytes=fetched.size
+            "download.done",
+            remote_id=job.doc.remote_id,
+            path=spec.rel_path,
+            bytes=fetched.size,
+            digest=fetched.digest,  # "<algorithm>:<hex>"
         )
         return Finished(Download(job.doc, spec.rel_path), job.lease, spec, fetched, metadata)
 
@@ -365,7 +369,7 @@ class Workers:
             return None
         hints.discard(hint)
         item = Download(job.doc, spec.rel_path)
-        fetched = await off_loop(adopt_in_place, self.fs, item)
+        fetched = await off_loop(adopt_in_place, self.fs, item, self.downloader.algorithm)
         if fetched is None:
             return None
         metadata = await rt.source.describe(job.doc)
@@ -376,7 +380,7 @@ class Workers:
         spec, partial = job.spec, job.partial
         if partial is None:
             return spec
-        if not (spec.validator or spec.sha256):  # bytes nothing can continue: start over
+        if not (spec.validator or spec.digest):  # bytes nothing can continue: start over
             if not job.holder_may_live:
                 await off_loop(discard, self.staging, partial)
             return spec
@@ -470,6 +474,7 @@ class Workers:
             self.staging,
             name,
             rt.config.write_metadata,
+            durability=self.downloader.durability,
             on_flushed=flushed,
             on_failed=lambda batch, exc: self._flush_failed(name, batch, exc),
             note=note,

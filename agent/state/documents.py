@@ -41,7 +41,7 @@ class Mirrored:
     doc: RemoteDocument
     rel_path: str
     size: int
-    sha256: str
+    digest: str
     mtime_ns: int
     metadata_json: str | None
     metadata_hash: str | None
@@ -57,7 +57,7 @@ class DocumentRecord:
     rel_path: str | None
     state: DocState
     size: int | None
-    sha256: str | None
+    digest: str | None
     mtime_ns: int | None
     reason: str | None
     external_url: str | None
@@ -141,16 +141,16 @@ class Documents:
                     for known in (await self.known(source, gone)).values():
                         yield known
 
-    async def recorded_sha256(self, source: str, remote_ids: Sequence[str]) -> dict[str, str]:
-        """The sha256 the agent recorded for these documents' mirrored files."""
+    async def recorded_digests(self, source: str, remote_ids: Sequence[str]) -> dict[str, str]:
+        """The digests the agent recorded for these documents' mirrored files."""
         found: dict[str, str] = {}
         async with self.db.connect() as conn:
             for chunk in _chunks(remote_ids):
                 rows = await conn.execute(
-                    select(TABLE.c.remote_id, TABLE.c.sha256).where(
+                    select(TABLE.c.remote_id, TABLE.c.digest).where(
                         TABLE.c.source == source,
                         TABLE.c.remote_id.in_(chunk),
-                        TABLE.c.sha256.is_not(None),
+                        TABLE.c.digest.is_not(None),
                     )
                 )
                 found.update({rid: sha for rid, sha in rows if sha})
@@ -191,7 +191,7 @@ class Documents:
                 return []
             values = [_mirrored_values(source, item, now) for item in items]
             found = await conn.execute(
-                select(TABLE.c.remote_id, TABLE.c.id, TABLE.c.version, TABLE.c.sha256).where(
+                select(TABLE.c.remote_id, TABLE.c.id, TABLE.c.version, TABLE.c.digest).where(
                     TABLE.c.source == source,
                     TABLE.c.remote_id.in_([v["remote_id"] for v in values]),
                 )
@@ -321,19 +321,19 @@ class Documents:
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)
 
-    async def adopt_placed(self, job: JobSpec, size: int, sha256: str, mtime_ns: int) -> bool:
+    async def adopt_placed(self, job: JobSpec, size: int, digest: str, mtime_ns: int) -> bool:
         """Record a file the job had renamed into place before its row was committed.
 
         Refuses (returns False) when the file is the document's previous version (the row
-        already holds its sha256 for another version), or when a replica holds the job now.
+        already holds its digest for another version), or when a replica holds the job now.
         """
         async with self.db.transaction() as s:
             row = (await _rows(s, job.source, [job.remote_id])).get(job.remote_id)
-            if row is not None and row.sha256 == sha256 and row.version != job.version:
+            if row is not None and row.digest == digest and row.version != job.version:
                 return False
             if not await jobs.retire_unleased(s, job.job_id, self.db.clock()):
                 return False
-            before = {} if row is None else {job.remote_id: (row.version, row.sha256)}
+            before = {} if row is None else {job.remote_id: (row.version, row.digest)}
             if row is None:
                 row = DocumentRow(
                     source=job.source,
@@ -345,10 +345,10 @@ class Documents:
             row.version, row.rel_path = job.version, job.rel_path
             row.path_key = jobs.path_key(job.rel_path)
             row.state, row.reason, row.updated_at = DocState.MIRRORED, None, self.db.clock()
-            row.size, row.sha256, row.mtime_ns = size, sha256, mtime_ns
+            row.size, row.digest, row.mtime_ns = size, digest, mtime_ns
             await s.flush()
             adopted = _change(
-                job.source, job.remote_id, job.version, job.rel_path, size=size, sha256=sha256
+                job.source, job.remote_id, job.version, job.rel_path, size=size, digest=digest
             )
             committed = await self.journal.append(s, [_added_or_updated(adopted, before, EMPTY)])
         self.journal.publish(committed)
@@ -376,7 +376,7 @@ def _mirrored_values(source: str, item: Mirrored, now: float) -> dict[str, Any]:
         "rel_path": item.rel_path,
         "path_key": jobs.path_key(item.rel_path),
         "size": item.size,
-        "sha256": item.sha256,
+        "digest": item.digest,
         "mtime_ns": item.mtime_ns,
         "state": DocState.MIRRORED,
         "reason": None,
@@ -397,7 +397,7 @@ def _mirrored_events(
 ) -> list[NewEvent]:
     doc = item.doc
     change = _change(
-        source, doc.remote_id, doc.version, item.rel_path, size=item.size, sha256=item.sha256
+        source, doc.remote_id, doc.version, item.rel_path, size=item.size, digest=item.digest
     )
     events = [_added_or_updated(change, before, note)]
     if doc.remote_id in kept:
@@ -415,17 +415,17 @@ def _mirrored_events(
 
 
 def _change(
-    source: str, remote_id: str, version: str, rel_path: str, *, size: int, sha256: str
+    source: str, remote_id: str, version: str, rel_path: str, *, size: int, digest: str
 ) -> NewEvent:
-    return NewEvent(EventType.ADDED, source, remote_id, version, rel_path, size, sha256)
+    return NewEvent(EventType.ADDED, source, remote_id, version, rel_path, size, digest)
 
 
 def _added_or_updated(
     change: NewEvent, before: Mapping[str, tuple[str, str | None]], note: Mapping[str, object]
 ) -> NewEvent:
     """`document.updated` when the agent had mirrored a file of the document before."""
-    old_version, old_sha256 = before.get(change.document_id or "", ("", None))
-    if old_sha256 is None:
+    old_version, old_digest = before.get(change.document_id or "", ("", None))
+    if old_digest is None:
         return replace(change, data=note)
     data = {**note, "previous_version": old_version}
     return replace(change, type=EventType.UPDATED, data=data)
@@ -447,7 +447,7 @@ def _removed_event(source: str, row: Any) -> NewEvent:
         row.version,
         row.rel_path,
         row.size,
-        row.sha256,
+        row.digest,
         data={"file_deleted": pruned},
     )
 
@@ -473,7 +473,7 @@ def _moved_event(source: str, row: Any, rel_path: str) -> NewEvent:
         row.version,
         rel_path,
         row.size,
-        row.sha256,
+        row.digest,
         data={"old_path": row.rel_path},
     )
 
@@ -497,7 +497,7 @@ def _record(row: Any) -> DocumentRecord:
         row.rel_path,
         DocState(row.state),
         row.size,
-        row.sha256,
+        row.digest,
         row.mtime_ns,
         row.reason,
         row.external_url,

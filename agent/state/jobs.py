@@ -66,7 +66,7 @@ class Claimed:
     """A job leased to this replica: what to download, and what an earlier attempt left.
 
     `spec.temp_name` is this attempt's staging file. `partial` names the file holding the
-    bytes persisted so far (`spec.validator`, `spec.sha256` describe it), when it is not
+    bytes persisted so far (`spec.validator`, `spec.digest` describe it), when it is not
     this attempt's own; `holder_may_live` says its writer did not release the job (its
     lease expired), so it may still be writing to it.
     """
@@ -253,18 +253,18 @@ class Jobs:
             raise LeaseLostError(f"job {lease.job_id} attempt {lease.attempt} was taken over")
 
     async def mark_verified(self, items: Sequence[tuple[JobLease, int, str, str]]) -> set[int]:
-        """(lease, size, sha256, temp_name) of files about to be renamed into place; returns
+        """(lease, size, digest, temp_name) of files about to be renamed into place; returns
         the ids still held, the only ones to rename (fenced).
 
         Written before the rename, so that start-up can adopt a file a crash left in place
-        before its document row was committed, after checking its sha256.
+        before its document row was committed, after checking its digest.
         """
         if not items:
             return set()
         by_id = {lease.job_id: (size, digest, temp) for lease, size, digest, temp in items}
         values = {
             "bytes_done": case({i: v[0] for i, v in by_id.items()}, value=TABLE.c.id),
-            "sha256": case({i: v[1] for i, v in by_id.items()}, value=TABLE.c.id),
+            "digest": case({i: v[1] for i, v in by_id.items()}, value=TABLE.c.id),
             "temp_name": case({i: v[2] for i, v in by_id.items()}, value=TABLE.c.id),
         }
         kept: set[int] = set()
@@ -367,13 +367,13 @@ class Jobs:
 
     async def verified(self) -> list[tuple[JobSpec, int, str]]:
         """Jobs whose bytes were verified for a rename and that no live lease holds:
-        (job, size, sha256), `job.temp_name` naming the verified file."""
+        (job, size, digest), `job.temp_name` naming the verified file."""
         now = self.db.clock()
         unleased = TABLE.c.owner.is_(None) | (func.coalesce(TABLE.c.lease_until, 0) < now)
-        query = select(TABLE).where(TABLE.c.sha256.is_not(None) & unleased)
+        query = select(TABLE).where(TABLE.c.digest.is_not(None) & unleased)
         async with self.db.connect() as conn:
             rows = await conn.execute(query)
-            return [(_spec(r, r.temp_name), r.bytes_done, r.sha256 or "") for r in rows]
+            return [(_spec(r, r.temp_name), r.bytes_done, r.digest or "") for r in rows]
 
 
 async def retire_held(conn: Connection, leases: Sequence[JobLease]) -> set[int]:
@@ -555,7 +555,7 @@ def _spec(row: Any, temp_name: str) -> JobSpec:
         expected_size=row.expected_size,
         validator=row.validator,
         temp_name=temp_name,
-        sha256=row.sha256,
+        digest=row.digest,
     )
 
 

@@ -70,7 +70,7 @@ class NewEvent:
     version: str | None = None
     path: str | None = None
     size: int | None = None
-    sha256: str | None = None
+    digest: str | None = None  # "<algorithm>:<hex>" of the file's content
     data: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
@@ -87,7 +87,7 @@ class Event:
     version: str | None
     path: str | None
     size: int | None
-    sha256: str | None
+    digest: str | None
     data: Mapping[str, Any]
 
     @property
@@ -226,7 +226,7 @@ def _values(event: NewEvent, now: float) -> dict[str, Any]:
         "version": event.version,
         "path": event.path,
         "size": event.size,
-        "sha256": event.sha256,
+        "digest": event.digest,
         "time": now,
         "data": json.dumps(dict(event.data), sort_keys=True, default=str),
     }
@@ -244,6 +244,6 @@ def _event(row: Any) -> Event:
         version=row.version,
         path=row.path,
         size=row.size,
-        sha256=row.sha256,
+        digest=row.digest,
         data=MappingProxyType(json.loads(row.data or "{}")),
     )

@@ -19,6 +19,7 @@ NAMING = {
 
 
 VENDOR_STRING = String(512).with_variant(Text(), "postgresql")
+DIGEST_LENGTH = 80  # "<algorithm>:<hex>", e.g. "blake3:" and 64 hex digits
 
 
 class Base(DeclarativeBase):
@@ -53,7 +54,7 @@ class DocumentRow(Base):
     name: Mapped[str] = mapped_column(Text)
     rel_path: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int | None] = mapped_column(BigInteger)
-    sha256: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))  # "<algorithm>:<hex>"
     mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
@@ -98,7 +99,7 @@ class JobRow(Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     validator: Mapped[str | None] = mapped_column(Text)
     temp_name: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))  # set once verified
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error_kind: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -159,7 +160,7 @@ class EventRow(Base):
     version: Mapped[str | None] = mapped_column(VENDOR_STRING)
     path: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int | None] = mapped_column(BigInteger)
-    sha256: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))  # "<algorithm>:<hex>"
     time: Mapped[float] = mapped_column(Float, index=True)
     data: Mapped[str] = mapped_column(Text, default="{}")
 

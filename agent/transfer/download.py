@@ -3,9 +3,14 @@
 One `Downloader` serves every source through the download contract (`contract.py`). A fetch
 streams into a staging file, resuming from the bytes already there with `Range` guarded by
 `If-Range`; it follows redirects itself so that `Authorization` never leaves the first hop;
-it checks sizes and computes sha256 while streaming; and it fsyncs before handing the file
-over for the rename. What to do after an answer that is not the content is `retry.decide`'s
-call, the same rule API calls follow.
+it checks sizes and computes the content digest (`digests.py`) while streaming, then hands
+the file over to the committer, which makes a batch of them durable before renaming them
+into place. What to do after an answer that is not the content is `retry.decide`'s call,
+the same rule API calls follow.
+
+The first hop (the source's API, whose answer the source's own check may read) runs on the
+event loop; every hop after a redirect (the storage host) is sent and received in a worker
+thread (`receive.py`), which keeps the loop free for the API requests around it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import os
+import http.client
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -43,9 +48,12 @@ from agent.transfer.contract import (
     status_error,
     token_verdict,
 )
+from agent.transfer.digests import DEFAULT, Algorithm
+from agent.transfer.durable import Durability
 from agent.transfer.files import Volume, space_shortfall, volume
 from agent.transfer.pacing import BandwidthLimiter, RateLimiter, wait_out
 from agent.transfer.partial import Partial, Restart, expected_size
+from agent.transfer.receive import Exchange, Receiver
 from agent.transfer.retry import Action, RetryPolicy, decide
 
 READ_BUFFER = 256 * 1024  # what aiohttp buffers per connection before pausing the socket
@@ -63,6 +71,7 @@ MAX_REDIRECTS = 8
 
 Checkpoint = Callable[[int, int, str | None], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
+Stream = Callable[["_Fetch"], Awaitable[None]]
 
 
 @dataclass
@@ -84,6 +93,13 @@ class _Answered:
     retry_after: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Redirect:
+    """A hop answered with a redirect to `location` (relative to the hop's URL)."""
+
+    location: str
+
+
 @dataclass
 class _Fetch:
     """One job's fetch in progress: what it fetches, into which file, and how it went."""
@@ -99,7 +115,11 @@ class _Fetch:
 
 
 class Downloader:
-    """Fetches documents into staging files, shared by all sources."""
+    """Fetches documents into staging files, shared by all sources.
+
+    It owns the worker threads and kept-alive connections of the storage hops and the pool
+    that makes finished files durable (`durability`): use it as an async context manager.
+    """
 
     def __init__(
         self,
@@ -109,6 +129,8 @@ class Downloader:
         bandwidth: BandwidthLimiter | None = None,
         min_free_space: int | None = 0,  # None: the default reserve (see files.reserve)
         max_attempts: int = 6,
+        threads: int = 8,
+        algorithm: Algorithm = DEFAULT,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -117,19 +139,33 @@ class Downloader:
         self.bandwidth = bandwidth or BandwidthLimiter(None)
         self.min_free_space = min_free_space
         self.policy = RetryPolicy(max_attempts=max_attempts, cap=120.0)
+        self.algorithm = algorithm
         self.sleep = sleep
         self.clock = clock
+        self.durability = Durability()
+        self._receiver = Receiver(threads, self.bandwidth)
         self._free = Volume(0, 0)
         self._free_checked = -FREE_SPACE_TTL
         self._staging_ready = False
+
+    async def __aenter__(self) -> Downloader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the worker threads and close idle connections (every fetch has ended)."""
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self._receiver.close()
+        self.durability.close()
 
     async def fetch(self, job: JobSpec, endpoint: Endpoint, checkpoint: Checkpoint) -> Fetched:
         """Download the job's bytes into its staging file; retry what `decide` says to."""
         if not self._staging_ready:
             await asyncio.to_thread(self.staging.mkdir, parents=True, exist_ok=True)
             self._staging_ready = True
-        partial = await Partial.resume(self.staging, job)
-        if job.sha256 and partial.offset and partial.digest.hexdigest() == job.sha256:
+        partial = await Partial.resume(self.staging, job, self.algorithm)
+        if job.digest and partial.offset and partial.value() == job.digest:
             return partial.fetched()  # verified before a crash; only the rename was missing
         if partial.offset and not partial.validator:
             partial.reset()  # bytes with nothing to guard a Range by: start over
@@ -206,40 +242,67 @@ class Downloader:
         url, headers, first_origin = target.url, dict(target.headers), _origin(target.url)
         for hop in range(MAX_REDIRECTS + 1):
             sent = {**headers, **run.partial.range_headers()}
-            try:
-                async with self.session.get(url, headers=sent, allow_redirects=False) as response:
-                    if response.status in REDIRECTS and "Location" in response.headers:
-                        if hop == 0 and target.credential is not None:
-                            target.credential.settle(True)
-                        url = urljoin(url, response.headers["Location"])
-                        headers = _redirect_headers(target.headers, first_origin, url)
-                        continue
-                    outcome, prefix = await self._judge(run.endpoint.source, target, response, hop)
-                    if outcome.verdict is not Verdict.CONTENT:
-                        return _Answered(outcome, response.headers.get("Retry-After"))
-                    return await self._receive(run, response, prefix)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
+            if hop == 0:
+                result = await self._first_hop(run, target, url, sent)
+            else:
+                result = await self._storage_hop(run, url, sent)
+            if not isinstance(result, _Redirect):
+                return result
+            url = urljoin(url, result.location)
+            headers = _redirect_headers(target.headers, first_origin, url)
         raise TransientError("too many redirects", url=url)
+
+    async def _first_hop(
+        self, run: _Fetch, target: DownloadTarget, url: str, sent: dict[str, str]
+    ) -> Fetched | _Answered | _Redirect:
+        """The request to the target itself, on the event loop's session: the source's
+        check may read the start of the answer, and a body that follows is streamed."""
+        try:
+            async with self.session.get(url, headers=sent, allow_redirects=False) as response:
+                if response.status in REDIRECTS and "Location" in response.headers:
+                    if target.credential is not None:
+                        target.credential.settle(True)
+                    return _Redirect(response.headers["Location"])
+                outcome, prefix = await self._judge(run.endpoint.source, target, response)
+                if outcome.verdict is not Verdict.CONTENT:
+                    return _Answered(outcome, response.headers.get("Retry-After"))
+                head = ResponseHead(response.status, str(response.url), response.headers)
+                stream = functools.partial(self._stream, response=response, prefix=prefix)
+                return await self._receive(run, head, stream)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
+
+    async def _storage_hop(
+        self, run: _Fetch, url: str, sent: dict[str, str]
+    ) -> Fetched | _Answered | _Redirect:
+        """A hop after a redirect, sent and received in a worker thread (`receive.py`)."""
+        exchange = self._receiver.exchange(url, {**self.session.headers, **sent})
+        try:
+            try:
+                status, headers = await self._receiver.open(exchange)
+            except (OSError, http.client.HTTPException) as exc:
+                raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
+            head = ResponseHead(status, url, headers)
+            if head.status in REDIRECTS and "Location" in headers:
+                return _Redirect(headers["Location"])
+            outcome = _storage_outcome(head)
+            if outcome.verdict is not Verdict.CONTENT:
+                return _Answered(outcome, headers.get("Retry-After"))
+            return await self._receive(run, head, functools.partial(self._pump, exchange))
+        finally:
+            exchange.close()
 
     async def _judge(
         self,
         source: DownloadContract,
         target: DownloadTarget,
         response: aiohttp.ClientResponse,
-        hop: int,
     ) -> tuple[Outcome, bytes]:
-        """What an answer that is not a redirect means, and the body bytes already read."""
+        """What a first-hop answer that is not a redirect means, and the body bytes read."""
         status, url = response.status, str(response.url)
+        head = ResponseHead(status, url, response.headers)
         if status == 416:
             raise Restart
-        head = ResponseHead(status, url, response.headers)
-        if hop > 0:  # the storage host: the source's API is not involved any more
-            if status in (400, 403):
-                refused = ExpiredUrlError("the storage host refused the signed URL", url=url)
-                return Outcome.of(refused), b""
-            error = status_error(head)
-            return (Outcome.of(error) if error else Outcome.content()), b""
         credential = target.credential
         if credential is not None and status in source.renew_statuses:
             outcome, prefix = Outcome.renew(url, status), b""
@@ -250,18 +313,16 @@ class Downloader:
             credential.settle(token_verdict(outcome, status))
         return outcome, prefix
 
-    async def _receive(
-        self, run: _Fetch, response: aiohttp.ClientResponse, prefix: bytes
-    ) -> Fetched:
+    async def _receive(self, run: _Fetch, head: ResponseHead, stream: Stream) -> Fetched:
         job, partial = run.job, run.partial
-        total = partial.accept(response)
+        total = partial.accept(head)
         expected = expected_size(run.endpoint.doc, job, total)
         await self._check_space(expected, partial.offset)
-        partial.take_validator(response)
+        partial.take_validator(head)
         if partial.offset or expected is None or expected > JOURNAL_ABOVE:
             await run.checkpoint(job.job_id, partial.offset, partial.validator)  # for a resume
-        await self._stream(run, response, prefix)
-        return await self._finish(partial, expected, str(response.url))
+        await stream(run)
+        return await self._finish(partial, expected, head.url)
 
     async def _check_space(self, expected: int | None, offset: int) -> None:
         if self.min_free_space == 0:
@@ -280,7 +341,10 @@ class Downloader:
             self._free_checked = now
         return self._free
 
-    async def _stream(self, run: _Fetch, response: aiohttp.ClientResponse, prefix: bytes) -> None:
+    async def _stream(
+        self, run: _Fetch, *, response: aiohttp.ClientResponse, prefix: bytes
+    ) -> None:
+        """Receive a body on the event loop, writing and hashing it in thread hops."""
         partial, job = run.partial, run.job
         sink = _Sink(partial)
         chunks: list[bytes] = [prefix] if prefix else []
@@ -311,6 +375,24 @@ class Downloader:
         finally:
             await sink.close()
 
+    async def _pump(self, exchange: Exchange, run: _Fetch) -> None:
+        """Receive a body in a worker thread, checkpointing every CHECKPOINT_BYTES."""
+        partial, job = run.partial, run.job
+        try:
+            while not await self._receiver.pump(
+                exchange, partial, CHECKPOINT_BYTES, _write_and_hash
+            ):
+                await run.checkpoint(job.job_id, partial.offset, partial.validator)
+        except asyncio.CancelledError:  # shutting down: leave a resumable job behind
+            await run.checkpoint(job.job_id, partial.offset, partial.validator)
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, OSError) and (full := _space_error(exc)) is not None:
+                raise full from exc
+            raise TransientError(
+                f"transfer interrupted: {type(exc).__name__}", url=exchange.url
+            ) from exc
+
     async def _finish(self, partial: Partial, expected: int | None, url: str) -> Fetched:
         if expected is not None and partial.offset < expected:
             raise TransientError(
@@ -335,8 +417,8 @@ class _LazyLog:
 class _Sink:
     """The staging file, opened at the first write; each write is one hop off the loop.
 
-    A small body arrives whole before its first write, so opening, writing, hashing,
-    fsyncing and closing it cost a single thread hop.
+    A small body arrives whole before its first write, so opening, writing, hashing and
+    closing it cost a single thread hop.
     """
 
     def __init__(self, partial: Partial) -> None:
@@ -361,10 +443,8 @@ class _Sink:
                 )
             )
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskSpaceError(
-                    "the disk is full; the partial download is kept for later"
-                ) from exc
+            if (full := _space_error(exc)) is not None:
+                raise full from exc
             raise
         self.partial.offset += sum(len(c) for c in batch)
 
@@ -383,13 +463,13 @@ def _write_chunks(
     last: bool,
     append: bool,
 ) -> BinaryIO | None:
-    """Append and hash `chunks`; on the last write also fsync and close (runs in a thread)."""
+    """Append and hash `chunks`; on the last write also close (runs in a thread).
+
+    No fsync: the committer makes a whole batch of finished files durable at once.
+    """
     handle = handle or path.open("ab" if append else "wb")
     try:
         _write_and_hash(handle, chunks, digest)
-        if last:
-            handle.flush()
-            os.fsync(handle.fileno())
     except BaseException:
         handle.close()
         raise
@@ -403,6 +483,25 @@ def _write_and_hash(handle: BinaryIO, chunks: list[bytes], digest: Any) -> None:
     for chunk in chunks:
         handle.write(chunk)
         digest.update(chunk)
+
+
+def _space_error(exc: OSError) -> DiskSpaceError | None:
+    """The error to raise for a write that failed because the disk is full."""
+    if exc.errno != errno.ENOSPC:
+        return None
+    return DiskSpaceError("the disk is full; the partial download is kept for later")
+
+
+def _storage_outcome(head: ResponseHead) -> Outcome:
+    """What a storage host's answer that is not a redirect means (a refused signed URL
+    has expired); the source's API is not involved any more."""
+    if head.status == 416:
+        raise Restart
+    if head.status in (400, 403):
+        refused = ExpiredUrlError("the storage host refused the signed URL", url=head.url)
+        return Outcome.of(refused)
+    error = status_error(head)
+    return Outcome.of(error) if error else Outcome.content()
 
 
 def _origin(url: str) -> tuple[str, str]:

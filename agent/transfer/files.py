@@ -1,9 +1,8 @@
-"""Facts about files in the mirror: hashes, local-edit checks, stale temps, free space."""
+"""Facts about files in the mirror: local-edit checks, stale temps, free space."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 import time
@@ -12,9 +11,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.transfer.digests import algorithm_of
 from agent.transfer.mirrorfs import STAGING, Folder, MirrorFS
 
-HASH_BLOCK = 1 << 20
 RESERVE_CAP = 1 << 30  # the default free-space reserve: at most 1 GiB ...
 RESERVE_SHARE = 20  # ... and at most 1/20 (5 %) of the volume
 # Above this many expected files in one folder, the presence check stats each file instead
@@ -72,47 +71,35 @@ def _amount(n: int) -> str:
     return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
 
 
-def hash_file(path: Path, limit: int | None = None) -> tuple[hashlib._Hash, int]:
-    """sha256 of the first `limit` bytes (all when None) and how many bytes were read."""
-    digest = hashlib.sha256()
-    done = 0
-    with path.open("rb") as handle:
-        while limit is None or done < limit:
-            want = HASH_BLOCK if limit is None else min(HASH_BLOCK, limit - done)
-            block = handle.read(want)
-            if not block:
-                break
-            digest.update(block)
-            done += len(block)
-    return digest, done
-
-
 def locally_edited(
-    folder: Folder, name: str, size: int | None, mtime_ns: int | None, sha256: str | None
+    folder: Folder, name: str, size: int | None, mtime_ns: int | None, digest: str | None
 ) -> bool:
     """True when the file `name` is no longer the one the agent wrote there.
 
-    Same size and mtime as recorded: unchanged without reading it. Otherwise its sha256
-    decides. Anything but a regular file (a link, a folder) is not the agent's file.
+    Same size and mtime as recorded: unchanged without reading it. Otherwise its content
+    decides, hashed with the algorithm the recorded `digest` names. Anything but a regular
+    file (a link, a folder) is not the agent's file.
     """
     found = folder.lstat(name)
     if found is None:
         return False
-    if size is None or sha256 is None:
+    if size is None or digest is None:
         return False  # nothing recorded to compare with: the agent never wrote it
     if found.st_size == size and found.st_mtime_ns == mtime_ns:
         return False
-    digest = folder.digest(name)
-    return digest is None or digest[0] != sha256
+    return not holds(folder, name, digest)
 
 
-def identical(folder: Folder, name: str, size: int, sha256: str) -> bool:
+def identical(folder: Folder, name: str, size: int, digest: str) -> bool:
     """Does the regular file `name` hold exactly these bytes? (Its size is checked first.)"""
     found = folder.lstat(name)
-    if found is None or found.st_size != size:
-        return False
-    digest = folder.digest(name)
-    return digest is not None and digest[0] == sha256
+    return found is not None and found.st_size == size and holds(folder, name, digest)
+
+
+def holds(folder: Folder, name: str, digest: str) -> bool:
+    """Is `name` a regular file whose content has the recorded `digest` (any algorithm)?"""
+    found = folder.digest(name, algorithm_of(digest))
+    return found is not None and found[0] == digest
 
 
 def remove_stale_temps(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import os
 import stat
 import time
@@ -37,11 +36,11 @@ from typing import BinaryIO, ParamSpec, TypeVar
 
 from agent.errors import MirrorError
 from agent.log import get_logger
+from agent.transfer import digests
 
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 STAGING = (".sync-agent", "staging")
-HASH_BLOCK = 1 << 20
 LINK_LABEL = "link set aside"
 COPY_LABEL = "local copy"
 P = ParamSpec("P")
@@ -117,17 +116,18 @@ class Folder:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
-    def digest(self, name: str) -> tuple[str, os.stat_result] | None:
-        """(sha256, stat) of the regular file `name`, or None when there is none."""
+    def digest(self, name: str, algorithm: digests.Algorithm) -> tuple[str, os.stat_result] | None:
+        """(recorded digest `<algorithm>:<hex>`, stat) of the regular file `name`, or None
+        when there is none."""
         handle = self.open_read(name)
         if handle is None:
             return None
         with handle:
             before = os.fstat(handle.fileno())
-            sha = hashlib.sha256()
-            while block := handle.read(HASH_BLOCK):
-                sha.update(block)
-        return sha.hexdigest(), before
+            hasher = digests.new(algorithm)
+            while block := handle.read(digests.HASH_BLOCK):
+                hasher.update(block)
+        return digests.value(algorithm, hasher), before
 
     # ------------------------------------------------------------ changing
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 from agent.errors import IntegrityError
 from agent.models import Fetched, JobSpec, RemoteDocument
-from agent.transfer.files import hash_file
+from agent.transfer import digests
+from agent.transfer.contract import ResponseHead
+from agent.transfer.digests import Algorithm, Hasher
 
 CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
@@ -30,27 +28,41 @@ class Restart(Exception):
 
 @dataclass
 class Partial:
-    """The staging file and what is known about its bytes."""
+    """The staging file and what is known about its bytes, hashed with `algorithm`."""
 
     path: Path
+    algorithm: Algorithm
     offset: int = 0
     validator: str | None = None
-    digest: Any = field(default_factory=hashlib.sha256)
+    digest: Hasher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.digest = digests.new(self.algorithm)
 
     @classmethod
-    async def resume(cls, staging: Path, job: JobSpec) -> Partial:
-        """The job's staging file with the bytes a previous attempt or process left."""
-        partial = cls(staging / job.temp_name)
-        if (job.validator or job.sha256) and partial.path.exists():
-            digest, size = await asyncio.to_thread(hash_file, partial.path)
+    async def resume(cls, staging: Path, job: JobSpec, algorithm: Algorithm) -> Partial:
+        """The job's staging file with the bytes a previous attempt or process left.
+
+        A file verified before a crash is hashed again with the algorithm it was verified
+        with, so that it is recognised whatever the configuration says now.
+        """
+        if job.digest:
+            algorithm = digests.algorithm_of(job.digest)
+        partial = cls(staging / job.temp_name, algorithm)
+        if (job.validator or job.digest) and partial.path.exists():
+            digest, size = await asyncio.to_thread(digests.hash_file, partial.path, algorithm)
             partial.offset, partial.digest, partial.validator = size, digest, job.validator
         # otherwise start from zero: the first write truncates whatever a crash left there
         return partial
 
+    def value(self) -> str:
+        """The recorded form of the digest of the bytes so far."""
+        return digests.value(self.algorithm, self.digest)
+
     def reset(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self.offset, self.validator, self.digest = 0, None, hashlib.sha256()
+        self.offset, self.validator, self.digest = 0, None, digests.new(self.algorithm)
 
     def range_headers(self) -> dict[str, str]:
         if self.offset <= 0:
@@ -60,7 +72,7 @@ class Partial:
             headers["If-Range"] = self.validator
         return headers
 
-    def accept(self, response: aiohttp.ClientResponse) -> int | None:
+    def accept(self, response: ResponseHead) -> int | None:
         """Reconcile the answer with the bytes kept; returns the full size when known."""
         if response.status == 206:
             match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
@@ -72,7 +84,7 @@ class Partial:
         length = response.headers.get("Content-Length")
         return int(length) if length and length.isdigit() else None
 
-    def take_validator(self, response: aiohttp.ClientResponse) -> None:
+    def take_validator(self, response: ResponseHead) -> None:
         """Keep the answer's validator; a changed one means the resource changed under us."""
         validator = _validator(response)
         if self.offset and self.validator and validator and validator != self.validator:
@@ -83,12 +95,12 @@ class Partial:
         return Fetched(
             temp_path=str(self.path),
             size=self.offset,
-            sha256=self.digest.hexdigest(),
+            digest=self.value(),
             validator=self.validator,
         )
 
 
-def _validator(response: aiohttp.ClientResponse) -> str | None:
+def _validator(response: ResponseHead) -> str | None:
     etag = response.headers.get("ETag")
     if etag and not etag.startswith("W/"):
         return etag

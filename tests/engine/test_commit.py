@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from agent.engine.plan import Download
 from agent.models import Fetched, JobSpec, KnownDocument, RemoteDocument
 from agent.state.documents import Mirrored
 from agent.state.jobs import JobLease
+from agent.transfer.durable import Durability
 from agent.transfer.mirrorfs import Folder, MirrorFS
 
 
@@ -36,7 +38,7 @@ class HeldStore:
     async def known(self, _source: str, _ids: Sequence[str]) -> dict[str, KnownDocument]:
         return {}
 
-    async def recorded_sha256(self, _source: str, _ids: Sequence[str]) -> dict[str, str]:
+    async def recorded_digests(self, _source: str, _ids: Sequence[str]) -> dict[str, str]:
         return {}
 
     async def commit_mirrored(
@@ -52,7 +54,10 @@ def finished(staging: Folder, name: str, job_id: int) -> Finished:
     doc = RemoteDocument(remote_id=name, version="1", name=name)
     job = JobSpec(job_id, "s", name, "1", f"s/{name}", temp_name=f"{name}.part")
     fetched = Fetched(
-        str(staging.path / f"{name}.part"), len(data), hashlib.sha256(data).hexdigest(), None
+        str(staging.path / f"{name}.part"),
+        len(data),
+        f"sha256:{hashlib.sha256(data).hexdigest()}",
+        None,
     )
     lease = JobLease(job_id, "me", 1)
     return Finished(Download(doc, f"s/{name}"), lease, job, fetched, None)
@@ -62,13 +67,14 @@ async def test_files_that_arrive_during_the_last_flush_are_committed_too(tmp_pat
     fs = MirrorFS(tmp_path / "mirror")
     store = HeldStore()
     flushed: list[Mirrored] = []
-    with fs.open_staging() as staging:
+    with contextlib.closing(Durability()) as durability, fs.open_staging() as staging:
         committer = Committer(
             store,  # type: ignore[arg-type]
             fs,
             staging,
             "s",
             write_metadata=False,
+            durability=durability,
             on_flushed=lambda _batch, done: flushed.extend(done),
             on_failed=lambda _batch, exc: pytest.fail(f"the batch failed: {exc}"),
         )

@@ -575,7 +575,8 @@ async def download(
     async def checkpoint(_job: int, _offset: int, _validator: str | None) -> None:
         return None
 
-    fetched = await Downloader(session, staging, sleep=Sleeps()).fetch(job, endpoint, checkpoint)
+    async with Downloader(session, staging, sleep=Sleeps()) as downloader:
+        fetched = await downloader.fetch(job, endpoint, checkpoint)
     return Path(fetched.temp_path).read_bytes()
 
 

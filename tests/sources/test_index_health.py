@@ -543,9 +543,8 @@ async def _downloaded(env: Env, source: IndexHealthSource, doc: str, staging: Pa
     async def checkpoint(_job: int, _offset: int, _validator: str | None) -> None:
         return None
 
-    fetched = await Downloader(env.session, staging, sleep=no_sleep).fetch(
-        job, endpoint, checkpoint
-    )
+    async with Downloader(env.session, staging, sleep=no_sleep) as downloader:
+        fetched = await downloader.fetch(job, endpoint, checkpoint)
     return Path(fetched.temp_path).read_bytes()
 
 

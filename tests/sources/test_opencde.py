@@ -399,8 +399,8 @@ async def test_the_downloader_fetches_the_latest_through_a_rejected_token_and_an
     async def checkpoint(_job: int, _offset: int, _validator: str | None) -> None:
         return None
 
-    downloader = Downloader(env.session, env.tmp / "staging", sleep=no_sleep)
-    fetched = await downloader.fetch(job, endpoint, checkpoint)
+    async with Downloader(env.session, env.tmp / "staging", sleep=no_sleep) as downloader:
+        fetched = await downloader.fetch(job, endpoint, checkpoint)
     assert Path(fetched.temp_path).read_bytes() == IFC
     assert env.requests("POST", "/oauth/token") == renewals + 1  # one renewal after the 401
     assert env.storage.authorization_seen == []
@@ -416,15 +416,15 @@ async def test_eight_downloads_in_flight_when_the_token_dies_renew_it_once(env: 
     docs = await listing(source)
     env.sandbox.expire_all_tokens()
     renewals = env.requests("POST", "/oauth/token")
-    downloader = Downloader(env.session, env.tmp / "staging", sleep=no_sleep)
 
-    async def one(n: int, doc: RemoteDocument) -> bytes:
+    async def one(downloader: Downloader, n: int, doc: RemoteDocument) -> bytes:
         job = JobSpec(n, "cde", doc.remote_id, doc.version, doc.name, temp_name=f"{n}.part")
         endpoint = Endpoint(source, doc, doc.attrs, RateLimiter(None))
         fetched = await downloader.fetch(job, endpoint, no_checkpoint)
         return Path(fetched.temp_path).read_bytes()
 
-    bodies = await asyncio.gather(*(one(n, doc) for n, doc in enumerate(docs)))
+    async with Downloader(env.session, env.tmp / "staging", sleep=no_sleep) as downloader:
+        bodies = await asyncio.gather(*(one(downloader, n, doc) for n, doc in enumerate(docs)))
     assert bodies == [b"%d" % i for i in range(8)]
     assert env.requests("POST", "/oauth/token") == renewals + 1
     assert env.sandbox.reused_refresh_tokens == []

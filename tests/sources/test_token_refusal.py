@@ -95,11 +95,10 @@ class Env:
 
     async def download_all(self, source: StandardMetricsSource) -> dict[str, bytes]:
         """Every document through the shared Downloader, eight at a time."""
-        downloader = Downloader(self.session, self.tmp / "staging", sleep=no_sleep)
         slots = asyncio.Semaphore(CONCURRENCY)
         limiter = RateLimiter(None)
 
-        async def one(doc_id: str) -> tuple[str, bytes]:
+        async def one(downloader: Downloader, doc_id: str) -> tuple[str, bytes]:
             doc = RemoteDocument(remote_id=doc_id, version="1", name=doc_id)
             job = JobSpec(1, "sm", doc_id, "1", doc_id, temp_name=f"{doc_id}.part")
             async with slots:
@@ -107,7 +106,8 @@ class Env:
             return doc_id, Path(fetched.temp_path).read_bytes()
 
         ids = [f"doc-{i:02d}" for i in range(DOCUMENTS)]
-        return dict(await asyncio.gather(*(one(i) for i in ids)))
+        async with Downloader(self.session, self.tmp / "staging", sleep=no_sleep) as downloader:
+            return dict(await asyncio.gather(*(one(downloader, i) for i in ids)))
 
 
 async def no_sleep(_: float) -> None:

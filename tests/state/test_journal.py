@@ -42,14 +42,14 @@ async def test_a_first_file_is_added_and_a_new_version_updated(store: Store) -> 
     await mirror(store, doc("a", "v2"), sha="b" * 64)
 
     first, second = await store.journal.read(0, 10)
-    assert (first.type, first.document_id, first.version, first.size, first.sha256) == (
+    assert (first.type, first.document_id, first.version, first.size, first.digest) == (
         EventType.ADDED,
         "a",
         "v1",
         10,
         "a" * 64,
     )
-    assert (second.type, second.version, second.sha256) == (EventType.UPDATED, "v2", "b" * 64)
+    assert (second.type, second.version, second.digest) == (EventType.UPDATED, "v2", "b" * 64)
     assert second.data["previous_version"] == "v1"
     assert first.seq < second.seq
     assert first.id != second.id
@@ -92,7 +92,7 @@ async def test_a_file_adopted_at_start_up_is_journaled(store: Store) -> None:
     await store.jobs.release([(job.lease, None)])  # its holder stopped
     assert await store.documents.adopt_placed(job.spec, 10, "c" * 64, 1)
     (event,) = await store.journal.read(0, 10)
-    assert (event.type, event.path, event.sha256) == (EventType.ADDED, "src/a.pdf", "c" * 64)
+    assert (event.type, event.path, event.digest) == (EventType.ADDED, "src/a.pdf", "c" * 64)
 
 
 async def test_a_pass_journals_its_counts(store: Store) -> None:

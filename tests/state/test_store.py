@@ -37,7 +37,7 @@ async def test_committing_a_file_records_the_document_and_retires_its_job(store:
 
     row = await store.documents.get(SRC, "a")
     assert row is not None
-    assert (row.state, row.version, row.rel_path, row.sha256) == (
+    assert (row.state, row.version, row.rel_path, row.digest) == (
         DocState.MIRRORED,
         "v1",
         f"{SRC}/a.pdf",
@@ -52,7 +52,7 @@ async def test_a_new_version_updates_the_same_row(store: Store) -> None:
 
     row = await store.documents.get(SRC, "a")
     assert row is not None
-    assert (row.version, row.sha256) == ("v2", "b" * 64)
+    assert (row.version, row.digest) == ("v2", "b" * 64)
     assert list(await store.documents.known(SRC)) == ["a"]
 
 
@@ -110,11 +110,11 @@ async def test_removed_and_moved_documents_are_recorded(store: Store, clock: Man
     assert known["b"].rel_path == "src/new/B.pdf"
 
 
-async def test_recorded_sha256_answers_only_for_mirrored_files(store: Store) -> None:
+async def test_recorded_digests_answers_only_for_mirrored_files(store: Store) -> None:
     await mirror(store, doc("a"), data="c" * 64)
     await store.documents.record_states(SRC, [(doc("b"), DocState.PENDING, None, None)])
 
-    assert await store.documents.recorded_sha256(SRC, ["a", "b", "zz"]) == {"a": "c" * 64}
+    assert await store.documents.recorded_digests(SRC, ["a", "b", "zz"]) == {"a": "c" * 64}
 
 
 async def test_metadata_is_recorded_with_its_hash(store: Store) -> None:
@@ -138,7 +138,7 @@ async def test_adopting_a_placed_file_refuses_the_previous_version_and_a_held_jo
 
     row = await store.documents.get(SRC, "a")
     assert row is not None
-    assert (row.version, row.sha256, row.size) == ("v2", "f" * 64, 11)
+    assert (row.version, row.digest, row.size) == ("v2", "f" * 64, 11)
     assert await store.jobs.views() == []
 
 

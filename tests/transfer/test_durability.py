@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
-from transfer_kit import SOURCE, World, payload, sha256
+from transfer_kit import SOURCE, World, at_dir_fd, payload
 
 from agent.agent import Agent
 from agent.engine.commit import adopt_in_place
@@ -89,14 +90,14 @@ async def test_a_file_placed_before_its_row_was_committed_is_adopted(
     assert isinstance(await world.sync(), RuntimeError)
     monkeypatch.setattr(Documents, "commit_mirrored", real)
     assert (world.mirror / SOURCE / "placed.bin").read_bytes() == data
-    assert await world.row_sha256(doc_id) is None  # the row never said so
+    assert await world.row_digest(doc_id) is None  # the row never said so
     world.storage.log.clear()
 
     stats = _ok(await world.sync())
 
     assert stats.downloaded == 0  # adopted at start-up, not fetched again
     assert world.storage.log.matching("GET", "/b/") == []
-    assert await world.row_sha256(doc_id) == sha256(data)
+    assert await world.row_digest(doc_id) == world.digest(data)
     await world.assert_exact()
 
 
@@ -113,7 +114,7 @@ async def test_a_previous_version_in_place_is_not_adopted_as_the_new_one(world: 
 
     async with Agent.open(config, sleep=world.sleeps) as agent:
         assert [j.remote_id for j in await agent.store.jobs.views()] == [doc_id]
-    assert await world.row_sha256(doc_id) == sha256(old)
+    assert await world.row_digest(doc_id) == world.digest(old)
 
     _ok(await world.sync())
     await world.assert_exact()
@@ -131,8 +132,8 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
         real_fsync(fd)
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
-        src_path = _at(kwargs.get("src_dir_fd"), src)
-        events.append(("rename", f"{src_path} -> {_at(kwargs.get('dst_dir_fd'), dst)}"))
+        src_path = at_dir_fd(kwargs.get("src_dir_fd"), src)
+        events.append(("rename", f"{src_path} -> {at_dir_fd(kwargs.get('dst_dir_fd'), dst)}"))
         real_replace(src, dst, **kwargs)
 
     async def commit(self: Documents, source: str, items: Any, **journal: Any) -> Any:
@@ -163,11 +164,6 @@ async def test_bytes_reach_disk_before_the_rename_and_the_rename_before_the_comm
     assert Path(temp_path).parent == world.staging
 
 
-def _at(dir_fd: int | None, name: Any) -> str:
-    """The real path `name` names, relative to `dir_fd` when given."""
-    return str(name) if dir_fd is None else f"{os.readlink(f'/proc/self/fd/{dir_fd}')}/{name}"
-
-
 async def test_after_a_lost_state_only_a_real_difference_is_kept_as_a_local_copy(
     world: World,
 ) -> None:
@@ -196,10 +192,10 @@ def test_a_file_that_changed_since_the_plan_is_downloaded_not_adopted(tmp_path: 
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "a.bin").write_bytes(b"12345")
     listed = RemoteDocument(remote_id="a", version="1", name="a.bin", size=5)
-    found = adopt_in_place(fs, Download(listed, "s/a.bin"))
+    found = adopt_in_place(fs, Download(listed, "s/a.bin"), "blake3")
     assert found is not None
-    assert (found.size, found.sha256) == (5, sha256(b"12345"))
+    assert (found.size, found.digest) == (5, f"blake3:{blake3.blake3(b'12345').hexdigest()}")
     (tmp_path / "s" / "a.bin").write_bytes(b"123456")
-    assert adopt_in_place(fs, Download(listed, "s/a.bin")) is None
+    assert adopt_in_place(fs, Download(listed, "s/a.bin"), "blake3") is None
     (tmp_path / "s" / "a.bin").unlink()
-    assert adopt_in_place(fs, Download(listed, "s/a.bin")) is None
+    assert adopt_in_place(fs, Download(listed, "s/a.bin"), "blake3") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -75,8 +76,9 @@ def test_reading_refuses_links_and_fifos(fs: MirrorFS, outside: Path) -> None:
         assert folder.open_read("link") is None
         assert folder.open_read("fifo") is None
         assert folder.open_read("gone") is None
-        digest = folder.digest("real")
+        digest = folder.digest("real", "sha256")
     assert digest is not None
+    assert digest[0] == f"sha256:{hashlib.sha256(b'abc').hexdigest()}"
     assert digest[1].st_size == 3
 
 

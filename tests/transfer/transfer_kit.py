@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import blake3
 
 from agent.agent import Agent
 from agent.config import Config, parse_config
@@ -108,24 +111,35 @@ class World:
             row = await store.documents.get(SOURCE, doc_id)
         return self.mirror / row.rel_path if row and row.rel_path else None
 
-    async def row_sha256(self, doc_id: str) -> str | None:
+    async def row_digest(self, doc_id: str) -> str | None:
         async with Store.open(self.config().agent.state_url, self.state_dir) as store:
             row = await store.documents.get(SOURCE, doc_id)
-        return row.sha256 if row else None
+        return row.digest if row else None
+
+    def digest(self, data: bytes) -> str:
+        """The digest the agent records for `data` under this world's configuration."""
+        algorithm = self.config().agent.hash_algorithm
+        hasher = blake3.blake3 if algorithm == "blake3" else hashlib.sha256
+        return f"{algorithm}:{hasher(data).hexdigest()}"
 
     async def assert_exact(self) -> None:
-        """Every sandbox document is in the mirror, byte for byte, with the right sha256."""
+        """Every sandbox document is in the mirror, byte for byte, with the right digest."""
         for doc_id in self.sandbox.document_ids():
             want = sha256(self.sandbox.content(doc_id))
             path = await self.mirrored_path(doc_id)
             assert path is not None, f"{doc_id} is not in the state"
             assert path.is_file(), f"{doc_id} is not in the mirror"
             assert sha256(path.read_bytes()) == want, f"{path} differs from the sandbox"
-            assert await self.row_sha256(doc_id) == want
+            assert await self.row_digest(doc_id) == self.digest(self.sandbox.content(doc_id))
 
 
 def _toml_pairs(table: dict[str, Any]) -> list[str]:
     return [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+
+
+def at_dir_fd(dir_fd: int | None, name: Any) -> str:
+    """The real path `name` names, relative to `dir_fd` when given (for patched `os` calls)."""
+    return str(name) if dir_fd is None else f"{os.readlink(f'/proc/self/fd/{dir_fd}')}/{name}"
 
 
 def sha256(data: bytes) -> str:

@@ -1,0 +1,257 @@
+"""Storage bodies received in worker threads: batched durability, cancellation, pacing,
+kept-alive connections, credentials, and the recorded digest's algorithm."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transfer_kit import SOURCE, World, at_dir_fd, payload
+
+from agent.models import PassStats
+from agent.state.documents import Documents
+from agent.state.store import Store
+from agent.transfer.durable import Durability
+from agent.transfer.receive import Connections, Exchange
+
+MIB = 1024 * 1024
+
+
+def _ok(outcome: PassStats | BaseException) -> PassStats:
+    assert isinstance(outcome, PassStats), outcome
+    assert outcome.failed == 0, outcome.errors
+    return outcome
+
+
+async def test_a_batch_is_fsynced_whole_before_any_rename_and_committed_after(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"batch-{n}.bin" for n in range(3)]
+    for n, name in enumerate(names):
+        world.add(name, payload(50_000 + n, seed=60 + n))
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace, real_commit = os.fsync, os.replace, Documents.commit_mirrored
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        moved = (at_dir_fd(kwargs.get("src_dir_fd"), src), at_dir_fd(kwargs.get("dst_dir_fd"), dst))
+        events.append(("rename", *moved))
+        real_replace(src, dst, **kwargs)
+
+    async def commit(self: Documents, source: str, items: Any, **journal: Any) -> Any:
+        events.append(("commit", *sorted(m.rel_path for m in items)))
+        return await real_commit(self, source, items, **journal)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Documents, "commit_mirrored", commit)
+
+    _ok(await world.sync())
+
+    batches = [(i, e[1:]) for i, e in enumerate(events) if e[0] == "commit" and len(e) > 1]
+    assert sorted(rel for _, batch in batches for rel in batch) == _rel(names)  # each once
+    for committed_at, batch in batches:
+        dests = {str(world.mirror / rel) for rel in batch}
+        renamed = {i: e[1] for i, e in enumerate(events) if e[0] == "rename" and e[2] in dests}
+        temps = set(renamed.values())
+        synced = [i for i, e in enumerate(events) if e[0] == "fsync" and e[1] in temps]
+        assert all(Path(temp).parent == world.staging for temp in temps)
+        assert len(synced) == len(renamed) == len(batch)
+        assert max(synced) < min(renamed)  # every file of the batch on disk before any rename
+        assert max(renamed) < committed_at  # and in place before its row says so
+    await world.assert_exact()
+
+
+def _rel(names: list[str]) -> list[str]:
+    return sorted(f"{SOURCE}/{name}" for name in names)
+
+
+async def test_a_cancelled_transfer_stops_at_once_and_leaves_a_resumable_job(
+    world: World,
+) -> None:
+    data = payload(6 * MIB, seed=70)
+    world.add("stopped.bin", data)
+    world.storage.faults.bytes_per_second = 2 * MIB  # three seconds for the whole body
+
+    task = asyncio.create_task(world.sync())
+    deadline = time.monotonic() + 20
+    while not _partial_size(world) >= MIB:
+        assert time.monotonic() < deadline, "the partial never grew"
+        await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)  # not 120 s
+
+    kept = _partial_size(world)
+    async with Store.open(world.config().agent.state_url, world.state_dir) as store:
+        (job,) = await store.jobs.views()
+    assert MIB <= kept < len(data)
+    assert job.bytes_done == kept  # checkpointed as it stopped
+
+    world.storage.faults.bytes_per_second = None
+    _ok(await world.sync())
+    await world.assert_exact()
+    resumed = world.storage.log.matching("GET", "/b/")[-1].headers.get("range", "")
+    assert resumed == f"bytes={kept}-"
+
+
+def _partial_size(world: World) -> int:
+    parts = list(world.staging.glob("*.part")) if world.staging.is_dir() else []
+    return parts[0].stat().st_size if parts else 0
+
+
+async def test_the_bandwidth_limit_paces_a_storage_body(world: World) -> None:
+    rate = 512 * 1024
+    data = payload(2 * rate, seed=71)
+    world.add("paced.bin", data)
+    world.agent_options["bandwidth_limit"] = rate
+    started = time.monotonic()
+
+    _ok(await world.sync())
+
+    # the bucket starts with one second's allowance: the second second must be waited for
+    assert time.monotonic() - started >= (len(data) - rate) / rate
+    await world.assert_exact()
+
+
+async def test_storage_requests_carry_no_authorization(world: World) -> None:
+    for n in range(3):
+        world.add(f"plain-{n}.pdf", payload(3000, seed=72 + n))
+
+    _ok(await world.sync())
+
+    storage = world.storage.log.matching("GET", "/b/")
+    assert len(storage) == 3
+    assert all("authorization" not in {k.lower() for k in r.headers} for r in storage)
+
+
+async def test_sha256_on_request_stays_checkable_after_switching_to_blake3(
+    world: World,
+) -> None:
+    old = payload(4000, seed=73)
+    doc_id = world.add("kept.pdf", old)
+    world.agent_options["hash_algorithm"] = "sha256"
+    _ok(await world.sync())
+    assert await world.row_digest(doc_id) == world.digest(old)
+    assert (await world.row_digest(doc_id) or "").startswith("sha256:")
+    path = await world.mirrored_path(doc_id)
+    assert path is not None
+    os.utime(path, ns=(1, 1))  # same bytes, another mtime: the check must hash the file
+
+    world.agent_options["hash_algorithm"] = "blake3"
+    new = payload(4000, seed=74)
+    world.sandbox.update_document(doc_id, new)
+    _ok(await world.sync())
+
+    assert list(path.parent.glob("*local copy*")) == []  # recognised as the agent's own file
+    assert await world.row_digest(doc_id) == world.digest(new)
+    assert (await world.row_digest(doc_id) or "").startswith("blake3:")
+    await world.assert_exact()
+
+
+class _KeepAlive(http.server.BaseHTTPRequestHandler):
+    """Answers keep-alive style; with `closes`, closes right after each answer anyway, as a
+    server whose idle timeout has passed does."""
+
+    protocol_version = "HTTP/1.1"
+    closes = False
+    connections: list[int] = []  # reset by the fixture
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(id(self.connection))
+
+    def do_GET(self) -> None:
+        body = b"x" * 100
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = self.closes
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(params=[False, True], ids=["kept-open", "closed-by-server"])
+def server(request: pytest.FixtureRequest) -> Iterator[str]:
+    _KeepAlive.connections = []
+    _KeepAlive.closes = request.param
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/blob"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_connections_are_reused_and_one_the_server_closed_is_replaced(
+    server: str, tmp_path: Path
+) -> None:
+    connections = Connections()
+    try:
+        for n in range(2):
+            exchange = Exchange(connections, server, {})
+            status, _ = exchange.open()
+            assert status == 200
+            with (tmp_path / f"{n}.bin").open("wb") as handle:
+                assert exchange.pump(handle, _Ignore(), 1000, write_and_hash=_write)
+            exchange.close()
+    finally:
+        connections.close()
+    assert (tmp_path / "1.bin").read_bytes() == b"x" * 100
+    # one connection served both; or, closed by the server, it was replaced transparently
+    assert len(_KeepAlive.connections) == (2 if _KeepAlive.closes else 1)
+
+
+class _Ignore:
+    def update(self, data: Any) -> None:
+        pass
+
+
+def _write(handle: Any, chunks: list[Any], digest: Any) -> None:
+    for chunk in chunks:
+        handle.write(chunk)
+        digest.update(chunk)
+
+
+async def test_downloads_go_on_while_a_batch_is_flushed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workers = 2
+    count = 4 * workers
+    for n in range(count):
+        world.add(f"many-{n:03d}.pdf", payload(1000, seed=n))
+    world.agent_options["max_concurrent_downloads"] = workers
+    world.source_options["requests_per_minute"] = 1_000_000  # not the budget's pace either
+    real_sync = Durability.sync
+    seen_while_flushing: list[int] = []
+
+    async def slow_sync(self: Durability, paths: Any) -> None:
+        if not seen_while_flushing:  # the first batch: hold it while more files arrive
+            deadline = time.monotonic() + 20
+            while len(world.storage.log.matching("GET", "/b/")) <= workers:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            seen_while_flushing.append(len(world.storage.log.matching("GET", "/b/")))
+        await real_sync(self, paths)
+
+    monkeypatch.setattr(Durability, "sync", slow_sync)
+
+    _ok(await world.sync())
+
+    # more files than the workers run at once arrived while the first batch was flushing
+    assert seen_while_flushing[0] > workers
+    await world.assert_exact()

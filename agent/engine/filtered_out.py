@@ -27,10 +27,10 @@ async def remove_filtered_out(
     """Delete these files (see the module docstring); how many the state let go of."""
     if not removals:
         return 0
-    hashes = await store.documents.recorded_sha256(source, [r.remote_id for r in removals])
+    digests = await store.documents.recorded_digests(source, [r.remote_id for r in removals])
     done: list[tuple[str, dict[str, object]]] = []
     for removal in removals:
-        kept = await off_loop(_remove_file, fs, removal, hashes.get(removal.remote_id))
+        kept = await off_loop(_remove_file, fs, removal, digests.get(removal.remote_id))
         data: dict[str, object] = {"filter": removal.rule}
         if kept is not None:
             data["local_copy"] = kept
@@ -40,7 +40,7 @@ async def remove_filtered_out(
     return len(done)
 
 
-def _remove_file(fs: MirrorFS, removal: ExcludedFile, sha256: str | None) -> str | None:
+def _remove_file(fs: MirrorFS, removal: ExcludedFile, digest: str | None) -> str | None:
     """Delete one file and its sidecar; the name it was set aside under when edited here."""
     folder = fs.parent(removal.rel_path)
     if folder is None:
@@ -48,7 +48,7 @@ def _remove_file(fs: MirrorFS, removal: ExcludedFile, sha256: str | None) -> str
     kept = None
     with folder:
         name = removal.rel_path.rpartition("/")[2]
-        if locally_edited(folder, name, removal.size, removal.mtime_ns, sha256):
+        if locally_edited(folder, name, removal.size, removal.mtime_ns, digest):
             kept = folder.set_aside(name)
         else:
             folder.unlink(name)

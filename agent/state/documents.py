@@ -292,7 +292,7 @@ class Documents:
                 if row is None or row.rel_path is None:
                     continue
                 events.append(_file_removed_event(source, row, data))
-                forget = {"rel_path": None, "size": None, "sha256": None, "mtime_ns": None}
+                forget = {"rel_path": None, "size": None, "digest": None, "mtime_ns": None}
                 await conn.execute(update(TABLE).where(where).values(**forget, updated_at=now))
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)
@@ -460,7 +460,7 @@ def _file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> Ne
         row.version,
         row.rel_path,
         row.size,
-        row.sha256,
+        row.digest,
         data={"file_deleted": True, **data},
     )
 

@@ -36,6 +36,7 @@ from agent.log import configure_logging
 from agent.models import PassStats
 from agent.state.store import Store
 
+EXIT_USAGE = 2  # as argparse exits for a usage mistake
 EXIT_RUNNING = 75  # EX_TEMPFAIL: another instance holds the state folder
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 DEFAULT_INIT_OUTPUT = "sync-agent.toml"
@@ -51,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", "-c", help="configuration file (default: $SYNC_AGENT_CONFIG)"
     ).complete = shtab.FILE
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon: poll every source on its schedule")
+    run = sub.add_parser("run", help="run the daemon: poll every source on its schedule")
     sync = sub.add_parser("sync", help="one pass over the sources, then exit")
     sync.add_argument("--source", action="append", help="only this source (repeatable)")
+    for command in (sync, run):
+        add_dry_run_arguments(command)
     status = sub.add_parser("status", help="what the mirror holds, per source")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("check-config", help="validate the configuration without touching the network")
@@ -87,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
     return parser
+
+
+def add_dry_run_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--dry-run",
+        "-n",
+        action="store_true",
+        help=(
+            "list what one pass would download, move, delete or keep aside, with sizes and a "
+            "total, and change nothing in the mirror or the state database (tokens a source "
+            "obtains or refreshes meanwhile are still saved, so a rotated one is never lost)"
+        ),
+    )
+    command.add_argument(
+        "--json", action="store_true", help="with --dry-run: one JSON document on stdout"
+    )
 
 
 def add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -210,6 +229,8 @@ async def cmd_sync(args: argparse.Namespace) -> int:
     names = args.source or None
     for name in names or ():
         config.source(name)
+    if args.dry_run or args.json:
+        return await cmd_dry_run(args, config, names)
     if sys.stderr.isatty():
         from agent.progress import terminal_progress  # noqa: PLC0415 - rich only on a terminal
 
@@ -311,7 +332,27 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
     path = config_path(args)
     config = load(args)
+    if args.dry_run or args.json:  # one cycle: every enabled source once
+        return await cmd_dry_run(args, config, None)
     return await run_daemon(config, path)
+
+
+async def cmd_dry_run(args: argparse.Namespace, config: Config, names: list[str] | None) -> int:
+    """`--dry-run`: what a pass would do (`agent.preview`); the exit status a pass would have
+    for sources that could not be surveyed."""
+    from agent.preview import dry_run, preview_json, print_preview  # noqa: PLC0415
+
+    if not args.dry_run:
+        print("sync-agent: --json goes with --dry-run", file=sys.stderr)
+        return EXIT_USAGE
+    outcomes = await dry_run(config, names)
+    if args.json:
+        print(json.dumps(preview_json(outcomes, config), indent=2))
+    else:
+        print_preview(outcomes)
+    return sync_exit_code(
+        {n: o if isinstance(o, BaseException) else PassStats() for n, o in outcomes.items()}
+    )
 
 
 async def cmd_events(args: argparse.Namespace) -> int:

@@ -83,6 +83,7 @@ class KnownDocument:
     waiting_version: str | None = None  # a failed job for this version waits for its retry time
     prune: bool = False  # the source asked for the file to go when the document does
     mtime_ns: int | None = None  # of the file the agent wrote, to notice local edits
+    reason: str | None = None  # why it was skipped (or failed), as recorded
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ ${client_secret}
 poll_interval = "15m"
 # requests_per_minute = 120               # the documented limit, shared by every call
 # write_metadata = false                  # true: also write <file>.meta.json
+${filters}
 # enabled = false                         # keep the source in the file without syncing it
 """
 
@@ -74,6 +75,7 @@ workspaces = ${workspaces}  # their root folders are mirrored
 # formats = ["application/pdf"]           # also keep a PDF rendition beside each document
 poll_interval = "10m"
 # write_metadata = false
+${filters}
 # enabled = false                         # keep the source in the file without syncing it
 """
 
@@ -89,6 +91,7 @@ ${client_secret}
 # download_method = "presigned"           # or "direct"
 write_metadata = true                     # description, tags, plans in <file>.meta.json
 poll_interval = "30m"
+${filters}
 # enabled = false                         # keep the source in the file without syncing it
 
 [sources.user]  # who the agent acts as; at least one of email, date_of_birth, uid, eid
@@ -117,7 +120,17 @@ ${client_secret}
 # keep_versions = 1                       # 2: also keep the previous version as "name (v2.0).ext"
 poll_interval = "5m"                      # the standard's minimum; shorter values are raised
 # write_metadata = false
+${filters}
 # enabled = false                         # keep the source in the file without syncing it
+"""
+
+FILTERS = """\
+# Filters, on the path inside this source's folder (** any folders, * within a name):
+# include = ["**/*.pdf", "**/*.{docx,xlsx}"]  # only these (default: everything)
+# exclude = ["**/drafts/**"]              # never these, even when included
+# ignore_case = false                     # true: *.pdf also matches REPORT.PDF
+# max_size = "500M"                       # min_size too; sizes as 10M, 1G, 1GiB or bytes
+# on_filter_exclude = "keep"              # "remove": delete files a new filter leaves out\
 """
 
 TEMPLATES: Mapping[str, str] = {
@@ -209,6 +222,7 @@ def render_source(shown_path: str, answers: SourceAnswers) -> str:
         "bare_name": shell_word(answers.name),
         "name": toml_string(answers.name),
         "client_id": toml_string(answers.client_id),
+        "filters": FILTERS,
         key: answers.secret.line(key),
     }
     return Template(TEMPLATES[answers.type]).substitute(fields)

@@ -1,7 +1,7 @@
 """Imports between the parts of `agent/` point one way: down the layers, never in a cycle.
 
     cli, progress, demo, demo_world,  the command line and what only it uses
-    starter, templates, changes,
+    starter, templates, changes, preview,
     __main__
     daemon, web, metrics, notify      the service shell
     agent (agent.py)                  the composition root: opens and wires everything
@@ -38,6 +38,7 @@ LAYERS: Mapping[str, int] = {
     "starter": 7,
     "templates": 7,
     "changes": 7,
+    "preview": 7,
     "__main__": 7,
     "daemon": 6,
     "web": 6,

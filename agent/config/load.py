@@ -101,9 +101,18 @@ def read_source(table: Mapping[str, object], index: int, ctx: Context) -> Source
     settings = read_table(kind.settings, specific, prefix, ctx)
     kind.check(settings, prefix)
     source = convert(SourceConfig, {**common, "settings": settings}, prefix)
+    _check_sizes(source, prefix)
     if source.poll_interval < kind.min_poll_interval:
         return msgspec.structs.replace(source, poll_interval=kind.min_poll_interval)
     return source
+
+
+def _check_sizes(source: SourceConfig, prefix: str) -> None:
+    low, high = source.min_size, source.max_size
+    if low is not None and high is not None and low > high:
+        raise ConfigError(
+            f"{prefix}.min_size", f"is larger than max_size ({low} > {high} bytes): nothing passes"
+        )
 
 
 def _kind(table: Mapping[str, object], prefix: str) -> SourceKind:

@@ -24,6 +24,7 @@ from agent.config.values import (
     parse_durations,
     parse_endpoint,
     parse_event_types,
+    parse_globs,
     parse_listen,
     parse_mime_types,
     parse_name,
@@ -139,6 +140,12 @@ class SourceConfig(Table, frozen=True, kw_only=True):
     write_metadata: bool = False
     on_change: Words | None = None  # None: [agent] on_change; () runs none for this source
     on_local_delete: Literal["restore", "forget"] = "restore"
+    include: Annotated[tuple[str, ...], Parse(parse_globs)] = ()  # (): every document
+    exclude: Annotated[tuple[str, ...], Parse(parse_globs)] = ()
+    ignore_case: bool = False  # include/exclude compared without case
+    min_size: Annotated[int | None, Parse(parse_size)] = None
+    max_size: Annotated[int | None, Parse(parse_size)] = None
+    on_filter_exclude: Literal["keep", "remove"] = "keep"  # mirrored files a filter now excludes
     settings: SourceSettings
 
 

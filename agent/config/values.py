@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agent.config.globs import glob_problem
 from agent.errors import ConfigError
 from agent.models import EventType
 
@@ -60,6 +61,22 @@ def parse_size(value: object, key: str) -> int:
     if size < 0:
         raise ConfigError(key, "must not be negative")
     return size
+
+
+def parse_globs(value: object, key: str) -> tuple[str, ...]:
+    """A list of glob patterns (`agent.config.globs`), each item named by its index."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            key, f'expected a list of glob patterns such as ["**/*.pdf"], got {value!r}'
+        )
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"{key}[{index}]", f"expected a glob pattern (a string), got {item!r}"
+            )
+        if problem := glob_problem(item):
+            raise ConfigError(f"{key}[{index}]", f"{problem}, got {item!r}")
+    return tuple(value)
 
 
 def parse_optional_size(value: object, key: str) -> int | None:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agent.engine.commit import SIDECAR_SUFFIX, finish, prune
+from agent.engine.filtered_out import remove_filtered_out
+from agent.engine.filters import Filters, apply_filters, files_to_remove
 from agent.engine.plan import (
     Download,
     Move,
@@ -137,6 +139,7 @@ class Lister:
         self.queued = queued  # wakes the workers, here and on every replica
         self.adoptable = adoptable  # tells the workers which queued files to adopt in place
         self.still_leased = still_leased
+        self.filters = Filters.of(rt.config)
         self.seen: set[str] = set()
         self.counts = Listed()
         self.folder_warned = False
@@ -185,8 +188,10 @@ class Lister:
         else:
             ahead.finish(_End())
 
-    async def _window(self, window: Sequence[RemoteDocument]) -> None:
+    async def _window(self, listed: Sequence[RemoteDocument]) -> None:
         documents = self.store.documents
+        filtered = apply_filters(self.filters, self.name, listed)  # left out: skipped
+        window = filtered.listing
         wanted = wanted_paths(self.name, window)
         probe = [
             (d.remote_id, d.version, wanted[d.remote_id], _digest(d))
@@ -210,6 +215,9 @@ class Lister:
         holders = await documents.holders(self.name, keys) if keys else {}
         plan = plan_window(todo, wanted, known, holders, missing=missing, on_local_delete=policy)
         await self._apply(plan)
+        on_exclude = self.rt.config.on_filter_exclude
+        going = files_to_remove(filtered.excluded, known, on_exclude)
+        await remove_filtered_out(self.store, self.fs, self.name, going, self.rt.log)
         if plan.downloads:
             await self._hint_adoptions(plan.downloads)
             items = [(d.doc, d.rel_path) for d in plan.downloads]

@@ -210,7 +210,7 @@ def _sibling(path: str, remote_id: str) -> str:
 
 
 def _skip(plan: Plan, doc: RemoteDocument, known: KnownDocument | None) -> None:
-    if known is None or known.state != DocState.SKIPPED or known.version != doc.version:
+    if not _skipped_already(doc, known):
         plan.skips.append(doc)
     else:
         plan.unchanged += 1
@@ -248,6 +248,13 @@ def _decide(plan: Plan, doc: RemoteDocument, known: KnownDocument | None, path: 
         plan.sidecars.append(Sidecar(doc, path))
     else:
         plan.unchanged += 1
+
+
+def _skipped_already(doc: RemoteDocument, known: KnownDocument | None) -> bool:
+    """Recorded skipped, this version, for this reason (a filter's rule may have changed)."""
+    if known is None or known.state != DocState.SKIPPED or known.version != doc.version:
+        return False
+    return known.reason is None or known.reason == doc.skip_reason
 
 
 def order_moves(moves: Sequence[Move]) -> list[tuple[str, str]]:

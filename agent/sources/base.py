@@ -30,6 +30,7 @@ class Source(DownloadContract, Protocol):
     """One remote API as the engine sees it: a listing, metadata, and the download contract."""
 
     name: str
+    credential_cursors: frozenset[str]  # cursors holding credentials, not caches: kept always
 
     def list_documents(self) -> AsyncIterator[RemoteDocument]:
         """Every document of the source, as of now (a whole listing, for removal detection)."""
@@ -48,6 +49,7 @@ class BaseSource:
     """
 
     auth: TokenAuth
+    credential_cursors: frozenset[str] = frozenset()
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx

@@ -281,6 +281,8 @@ class IndexHealthAuth(TokenAuth):
 class IndexHealthSource(BaseSource):
     """Lists each collection through `/get-documents`; downloads presigned or direct."""
 
+    credential_cursors = frozenset({FINGERPRINT_CURSOR})  # the device the tokens belong to
+
     def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
         self.settings = self.settings_of(IndexHealthSettings)

@@ -22,7 +22,14 @@ from agent.errors import PermanentError
 from agent.log import get_logger
 from agent.models import RemoteDocument
 from agent.sources.base import BaseSource, SourceContext
-from agent.sources.opencde_auth import DISCOVERY, Endpoints, RefreshTokenAuth, discover, login_hint
+from agent.sources.opencde_auth import (
+    DISCOVERY,
+    REFRESH_SEED,
+    Endpoints,
+    RefreshTokenAuth,
+    discover,
+    login_hint,
+)
 from agent.sources.opencde_model import (
     HistoryCache,
     PollCache,
@@ -42,6 +49,8 @@ HISTORY = "history"
 
 class OpenCdeSource(BaseSource):
     """Polls the selected documents' versions and downloads them with the bearer token."""
+
+    credential_cursors = frozenset({REFRESH_SEED})  # says whether the configured token is spent
 
     def __init__(self, ctx: SourceContext, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(ctx)

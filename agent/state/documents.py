@@ -275,6 +275,28 @@ class Documents:
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)
 
+    async def record_files_removed(
+        self, source: str, removed: Sequence[tuple[str, Mapping[str, object]]]
+    ) -> None:
+        """(remote_id, data) for documents whose mirrored file the agent deleted while the
+        document stays listed (a filter now leaves it out): the row forgets the file, and
+        `document.removed` is journaled with `file_deleted` and `data`."""
+        if not removed:
+            return
+        now = self.db.clock()
+        events = []
+        async with self.db.begin() as conn:
+            for remote_id, data in removed:
+                where = (TABLE.c.source == source) & (TABLE.c.remote_id == remote_id)
+                row = (await conn.execute(select(TABLE).where(where))).first()
+                if row is None or row.rel_path is None:
+                    continue
+                events.append(_file_removed_event(source, row, data))
+                forget = {"rel_path": None, "size": None, "digest": None, "mtime_ns": None}
+                await conn.execute(update(TABLE).where(where).values(**forget, updated_at=now))
+            committed = await self.journal.append(conn, events)
+        self.journal.publish(committed)
+
     async def record_moves(self, source: str, moves: Sequence[tuple[str, str, str]]) -> None:
         """(remote_id, new name, new rel_path) for documents moved in the mirror, journaling
         `document.moved`."""
@@ -430,6 +452,19 @@ def _removed_event(source: str, row: Any) -> NewEvent:
     )
 
 
+def _file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> NewEvent:
+    return NewEvent(
+        EventType.REMOVED,
+        source,
+        row.remote_id,
+        row.version,
+        row.rel_path,
+        row.size,
+        row.digest,
+        data={"file_deleted": True, **data},
+    )
+
+
 def _moved_event(source: str, row: Any, rel_path: str) -> NewEvent:
     return NewEvent(
         EventType.MOVED,
@@ -491,6 +526,7 @@ def _known_query() -> Any:
             JobRow.version.label("waiting_version"),
             TABLE.c.prune,
             TABLE.c.mtime_ns,
+            TABLE.c.reason,
         )
         .outerjoin(JobRow, waiting)
         .where(TABLE.c.source == bindparam("source"))
@@ -502,10 +538,10 @@ KNOWN_OF = KNOWN.where(TABLE.c.remote_id.in_(bindparam("ids", expanding=True)))
 
 
 def _known(row: Any) -> KnownDocument:
-    rid, version, rel_path, state, size, metadata_hash, waiting, prune, mtime_ns = row  # by
-    # position: a Row's attribute lookup costs more than the rest of this function
+    rid, version, rel_path, state, size, metadata_hash, waiting, prune, mtime_ns, reason = row
+    # by position: a Row's attribute lookup costs more than the rest of this function
     return KnownDocument(
-        rid, version, rel_path, STATES[state], size, metadata_hash, waiting, prune, mtime_ns
+        rid, version, rel_path, STATES[state], size, metadata_hash, waiting, prune, mtime_ns, reason
     )
 
 

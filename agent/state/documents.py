@@ -440,16 +440,7 @@ def _failed_event(
 
 def _removed_event(source: str, row: Any) -> NewEvent:
     pruned = bool(row.prune and row.rel_path and row.state == DocState.MIRRORED)
-    return NewEvent(
-        EventType.REMOVED,
-        source,
-        row.remote_id,
-        row.version,
-        row.rel_path,
-        row.size,
-        row.digest,
-        data={"file_deleted": pruned},
-    )
+    return _file_removed_event(source, row, {"file_deleted": pruned})
 
 
 def _file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> NewEvent:

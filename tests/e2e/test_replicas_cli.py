@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -28,6 +27,7 @@ import pytest
 from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from agent.state.jobs import partial_name
+from tests.daemon.test_daemon import Running
 from tests.e2e.cli import write_config
 from tests.transfer.transfer_kit import payload
 
@@ -40,22 +40,8 @@ RATE = 200_000  # bytes per second for every body the storage host sends
 LEASE = "3s"
 
 
-class Replica:
+class Replica(Running):
     """One `sync-agent run` process whose JSON log lines are collected as they arrive."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            self.lines.append(raw.decode())
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        found = [json.loads(line) for line in self.lines if line.startswith("{")]
-        return [e for e in found if e.get("event") == name]
 
     @property
     def replica_id(self) -> str | None:

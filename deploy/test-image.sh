@@ -166,12 +166,14 @@ health=$(podman inspect --format '{{.State.Health.Status}}' agent)
 [ "$health" = healthy ] || fail "health is '$health'"
 say "healthcheck: $health"
 
-files=$(find "$work/data/mirror" -type f -not -path '*/.sync-agent/*' | wc -l)
-readable=$(runuser -u nobody -- find "$work/data/mirror" -type f -not -path '*/.sync-agent/*' \
-  -readable 2>/dev/null | wc -l)
+# The agent's own folder (.sync-agent: staging, private) is pruned, not read: nobody may not
+# enter it, and a find that meets a folder it cannot enter fails (set -e, pipefail).
+files=$(find "$work/data/mirror" -path '*/.sync-agent' -prune -o -type f -print | wc -l)
+readable=$(runuser -u nobody -- find "$work/data/mirror" -path '*/.sync-agent' -prune -o \
+  -type f -readable -print | wc -l) || fail "nobody cannot walk the mirror"
 [ "$files" -gt 0 ] && [ "$readable" = "$files" ] || fail "nobody can read $readable of $files files"
-runuser -u nobody -- sh -c "find '$work/data/mirror' -type f -not -path '*/.sync-agent/*' \
-  -exec cat {} + >/dev/null" || fail "nobody cannot read the mirror"
+runuser -u nobody -- sh -c "find '$work/data/mirror' -path '*/.sync-agent' -prune -o \
+  -type f -exec cat {} + >/dev/null" || fail "nobody cannot read the mirror"
 say "the host's nobody reads all $files mirrored files"
 
 [ ! -e "$work/data/mirror/huddle" ] || fail "huddle was mirrored before it was enabled"

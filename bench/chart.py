@@ -78,7 +78,8 @@ def svg(results: dict[str, Any], targets: list[dict[str, Any]], title: str) -> s
     """The whole chart as an SVG document."""
     gs = groups(results, targets)
     values = [b.ratio for g in gs for b in g.bars] + [b.target or 1 for g in gs for b in g.bars]
-    span = max(3, math.ceil(max(abs(math.log2(max(v, 1e-3))) for v in values)))
+    # every measure failed: an empty chart (RESULTS.md says why), not a crash
+    span = max(3, math.ceil(max((abs(math.log2(max(v, 1e-3))) for v in values), default=0)))
     plot_w = WIDTH - LABEL_W - VALUE_W
     centre = LABEL_W + plot_w / 2
 

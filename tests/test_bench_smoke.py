@@ -74,3 +74,11 @@ def test_quick_benchmark_produces_numbers_for_every_set(tmp_path: Path) -> None:
     assert "**The measure failed**: re-poll round 1: exit -9" in failed
     assert "- **repoll: the measure failed: re-poll round 1: exit -9**" in failed
     assert chart.svg(results, results["targets"], "t").startswith("<svg")
+
+    # Every measure failed (the agent would not start): still a report and a chart, no crash.
+    for key in results["transfers"]:
+        results["transfers"][key] = {"error": "exit 1"}
+    for key in ("repoll", "first_file", "resume", "replicas"):
+        results[key] = {"error": "exit 1"}
+    results["targets"] = targets.evaluate(results, quick=False)
+    assert chart.svg(results, results["targets"], "t").startswith("<svg")

@@ -169,11 +169,12 @@ say "healthcheck: $health"
 # The agent's own folder (.sync-agent: staging, private) is pruned, not read: nobody may not
 # enter it, and a find that meets a folder it cannot enter fails (set -e, pipefail).
 files=$(find "$work/data/mirror" -path '*/.sync-agent' -prune -o -type f -print | wc -l)
-readable=$(runuser -u nobody -- find "$work/data/mirror" -path '*/.sync-agent' -prune -o \
-  -type f -readable -print | wc -l) || fail "nobody cannot walk the mirror"
+# (from /: nobody may not enter the folder this script was started in, and find returns there)
+readable=$(cd / && runuser -u nobody -- find "$work/data/mirror" -path '*/.sync-agent' -prune \
+  -o -type f -readable -print | wc -l) || fail "nobody cannot walk the mirror"
 [ "$files" -gt 0 ] && [ "$readable" = "$files" ] || fail "nobody can read $readable of $files files"
-runuser -u nobody -- sh -c "find '$work/data/mirror' -path '*/.sync-agent' -prune -o \
-  -type f -exec cat {} + >/dev/null" || fail "nobody cannot read the mirror"
+(cd / && runuser -u nobody -- sh -c "find '$work/data/mirror' -path '*/.sync-agent' -prune \
+  -o -type f -exec cat {} + >/dev/null") || fail "nobody cannot read the mirror"
 say "the host's nobody reads all $files mirrored files"
 
 [ ! -e "$work/data/mirror/huddle" ] || fail "huddle was mirrored before it was enabled"

@@ -16,10 +16,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -27,7 +26,7 @@ import pytest
 from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from agent.state.jobs import partial_name
-from tests.daemon.test_daemon import Running
+from tests.daemon.test_daemon import Running, until
 from tests.e2e.cli import write_config
 from tests.transfer.transfer_kit import payload
 
@@ -77,19 +76,6 @@ async def replica(config: Path, port: int) -> AsyncIterator[Replica]:
             proc.kill()
         with suppress(ProcessLookupError, TimeoutError):
             await asyncio.wait_for(proc.wait(), 10)
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def free_port() -> int:
@@ -146,7 +132,7 @@ async def test_three_replicas_share_a_source_and_survive_one_killed_mid_pass(
     async with AsyncExitStack() as stack:
         stack.push_async_callback(db.close)
         replicas = [await stack.enter_async_context(replica(config, free_port())) for _ in range(3)]
-        await until(lambda: all(r.replica_id for r in replicas), "three replicas ready")
+        await until(lambda: all(r.replica_id for r in replicas), 45, "three replicas ready")
 
         # The documents appear once every replica serves the source, as a busy source's do.
         contents = {
@@ -172,7 +158,7 @@ async def test_three_replicas_share_a_source_and_survive_one_killed_mid_pass(
                         return owner
             return None
 
-        victim = await until(streaming_a_big_one, "a replica mid-way through a big body")
+        victim = await until(streaming_a_big_one, 45, "a replica mid-way through a big body")
         victim.proc.kill()  # SIGKILL: no checkpoint, no release, leases left to run out
         await victim.proc.wait()
         rows = await db.fetch("SELECT remote_id FROM jobs WHERE owner = $1", victim.replica_id)
@@ -186,7 +172,7 @@ async def test_three_replicas_share_a_source_and_survive_one_killed_mid_pass(
             )
             return mirrored == DOCS and await db.fetchval("SELECT count(*) FROM jobs") == 0
 
-        await until(settled, "every document mirrored by the survivors")
+        await until(settled, 45, "every document mirrored by the survivors")
         assert [await r.stop() for r in survivors] == [0, 0]
 
     elapsed = time.monotonic() - started

@@ -183,7 +183,8 @@ chmod 0644 "$work/config/config.toml.new"
 mv "$work/config/config.toml.new" "$work/config/config.toml"
 podman kill --signal HUP agent >/dev/null
 wait_for "huddle mirrored after SIGHUP" 120 settled standard-metrics index-health huddle
-podman logs agent 2>&1 | grep -q '"reload.applied"' || fail "no reload.applied in the log"
+# The new source's first pass can finish before the reload logs that it is done: wait for both.
+wait_for "reload.applied in the log" 30 sh -c "podman logs agent 2>&1 | grep -q '\"reload.applied\"'"
 say "SIGHUP: the edited configuration took effect ($(find "$work/data/mirror/huddle" -type f | wc -l) huddle files)"
 
 t0=$(date +%s)

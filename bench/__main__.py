@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--data", type=Path, default=HERE / "data", help="data set cache")
     go.add_argument("--work", type=Path, default=HERE / "work", help="scratch folder")
     go.add_argument("--no-install", action="store_true", help="never call apt-get")
+    go.add_argument(
+        "--only",
+        type=lambda v: frozenset(v.split(",")),
+        default=None,
+        help=f"comma-separated measures to run, of: {', '.join(MEASURES)} (all)",
+    )
     redo = sub.add_parser("report", help="write RESULTS.md and results.svg from results.json")
     redo.add_argument("--out", type=Path, default=HERE, help="where results.json is")
     args = parser.parse_args(argv)
@@ -49,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data.absolute(),
         work_dir=args.work.absolute(),
         log=args.work.absolute() / "bench.log",
+        only=args.only,
     )
+    if args.only and not args.only <= set(MEASURES):
+        parser.error(f"--only: unknown measure(s) {', '.join(sorted(args.only - set(MEASURES)))}")
     signal.signal(signal.SIGTERM, _interrupted)  # run the cleanups: nginx, killed children
     shutil.rmtree(settings.work_dir, ignore_errors=True)
     settings.work_dir.mkdir(parents=True)
@@ -65,6 +74,9 @@ PASSES = {  # the agent-only measures, by their key in the results
     "replicas": passes.bench_replicas,
 }
 
+MEASURES = ("bulk", "small", "big", *PASSES)
+SKIPPED = {"skipped": "not measured in this run (--only)"}
+
 
 def execute(s: Settings) -> dict[str, Any]:
     meta = report.machine(s)
@@ -75,14 +87,20 @@ def execute(s: Settings) -> dict[str, Any]:
     load = meta["load_during"] = {}  # the 1-minute load as each measure starts
     with nginx.serve(s.data_dir, resume_rate=s.resume_rate) as server:
         for ts in transfers.transfer_sets(s):
+            if not s.measures(ts.key):
+                results["transfers"][ts.key] = SKIPPED
+                continue
             load[ts.key] = _announce(f"{ts.key}: {', '.join(ts.tools)}, alternating")
             results["transfers"][ts.key] = _guarded(transfers.bench_transfer, s, ts, server)
         for key, measure in PASSES.items():
+            if not s.measures(key):
+                results[key] = SKIPPED
+                continue
             load[key] = _announce(key)
             results[key] = _guarded(measure, s, server)
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     meta["load_after"] = report.loadavg()
-    results["targets"] = targets.evaluate(results, quick=s.quick)
+    results["targets"] = targets.evaluate(results, quick=s.quick, partial=s.only is not None)
     results["faults"] = faults(results)
     return results
 
@@ -105,6 +123,8 @@ def faults(results: dict[str, Any]) -> list[str]:
     """Every failed measure and every agent pass that exited 0 with files missing."""
     found = []
     for key, block in blocks(results).items():
+        if "skipped" in block:
+            continue
         if "error" in block:
             found.append(f"{key}: the measure failed: {block['error']}")
         found += [f"{key}, {fault}" for fault in block.get("faults", ())]

@@ -41,7 +41,7 @@ def groups(results: dict[str, Any], targets: list[dict[str, Any]]) -> list[Group
     limits = {"bulk": "bulk_time", "small": "small_time", "big": "big_time"}
     out = []
     for key, block in results["transfers"].items():
-        if "error" in block:
+        if "error" in block or "skipped" in block:
             continue
         peer = block["tools"][block["peer"]]["median_s"]
         bars = []

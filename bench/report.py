@@ -87,6 +87,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _section(block: dict[str, Any], write: Callable[..., list[str]], *args: Any) -> list[str]:
     """A measure's section, or one line saying why it has no numbers."""
+    if "skipped" in block:
+        name = args[0] if args else write.__name__.strip("_").replace("_", " ")
+        return [f"## {name}: {block['skipped']}", ""]
     if "error" in block:
         name = args[0] if args else write.__name__.strip("_").replace("_", " ")
         return [f"## {name}: no numbers", "", f"**The measure failed**: {block['error']}", ""]
@@ -164,11 +167,12 @@ def _targets(results: dict[str, Any]) -> list[str]:
         block, form = scale.get(t["key"], ("", ""))
         count = results.get(block, {}).get("documents")
         name = t["measure"] + (f" ({form.format(count)})" if count else "")
-        value = "**failed**" if t["value"] is None else f"{t['value']} {t['unit']}"
+        value = "-" if t["value"] is None and t["met"] is None else "**failed**"
+        value = value if t["value"] is None else f"{t['value']} {t['unit']}"
         limit = f"<= {t['limit']:g} {t['unit']}"
         lines.append(f"| {name} | {limit} | {value} | {verdict[t['met']]} |")
     rep = results["replicas"]
-    if "error" not in rep:
+    if "error" not in rep and "skipped" not in rep:
         lines.append(
             f"| throughput with 1, 2, 3 replicas, API {rep['latency_s'] * 1000:g} ms late "
             f"| none yet | {_replica_cells(rep)} | - |"

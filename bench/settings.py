@@ -67,6 +67,11 @@ class Settings:
     data_dir: Path
     work_dir: Path
     log: Path
+    only: frozenset[str] | None = None  # the measures to run; None: every one
+
+    def measures(self, key: str) -> bool:
+        """Whether this run measures `key` (`--only`)."""
+        return self.only is None or key in self.only
 
     @property
     def sets(self) -> Sets:

@@ -61,10 +61,11 @@ TARGETS = (
 )
 
 
-def evaluate(results: Results, *, quick: bool) -> list[dict[str, Any]]:
+def evaluate(results: Results, *, quick: bool, partial: bool = False) -> list[dict[str, Any]]:
     """Each target with the run's value (None: the measure failed) and whether it was met.
 
-    `met` is None in quick mode: tiny sets prove nothing.
+    `met` is None in quick mode (tiny sets prove nothing), and in a partial run (`--only`)
+    for a measure without a value (skipped; a failed one is among the run's faults).
     """
     rows = []
     for t in TARGETS:
@@ -72,7 +73,8 @@ def evaluate(results: Results, *, quick: bool) -> list[dict[str, Any]]:
             value = t.value(results)
         except KeyError:  # the measure failed: `{"error": ...}` in place of its numbers
             value = None
-        met = None if quick else value is not None and value <= t.limit
+        judged = not quick and not (partial and value is None)
+        met = (value is not None and value <= t.limit) if judged else None
         rows.append(
             {
                 "key": t.key,

@@ -82,3 +82,26 @@ def test_quick_benchmark_produces_numbers_for_every_set(tmp_path: Path) -> None:
         results[key] = {"error": "exit 1"}
     results["targets"] = targets.evaluate(results, quick=False)
     assert chart.svg(results, results["targets"], "t").startswith("<svg")
+
+
+def test_only_runs_the_named_measures_and_judges_no_other(tmp_path: Path) -> None:
+    """`--only first_file` measures that one; the others are reported as not measured."""
+    missing = tools.missing_tools()
+    if missing:
+        pytest.skip(f"benchmark tools not installed: {', '.join(missing)} (apt-get install)")
+    out = tmp_path / "out"
+    argv = ["run", "--quick", "--no-install", "--out", str(out), "--only", "first_file"]
+    argv += ["--data", str(tmp_path / "data"), "--work", str(tmp_path / "work")]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["first_file"]["median_s"] > 0
+    assert "skipped" in results["resume"]
+    assert "skipped" in results["transfers"]["big"]
+    assert results["faults"] == []
+    results["targets"] = targets.evaluate(results, quick=False, partial=True)
+    verdicts = {t["key"]: t["met"] for t in results["targets"]}
+    assert verdicts["first_file"] is not None
+    assert verdicts["resume_waste"] is None
+    assert "## big: not measured in this run (--only)" in markdown(results)
+    with pytest.raises(SystemExit):
+        main(["run", "--quick", "--no-install", "--only", "bulk,nonsense"])

@@ -95,11 +95,17 @@ class _Ahead:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
 
-    async def put(self, doc: RemoteDocument) -> None:
-        self.items.append(doc)
-        self._arrived.set()
+    def add(self, doc: RemoteDocument) -> bool:
+        """Keep `doc`; True when the reader is to wait for room (`room`) before the next."""
+        items = self.items
+        items.append(doc)
+        if len(items) == 1:
+            self._arrived.set()
+        return len(items) >= self.limit
+
+    async def room(self) -> None:
+        self._room.clear()
         if len(self.items) >= self.limit:
-            self._room.clear()
             await self._room.wait()
 
     def finish(self, end: _End) -> None:
@@ -182,7 +188,8 @@ class Lister:
     async def _read(self, ahead: _Ahead) -> None:
         try:
             async for doc in self.rt.source.list_documents():
-                await ahead.put(doc)
+                if ahead.add(doc):  # a call per document, a wait only when far ahead
+                    await ahead.room()
         except Exception as exc:  # handed to the planning side, which raises it
             ahead.finish(_End(exc))
         else:

@@ -25,7 +25,7 @@ import contextlib
 import os
 import stat
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -171,8 +171,7 @@ class Lister:
         try:
             while True:
                 window, end = await ahead.take(WINDOW)
-                fresh = [d for d in window if d.remote_id not in self.seen]
-                self.seen.update(d.remote_id for d in fresh)
+                fresh = first_listings(window, self.seen)
                 self.counts.listed += len(fresh)
                 if fresh:
                     yield fresh
@@ -201,19 +200,22 @@ class Lister:
         window = filtered.listing
         wanted = wanted_paths(self.name, window)
         probe = [
-            (d.remote_id, d.version, wanted[d.remote_id], _digest(d))
+            (rid, d.version, path, None if d.metadata is None else _digest(d))
             for d in window
-            if d.remote_id in wanted
+            if (path := wanted.get(rid := d.remote_id)) is not None
         ]
         unsettled = await documents.unsettled(self.name, probe)
-        ids = [d.remote_id for d in window if d.remote_id not in wanted or d.remote_id in unsettled]
+        ids = _needing(window, wanted, unsettled)
         known = await documents.known(self.name, ids) if ids else {}
         missing, policy = await self._missing(look_for_missing(wanted, unsettled, known))
         gone = [rid for rid in missing if rid not in known]
         if gone:  # mirrored as listed, but the file is gone: planned after all
             known.update(await documents.known(self.name, gone))
-        unsettled |= missing
-        todo = [d for d in window if d.remote_id not in wanted or d.remote_id in unsettled]
+        todo = (
+            [d for d in window if d.remote_id in ids or d.remote_id in missing]
+            if ids or missing
+            else []
+        )
         self.counts.unchanged += len(window) - len(todo)  # mirrored as listed: nothing to do
         if not todo:
             return
@@ -326,6 +328,30 @@ class Lister:
         for rel_path in (r.prune_path for r in batch if r.prune_path):
             await off_loop(prune, self.fs, rel_path)
             self.rt.log.info("document.pruned", path=rel_path)
+
+
+def _needing(
+    window: Sequence[RemoteDocument], wanted: Mapping[str, str], unsettled: Collection[str]
+) -> set[str]:
+    """The ids of the window the state's rows are needed for: skipped or unsettled."""
+    if not unsettled and len(wanted) == len(window):
+        return set()  # a re-poll of an unchanged source: no look at each document
+    return {d.remote_id for d in window if d.remote_id not in wanted or d.remote_id in unsettled}
+
+
+def first_listings(window: Sequence[RemoteDocument], seen: set[str]) -> list[RemoteDocument]:
+    """The documents of `window` not in `seen` (added to it): a repeated id keeps its first."""
+    new = {d.remote_id for d in window}.difference(seen)
+    if len(new) == len(window):  # no repeat (almost every window): no lookup per document
+        seen.update(new)
+        return list(window)
+    fresh = []
+    for doc in window:
+        if doc.remote_id in new:
+            new.discard(doc.remote_id)
+            seen.add(doc.remote_id)
+            fresh.append(doc)
+    return fresh
 
 
 def _digest(doc: RemoteDocument) -> str | None:

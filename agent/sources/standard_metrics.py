@@ -87,38 +87,43 @@ class StandardMetricsSource(BaseSource):
             params = None  # `next` is absolute and carries the query
 
     def _page(self, response: ApiResponse) -> tuple[list[RemoteDocument], str | None]:
-        """The documents of a listing page and the URL of the next one.
-
-        A page of the documented shape is decoded straight into typed records (a re-poll
-        reads a million documents); any other JSON object is read field by field.
-        """
         if response.status != 200:
             raise failed_call(self.name, "listing", response.status, refused=REFUSED)
-        try:
-            page = PAGE.decode(response.body)
-        except msgspec.DecodeError:  # another shape, or not JSON: `_loose_page` says which
-            return self._loose_page(response)
-        items = page.results or ()
-        return [_document(i.id, i.name, i.uploaded_at) for i in items if i.id], page.next
-
-    def _loose_page(self, response: ApiResponse) -> tuple[list[RemoteDocument], str | None]:
-        body = response.json()
-        if not isinstance(body, dict):
-            raise TransientError("listing page is not a JSON object", url=response.url)
-        items: Iterable[Any] = body.get("results") or ()
-        found = [
-            _document(i["id"], i.get("name"), i.get("uploaded_at"))
-            for i in items
-            if isinstance(i, dict) and i.get("id")
-        ]
-        after = body.get("next")
-        return found, after if isinstance(after, str) and after else None
+        return read_page(response)
 
     async def download_target(
         self, doc: RemoteDocument, attrs: Mapping[str, str]
     ) -> DownloadTarget:
         url = f"{self.base_url}/documents/{doc.remote_id}/download/"
         return DownloadTarget.authorized(url, await self.auth.lease())
+
+
+def read_page(response: ApiResponse) -> tuple[list[RemoteDocument], str | None]:
+    """The documents of a listing page and the URL of the next one.
+
+    A page of the documented shape is decoded straight into typed records (a re-poll reads
+    a million documents); any other JSON object is read field by field, as loosely.
+    """
+    try:
+        page = PAGE.decode(response.body)
+    except msgspec.DecodeError:  # another shape, or not JSON: `_loose_page` says which
+        return _loose_page(response)
+    items = page.results or ()
+    return [_document(i.id, i.name, i.uploaded_at) for i in items if i.id], page.next
+
+
+def _loose_page(response: ApiResponse) -> tuple[list[RemoteDocument], str | None]:
+    body = response.json()
+    if not isinstance(body, dict):
+        raise TransientError("listing page is not a JSON object", url=response.url)
+    items: Iterable[Any] = body.get("results") or ()
+    found = [
+        _document(i["id"], i.get("name"), i.get("uploaded_at"))
+        for i in items
+        if isinstance(i, dict) and i.get("id")
+    ]
+    after = body.get("next")
+    return found, after if isinstance(after, str) and after else None
 
 
 def _document(remote_id: object, name: object, uploaded_at: object) -> RemoteDocument:

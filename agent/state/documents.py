@@ -104,12 +104,10 @@ class Documents:
             style = conn.dialect.paramstyle
             for start in range(0, len(listed), SETTLED_CHUNK):
                 chunk = listed[start : start + SETTLED_CHUNK]
-                if any(row[3] is not None for row in chunk):
-                    params = (*(value for row in chunk for value in row), source)
-                    sql = _unsettled_sql(style, len(chunk), metadata=True)
-                else:  # no metadata to compare: a quarter fewer parameters to bind
-                    params = (*(value for row in chunk for value in row[:3]), source)
-                    sql = _unsettled_sql(style, len(chunk), metadata=False)
+                metadata = any(row[3] is not None for row in chunk)
+                rows = chunk if metadata else (row[:3] for row in chunk)  # fewer to bind
+                params = (*itertools.chain.from_iterable(rows), source)
+                sql = _unsettled_sql(style, len(chunk), metadata=metadata)
                 result = await conn.exec_driver_sql(sql, params)
                 found.update(row[0] for row in result)
         return found

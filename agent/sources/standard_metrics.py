@@ -10,7 +10,7 @@ import msgspec
 
 from agent.config import StandardMetricsSettings
 from agent.errors import TransientError
-from agent.models import RemoteDocument
+from agent.models import EMPTY, RemoteDocument
 from agent.sources.auth import Grant, TokenAuth, post_grant
 from agent.sources.base import BaseSource, SourceContext
 from agent.sources.http import ApiResponse
@@ -130,7 +130,9 @@ def _document(remote_id: object, name: object, uploaded_at: object) -> RemoteDoc
     doc_id = str(remote_id)
     uploaded = str(uploaded_at or "")
     # no locator: the download URL follows from the id (and costs no memory per document)
-    return RemoteDocument(doc_id, uploaded, str(name or doc_id), (), None, _date(uploaded))
+    return RemoteDocument(
+        doc_id, uploaded, str(name or doc_id), (), None, _date(uploaded), None, EMPTY
+    )
 
 
 def _date(uploaded: str) -> datetime | None:

@@ -165,7 +165,10 @@ def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="download one document now, outside the schedule",
         description=(
             "Download one document into the mirror now (through the running daemon if there "
-            "is one), recorded in the change journal. --output also writes a copy there."
+            "is one), recorded in the change journal. --output also writes a copy there. A "
+            "document the source's filters (include, exclude, min_size, max_size) leave out "
+            "is refused with the rule that leaves it out (exit 1): get fetches only what a "
+            "pass would mirror."
         ),
     )
     get.add_argument("source", help="source name")

@@ -8,6 +8,12 @@ it), verified, renamed into place and committed by a `Committer` like a pass's, 
 journals it (`data.on_demand`, `data.reason`). A job another replica holds under a live
 lease is waited for (its commit is the fetch's result).
 
+A document the source's filters leave out (`agent.engine.filters`) is refused
+(`FilteredOutError`, naming the rule) before anything is queued: the mirror holds what a pass
+would keep there, and a file fetched past its filters would be left stale by every later
+pass, or deleted again under `on_filter_exclude = "remove"`. A size the listing does not
+give is checked when the download starts, as in a pass.
+
 A failed download leaves the job to be resumed by the next pass, and is journaled as
 `document.failed`.
 """
@@ -18,6 +24,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from agent.engine.filters import Filters, excluded_by, path_in_source
 from agent.engine.handoff import size_of
 from agent.engine.paths import mirror_path
 from agent.engine.plan import assign_one
@@ -41,6 +48,19 @@ class NotListedError(AgentError):
         self.remote_id = remote_id
 
 
+class FilteredOutError(NotListedError):
+    """The source's filters leave the document out: `get` fetches only what a pass would."""
+
+    def __init__(self, source: str, remote_id: str, path: str, rule: str) -> None:
+        why = (
+            f"({path}) is left out by the source's filters: {rule}; a pass would not mirror "
+            "it, so it is not fetched (change the source's include, exclude, min_size or "
+            "max_size to have it)"
+        )
+        super().__init__(source, remote_id, why)
+        self.rule = rule
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     """A document fetched on demand: where it is in the mirror, and what it holds."""
@@ -57,6 +77,7 @@ async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: s
     """Download one document now (the caller holds the source's pass lock)."""
     name, store = rt.config.name, engine.store
     doc = await _listed(rt, remote_id)
+    _refuse_filtered(rt, doc, doc.size)
     rel_path = await place(store, name, doc)
     deadline = time.monotonic() + 3 * engine.leases.seconds
     while True:
@@ -98,6 +119,14 @@ async def _listed(rt: SourceRuntime, remote_id: str) -> RemoteDocument:
             raise NotListedError(rt.config.name, remote_id, why)
         return doc
     raise NotListedError(rt.config.name, remote_id, "is not in the source's listing")
+
+
+def _refuse_filtered(rt: SourceRuntime, doc: RemoteDocument, size: int | None) -> None:
+    """Raise `FilteredOutError` when the source's filters leave `doc` (of `size`) out."""
+    path = path_in_source(rt.config.name, doc)
+    rule = excluded_by(Filters.of(rt.config), path, size)
+    if rule is not None:
+        raise FilteredOutError(rt.config.name, doc.remote_id, path, rule)
 
 
 async def place(store: Store, source: str, doc: RemoteDocument) -> str:

@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from agent.engine.filters import Filters, excluded_by, path_in_source
+from agent.engine.filters import FILTER_PREFIX, Filters, excluded_by, path_in_source
 from agent.engine.handoff import size_of
 from agent.engine.paths import mirror_path
 from agent.engine.plan import assign_one
 from agent.engine.sync import Engine, SourceRuntime
-from agent.errors import AgentError, DocumentError, PermanentError, describe_error
+from agent.errors import (
+    AgentError,
+    DocumentError,
+    PermanentError,
+    SkipDocument,
+    describe_error,
+)
 from agent.models import DocState, EventType, RemoteDocument
 from agent.state.jobs import Claimed, path_key
 from agent.state.journal import NewEvent
@@ -98,6 +104,9 @@ async def _fetch(engine: Engine, rt: SourceRuntime, job: Claimed, reason: str) -
     note = {"on_demand": True, "reason": reason}
     try:
         committed = await engine.workers.fetch_one(rt, job, attrs={REASON_ATTR: reason}, note=note)
+    except SkipDocument as exc:  # a size the listing lacked, refused by a filter, say
+        await _skipped(engine.store, rt, job, exc)
+        raise _refusal(rt.config.name, job, exc) from None
     except DocumentError as exc:
         await _failed(engine, rt, job, exc, reason=reason)
         raise
@@ -149,6 +158,25 @@ async def _committed(store: Store, source: str, doc: RemoteDocument) -> FetchRes
     if row.rel_path is None or row.size is None or row.digest is None:
         return None
     return FetchResult(source, doc.remote_id, doc.version, row.rel_path, row.size, row.digest)
+
+
+async def _skipped(store: Store, rt: SourceRuntime, job: Claimed, exc: SkipDocument) -> None:
+    """Record the document skipped, as a pass would (its job goes with it)."""
+    doc = replace(job.doc, external_url=exc.external_url or job.doc.external_url)
+    await store.documents.record_states(
+        rt.config.name, [(doc, DocState.SKIPPED, exc.message, None)]
+    )
+    rt.log.info("fetch.skipped", remote_id=doc.remote_id, reason=exc.message)
+
+
+def _refusal(source: str, job: Claimed, exc: SkipDocument) -> NotListedError:
+    """What to tell the user who asked for a document its download showed has to be skipped."""
+    if exc.message.startswith(FILTER_PREFIX):
+        path = job.spec.rel_path.partition("/")[2]
+        return FilteredOutError(
+            source, job.doc.remote_id, path, exc.message.removeprefix(FILTER_PREFIX)
+        )
+    return NotListedError(source, job.doc.remote_id, f"has nothing to download: {exc.message}")
 
 
 async def _failed(

@@ -44,6 +44,7 @@ from agent.errors import (
     ConfigError,
     DocumentError,
     FatalSourceError,
+    MirrorError,
     StateError,
     describe_error,
 )
@@ -365,6 +366,8 @@ async def fetch(request: web.Request) -> web.Response:
         raise _error(web.HTTPBadGateway, f"{source}: {describe_error(exc)}") from None
     except FatalSourceError as exc:
         raise _error(web.HTTPBadGateway, str(exc)) from None
+    except (StateError, MirrorError) as exc:  # downloaded, not put in place: see the message
+        raise _error(web.HTTPServiceUnavailable, str(exc)) from None
     return web.json_response(
         {
             "source": done.source,

@@ -15,7 +15,9 @@ pass, or deleted again under `on_filter_exclude = "remove"`. A size the listing 
 give is checked when the download starts, as in a pass.
 
 A failed download leaves the job to be resumed by the next pass, and is journaled as
-`document.failed`.
+`document.failed`. A download whose commit fails (the state database or the mirror refused
+the write) is reported as that, its job given back with the verified file, which the next
+pass puts in place.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from agent.engine.plan import assign_one
 from agent.engine.sync import Engine, SourceRuntime
 from agent.errors import (
     AgentError,
+    CorruptStateError,
     DocumentError,
+    MirrorError,
     PermanentError,
     SkipDocument,
+    StateError,
     describe_error,
 )
 from agent.models import DocState, EventType, RemoteDocument
@@ -110,7 +115,9 @@ async def _fetch(engine: Engine, rt: SourceRuntime, job: Claimed, reason: str) -
     except DocumentError as exc:
         await _failed(engine, rt, job, exc, reason=reason)
         raise
-    if not committed:
+    except (StateError, MirrorError) as exc:
+        raise _not_committed(rt, job, exc) from exc
+    if not committed:  # the lease was lost before the commit: another replica has the job
         raise NotListedError(rt.config.name, job.doc.remote_id, "was taken over by another replica")
     (done,) = committed
     rt.log.info("fetch.done", remote_id=job.doc.remote_id, path=done.rel_path, reason=reason)
@@ -158,6 +165,20 @@ async def _committed(store: Store, source: str, doc: RemoteDocument) -> FetchRes
     if row.rel_path is None or row.size is None or row.digest is None:
         return None
     return FetchResult(source, doc.remote_id, doc.version, row.rel_path, row.size, row.digest)
+
+
+def _not_committed(rt: SourceRuntime, job: Claimed, exc: StateError | MirrorError) -> AgentError:
+    """The error to report when the downloaded file could not be put in place and recorded
+    (its job is back in the queue with the verified file): the same kind, saying so. A
+    damaged database keeps its own error, which says what happens to it."""
+    rt.log.warning("fetch.not_committed", remote_id=job.doc.remote_id, error=str(exc))
+    if isinstance(exc, CorruptStateError):
+        return exc
+    what = (
+        f"{rt.config.name}: {job.spec.rel_path} was downloaded but could not be put in the "
+        f"mirror and recorded ({exc}); the next pass puts it there"
+    )
+    return StateError(what) if isinstance(exc, StateError) else MirrorError(what)
 
 
 async def _skipped(store: Store, rt: SourceRuntime, job: Claimed, exc: SkipDocument) -> None:

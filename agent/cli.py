@@ -191,8 +191,9 @@ def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Walk the mirror against the state: files missing, changed or unknown, and stale "
             "staging files. --repair marks missing and changed files for download on the next "
             "pass (a changed file is then kept beside as a local copy), adopts unknown files "
-            "identical to a missing one and deletes stale staging files. Exit status: 0 the "
-            "mirror was clean, 1 it was not (whether or not it was repaired)."
+            "identical to a missing one and deletes stale staging files; on a PostgreSQL "
+            "state it is refused while any replica runs. Exit status: 0 the mirror was clean, "
+            "1 it was not (whether or not it was repaired), 75 another instance runs."
         ),
     )
     verify.add_argument("--source", action="append", help="only this source (repeatable)")
@@ -280,8 +281,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
-    from agent.engine.verify import iter_lines, verify  # noqa: PLC0415 - only verify needs it
+    from agent.engine.verify import iter_lines, repairing, verify  # noqa: PLC0415
     from agent.progress import verify_progress  # noqa: PLC0415 - rich only here
+    from agent.state.replica import current  # noqa: PLC0415
     from agent.transfer.mirrorfs import MirrorFS  # noqa: PLC0415
 
     config = load(args, secrets=False)  # the state and the disk only: no secret needed
@@ -293,7 +295,12 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         if args.repair:  # no pass may run while the state and the mirror are repaired
             held.callback(acquire_lock(config.agent.state_dir).close)
         tally = held.enter_context(verify_progress(sys.stderr))
-        async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
+        async with contextlib.AsyncExitStack() as state:
+            store = await state.enter_async_context(
+                Store.open(config.agent.state_url, config.agent.state_dir)
+            )
+            if args.repair:  # and on a shared database, no replica either
+                await state.enter_async_context(repairing(store, names, str(current())))
             report = await verify(store, fs, names, repair=args.repair, tally=tally)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))

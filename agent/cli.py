@@ -259,6 +259,8 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
                 f"{result.moved} moved, {result.skipped} skipped, {result.removed} removed, "
                 f"{result.failed} failed"
             )
+            for warning in result.warnings:
+                print(f"sync-agent: warning: {name}: {warning}", file=sys.stderr)
         else:
             message = str(result)  # source errors usually name their source already
             prefix = "" if message.startswith(f"{name}:") else f"{name}: "

@@ -4,25 +4,15 @@ the Standard Metrics sandbox: the file of its previous version stays known where
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
-from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import CliResult, run_cli
+from tests.engine.conftest import world
 from tests.transfer.transfer_kit import World, payload
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    storage = StorageHost()
-    api = StandardMetricsSandbox(storage, **RICH)
-    async with storage.running(), api.running() as base:
-        yield World(storage, api, base, tmp_path)
+__all__ = ["world"]  # the engine tests' fixture: the Standard Metrics sandbox pair
 
 
 def files(world: World) -> dict[str, bytes]:

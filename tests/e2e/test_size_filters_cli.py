@@ -5,28 +5,23 @@ skipped by the rule, and later passes do not ask again."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
-from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import CliResult, run_cli
+from tests.engine.conftest import world
 from tests.transfer.transfer_kit import World
 
 pytestmark = pytest.mark.e2e
+__all__ = ["world"]  # the engine tests' fixture: the Standard Metrics sandbox pair
 
 SIZES = {"tiny.pdf": 20, "fits.pdf": 300, "huge.pdf": 5000}  # min 50 bytes, max 1000
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    storage = StorageHost()
-    api = StandardMetricsSandbox(storage, **RICH)
-    async with storage.running(), api.running() as base:
-        sized = {"min_size": "50", "max_size": "1000"}
-        yield World(storage, api, base, tmp_path, source_options=sized)
+def sized(world: World) -> None:
+    """The source of the Standard Metrics sandbox pair gets `min_size` and `max_size`."""
+    world.source_options.update(min_size="50", max_size="1000")
 
 
 def mirrored(world: World) -> set[str]:
@@ -47,6 +42,7 @@ async def cli(world: World, *args: str) -> CliResult:
     return result
 
 
+@pytest.mark.usefixtures("sized")
 async def test_sizes_unknown_to_the_listing_are_checked_on_download_and_remembered(
     world: World,
 ) -> None:
@@ -79,6 +75,7 @@ async def test_sizes_unknown_to_the_listing_are_checked_on_download_and_remember
     assert "size unknown" not in again.stdout
 
 
+@pytest.mark.usefixtures("sized")
 async def test_a_body_that_announces_no_size_is_measured_before_it_is_placed(
     world: World,
 ) -> None:

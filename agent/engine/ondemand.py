@@ -88,7 +88,7 @@ async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: s
     """Download one document now (the caller holds the source's pass lock)."""
     name, store = rt.config.name, engine.store
     doc = await _listed(rt, remote_id)
-    _refuse_filtered(rt, doc, doc.size)
+    _refuse_filtered(rt, doc)
     rel_path = await place(store, name, doc)
     deadline = time.monotonic() + 3 * engine.leases.seconds
     while True:
@@ -137,10 +137,10 @@ async def _listed(rt: SourceRuntime, remote_id: str) -> RemoteDocument:
     raise NotListedError(rt.config.name, remote_id, "is not in the source's listing")
 
 
-def _refuse_filtered(rt: SourceRuntime, doc: RemoteDocument, size: int | None) -> None:
-    """Raise `FilteredOutError` when the source's filters leave `doc` (of `size`) out."""
+def _refuse_filtered(rt: SourceRuntime, doc: RemoteDocument) -> None:
+    """Raise `FilteredOutError` when the source's filters leave `doc` out as listed."""
     path = path_in_source(rt.config.name, doc)
-    rule = excluded_by(Filters.of(rt.config), path, size)
+    rule = excluded_by(Filters.of(rt.config), path, doc.size)
     if rule is not None:
         raise FilteredOutError(rt.config.name, doc.remote_id, path, rule)
 

@@ -63,6 +63,7 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.signals = 0
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.again: set[str] = set()  # sources whose running pass is to be followed by another
         self.scheduler: AsyncIOScheduler | None = None
         self.agent: Agent | None = None
         self.notifier = Notifier()
@@ -187,12 +188,26 @@ class Daemon:
         """The job APScheduler runs: a coroutine, so it runs on the loop, not in a thread."""
         self.start_pass(name)
 
-    def start_pass(self, name: str) -> None:
-        """Start a pass unless one of this source is already running."""
+    def start_pass(self, name: str, *, after_running: bool = False) -> None:
+        """Start a pass unless one of this source is already running; then, `after_running`
+        starts one as soon as it ends (a reload's pass: the running one, even when all but
+        finished, was planned under the old configuration)."""
         task = self.running.get(name)
         if task is not None and not task.done():
+            if after_running:
+                self.again.add(name)
             return
-        self.running[name] = asyncio.create_task(self._pass(name), name=f"pass:{name}")
+        task = asyncio.create_task(self._pass(name), name=f"pass:{name}")
+        self.running[name] = task
+        task.add_done_callback(lambda _: self._ended(name))
+
+    def _ended(self, name: str) -> None:
+        """A pass task ended: start the one asked to follow it, if the source still runs."""
+        if name not in self.again:
+            return
+        self.again.discard(name)
+        if self.agent is not None and name in self.agent.slots and not self.stop_requested.is_set():
+            self.start_pass(name)
 
     async def _answer_requests(self) -> None:
         """Start the passes asked of any replica, on a hint or every REQUEST_POLL seconds."""
@@ -314,6 +329,7 @@ class Daemon:
             if old.get(name) != cfg:
                 await self.agent.add_source(cfg)
                 self.schedule(cfg)
+                self.start_pass(name, after_running=True)  # now, or once the old one ends
         self.agent.config = self.config = dataclasses.replace(
             self.config, sources=new.sources, path=new.path, raw_sources=new.raw_sources
         )

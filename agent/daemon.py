@@ -68,6 +68,8 @@ class Daemon:
         self.agent: Agent | None = None
         self.notifier = Notifier()
         self._reloading: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[int] | None = None  # until ready: what a stop cancels
+        self._reload_when_ready = False
         self.exit_code = 0
         self.replica = replica.current()
 
@@ -111,7 +113,23 @@ class Daemon:
     # ------------------------------------------------------------ life cycle
 
     async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; a stop while starting (migrations, a slow database)
+        cancels the start-up and is as clean an exit as one after it."""
         loop = asyncio.get_running_loop()
+        self._starting = asyncio.current_task()
+        self._install_signals(loop)
+        try:
+            return await self._serve(loop)
+        except asyncio.CancelledError:
+            if not self.stop_requested.is_set() or self._starting is None:
+                raise
+            self._starting.uncancel()
+            self.log.info("daemon.stopped", while_starting=True)
+            return self.exit_code
+        finally:
+            self._remove_signals(loop)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> int:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
@@ -137,9 +155,8 @@ class Daemon:
             url = await stack.enter_async_context(
                 serve_web(self, self.config.agent.listen, self.config.agent.api_token)
             )
-            self._install_signals(loop)
-            stack.callback(self._remove_signals, loop)
             watchdog = self._start_watchdog()
+            self._starting = None  # from here a stop drains the running work
             await self.notifier.ready(f"watching {len(self.agent.slots)} source(s)")
             self.log.info(
                 "daemon.ready",
@@ -147,6 +164,8 @@ class Daemon:
                 sources=sorted(self.agent.slots),
                 replica=self.agent.engine.leases.owner,
             )
+            if self._reload_when_ready:  # a SIGHUP came while starting
+                self._on_reload_signal()
             await self.stop_requested.wait()
             await self.notifier.stopping()
             # however long shutdown_timeout is, systemd waits for the drain (+ margin)
@@ -291,10 +310,16 @@ class Daemon:
     def _on_stop_signal(self) -> None:
         self.signals += 1
         self.stop_requested.set()
+        if self._starting is not None:
+            self._starting.cancel()
+            return
         if self.signals >= 2 and self.agent is not None:  # at once (jobs stay resumable)
             self.agent.engine.workers.abort()
 
     def _on_reload_signal(self) -> None:
+        if self._starting is not None:  # the file may have changed after it was read
+            self._reload_when_ready = True
+            return
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.create_task(self.reload())
 

@@ -25,7 +25,7 @@ import contextlib
 import os
 import stat
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,11 +100,17 @@ class _Ahead:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
 
-    async def put(self, doc: RemoteDocument) -> None:
-        self.items.append(doc)
-        self._arrived.set()
+    def add(self, doc: RemoteDocument) -> bool:
+        """Keep `doc`; True when the reader is to wait for room (`room`) before the next."""
+        items = self.items
+        items.append(doc)
+        if len(items) == 1:
+            self._arrived.set()
+        return len(items) >= self.limit
+
+    async def room(self) -> None:
+        self._room.clear()
         if len(self.items) >= self.limit:
-            self._room.clear()
             await self._room.wait()
 
     def finish(self, end: _End) -> None:
@@ -170,8 +176,7 @@ class Lister:
         try:
             while True:
                 window, end = await ahead.take(WINDOW)
-                fresh = [d for d in window if d.remote_id not in self.seen]
-                self.seen.update(d.remote_id for d in fresh)
+                fresh = first_listings(window, self.seen)
                 self.counts.listed += len(fresh)
                 if fresh:
                     yield fresh
@@ -187,7 +192,8 @@ class Lister:
     async def _read(self, ahead: _Ahead) -> None:
         try:
             async for doc in self.rt.source.list_documents():
-                await ahead.put(doc)
+                if ahead.add(doc):  # a call per document, a wait only when far ahead
+                    await ahead.room()
         except Exception as exc:  # handed to the planning side, which raises it
             ahead.finish(_End(exc))
         else:
@@ -199,19 +205,22 @@ class Lister:
         window = filtered.listing
         wanted = wanted_paths(self.name, window)
         probe = [
-            (d.remote_id, d.version, wanted[d.remote_id], _digest(d))
+            (rid, d.version, path, None if d.metadata is None else _digest(d))
             for d in window
-            if d.remote_id in wanted
+            if (path := wanted.get(rid := d.remote_id)) is not None
         ]
         unsettled = await documents.unsettled(self.name, probe)
-        ids = [d.remote_id for d in window if d.remote_id not in wanted or d.remote_id in unsettled]
+        ids = _needing(window, wanted, unsettled)
         known = await documents.known(self.name, ids) if ids else {}
         missing, policy = await self._missing(look_for_missing(wanted, unsettled, known))
         gone = [rid for rid in missing if rid not in known]
         if gone:  # mirrored as listed, but the file is gone: planned after all
             known.update(await documents.known(self.name, gone))
-        unsettled |= missing
-        todo = [d for d in window if d.remote_id not in wanted or d.remote_id in unsettled]
+        todo = (
+            [d for d in window if d.remote_id in ids or d.remote_id in missing]
+            if ids or missing
+            else []
+        )
         self.counts.unchanged += len(window) - len(todo)  # mirrored as listed: nothing to do
         if not todo:
             return
@@ -325,6 +334,30 @@ class Lister:
         for rel_path in (r.prune_path for r in batch if r.prune_path):
             await off_loop(prune, self.fs, rel_path)
             self.rt.log.info("document.pruned", path=rel_path)
+
+
+def _needing(
+    window: Sequence[RemoteDocument], wanted: Mapping[str, str], unsettled: Collection[str]
+) -> set[str]:
+    """The ids of the window the state's rows are needed for: skipped or unsettled."""
+    if not unsettled and len(wanted) == len(window):
+        return set()  # a re-poll of an unchanged source: no look at each document
+    return {d.remote_id for d in window if d.remote_id not in wanted or d.remote_id in unsettled}
+
+
+def first_listings(window: Sequence[RemoteDocument], seen: set[str]) -> list[RemoteDocument]:
+    """The documents of `window` not in `seen` (added to it): a repeated id keeps its first."""
+    new = {d.remote_id for d in window}.difference(seen)
+    if len(new) == len(window):  # no repeat (almost every window): no lookup per document
+        seen.update(new)
+        return list(window)
+    fresh = []
+    for doc in window:
+        if doc.remote_id in new:
+            new.discard(doc.remote_id)
+            seen.add(doc.remote_id)
+            fresh.append(doc)
+    return fresh
 
 
 def _digest(doc: RemoteDocument) -> str | None:

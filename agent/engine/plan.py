@@ -161,7 +161,11 @@ def look_for_missing(
 ) -> dict[str, str]:
     """Where each mirrored document of the window at its listed version should have its
     file (by id): the settled ones at the path they want, the others at their known path."""
-    paths = {rid: path for rid, path in wanted.items() if rid not in unsettled}
+    paths = (
+        {rid: path for rid, path in wanted.items() if rid not in unsettled}
+        if unsettled
+        else dict(wanted)
+    )
     for rid, k in known.items():
         if k.state == DocState.MIRRORED and k.rel_path and rid not in paths:
             paths[rid] = k.rel_path

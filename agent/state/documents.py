@@ -104,8 +104,11 @@ class Documents:
             style = conn.dialect.paramstyle
             for start in range(0, len(listed), SETTLED_CHUNK):
                 chunk = listed[start : start + SETTLED_CHUNK]
-                params = (*(value for row in chunk for value in row), source)
-                result = await conn.exec_driver_sql(_unsettled_sql(style, len(chunk)), params)
+                metadata = any(row[3] is not None for row in chunk)
+                rows = chunk if metadata else (row[:3] for row in chunk)  # fewer to bind
+                params = (*itertools.chain.from_iterable(rows), source)
+                sql = _unsettled_sql(style, len(chunk), metadata=metadata)
+                result = await conn.exec_driver_sql(sql, params)
                 found.update(row[0] for row in result)
         return found
 
@@ -543,24 +546,31 @@ def _known(row: Any) -> KnownDocument:
 
 
 @functools.cache
-def _unsettled_sql(paramstyle: str, rows: int) -> str:
+def _unsettled_sql(paramstyle: str, rows: int, *, metadata: bool) -> str:
     """The statement `Documents.unsettled` sends for `rows` listed documents (SQLite's `?`
-    or asyncpg's `$n` parameters; the listed values are typed text on PostgreSQL)."""
+    or asyncpg's `$n` parameters; the listed values are typed text on PostgreSQL), with
+    or without the metadata hash column."""
     numbered = itertools.count(1)
 
     def slot() -> str:
         return "?" if paramstyle == "qmark" else f"${next(numbered)}::text"
 
-    values = ", ".join(f"({slot()}, {slot()}, {slot()}, {slot()})" for _ in range(rows))
-    return (
-        f"WITH listed (rid, ver, path, mhash) AS (VALUES {values}) "  # noqa: S608 - no input
+    columns = 4 if metadata else 3
+    values = ", ".join(f"({', '.join(slot() for _ in range(columns))})" for _ in range(rows))
+    sql = (
+        f"WITH listed (rid, ver, path{', mhash' if metadata else ''}) "  # noqa: S608 - no input
+        f"AS (VALUES {values}) "
         "SELECT listed.rid FROM listed LEFT OUTER JOIN documents AS d "
         f"ON d.source = {slot()} AND d.remote_id = listed.rid "
         f"WHERE d.id IS NULL OR d.state <> '{DocState.MIRRORED.value}' "
-        "OR d.version <> listed.ver OR d.rel_path IS NULL OR d.rel_path <> listed.path "
-        "OR (listed.mhash IS NOT NULL "
-        "AND (d.metadata_hash IS NULL OR d.metadata_hash <> listed.mhash))"
+        "OR d.version <> listed.ver OR d.rel_path IS NULL OR d.rel_path <> listed.path"
     )
+    if metadata:
+        sql += (
+            " OR (listed.mhash IS NOT NULL "
+            "AND (d.metadata_hash IS NULL OR d.metadata_hash <> listed.mhash))"
+        )
+    return sql
 
 
 def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:

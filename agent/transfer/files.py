@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable
@@ -150,13 +149,10 @@ def find_missing(
 
 def _absent(folder: Folder, paths: list[str], cut: int, set_limit: int) -> list[str]:
     if len(paths) > set_limit:
-        return [p for p in paths if not _is_file(folder.lstat(p[cut:]))]
+        gone = set(folder.absent([p[cut:] for p in paths]))
+        return [p for p in paths if p[cut:] in gone] if gone else []
     present = {e.name for e in folder.scandir() if e.is_file(follow_symlinks=False)}
     return [p for p in paths if p[cut:] not in present]
-
-
-def _is_file(found: os.stat_result | None) -> bool:
-    return found is not None and stat.S_ISREG(found.st_mode)
 
 
 def lstat_all(fs: MirrorFS, rel_paths: Iterable[str]) -> dict[str, os.stat_result]:

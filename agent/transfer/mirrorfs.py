@@ -29,7 +29,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, ParamSpec, TypeVar
@@ -91,6 +91,20 @@ class Folder:
             return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
+
+    def absent(self, names: Iterable[str]) -> list[str]:
+        """The names with no regular file here (a link or a folder does not count): one
+        lstat each, in a loop that does nothing else (a re-poll checks every file)."""
+        fd, missing = self.fd, []
+        for name in names:
+            try:
+                mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                missing.append(name)
+                continue
+            if not stat.S_ISREG(mode):
+                missing.append(name)
+        return missing
 
     def scandir(self) -> Iterator[os.DirEntry[str]]:
         """The folder's entries; `is_file(follow_symlinks=False)` costs no extra call."""

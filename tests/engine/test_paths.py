@@ -8,6 +8,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agent.engine.paths import (
+    MAX_NAME_BYTES,
+    PLAIN,
     _already_safe,
     _sanitize,
     disambiguate,
@@ -59,9 +61,9 @@ def test_disambiguation_is_stable_and_distinct() -> None:
 
 
 PRINTABLE_ASCII = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=220)
-PIECES = st.lists(st.sampled_from(["a", " ", ".", "pdf", "Con", "*", "\t"]), max_size=7).map(
-    "".join
-)
+PIECES = st.lists(
+    st.sampled_from(["a", " ", ".", "pdf", "Con", "*", "\t", "-", "7", "_", "LPT1"]), max_size=7
+).map("".join)
 
 
 @given(st.one_of(PIECES, PRINTABLE_ASCII, st.text(max_size=220)))
@@ -70,8 +72,15 @@ PIECES = st.lists(st.sampled_from(["a", " ", ".", "pdf", "Con", "*", "\t"]), max
 @example("con.txt")
 @example("report. ")
 @example("x" * 201)
+@example("COM1.txt")
+@example("lpt9")
+@example("com10.txt")
+@example("con x.pdf")
+@example("\u212a.pdf")  # the Kelvin sign: a `k` only to a Unicode-folding expression
 def test_the_fast_path_returns_exactly_what_the_full_sanitiser_would(name: str) -> None:
     """Names taken as they are (most of them, cheaply) are the ones sanitising leaves alone."""
     if _already_safe(name):
         assert _sanitize(name) == name
+    if len(name) <= MAX_NAME_BYTES and PLAIN.fullmatch(name):
+        assert _already_safe(name)
     assert sanitize_component(name) == _sanitize(name)

@@ -137,8 +137,9 @@ def test_the_presence_scan_of_a_huge_folder_stats_files_instead(fs: MirrorFS) ->
     for name in ("a", "b"):
         (fs.root / "src" / name).write_bytes(b"x")
     (fs.root / "src" / "c").mkdir()  # a folder is not the file expected there
-    paths = ["src/a", "src/b", "src/c", "src/d"]
-    assert find_missing(fs, "src", paths, set_limit=2).missing == {"src/c", "src/d"}
+    (fs.root / "src" / "e").symlink_to(fs.root / "src" / "a")  # nor is a link to a file
+    paths = ["src/a", "src/b", "src/c", "src/d", "src/e"]
+    assert find_missing(fs, "src", paths, set_limit=2).missing == {"src/c", "src/d", "src/e"}
 
 
 def test_a_long_name_set_aside_still_fits_in_a_file_name(fs: MirrorFS) -> None:

@@ -1,0 +1,26 @@
+"""The listing's windows: a repeated id keeps its first listing, whichever window repeats it."""
+
+from __future__ import annotations
+
+from agent.engine.listing import first_listings
+from agent.models import RemoteDocument
+
+
+def doc(remote_id: str, version: str = "v1") -> RemoteDocument:
+    return RemoteDocument(remote_id, version, f"{remote_id}.pdf")
+
+
+def test_a_window_without_repeats_is_kept_whole_and_its_ids_seen() -> None:
+    seen: set[str] = set()
+    window = [doc("a"), doc("b")]
+    assert first_listings(window, seen) == window
+    assert seen == {"a", "b"}
+
+
+def test_an_id_repeated_in_its_window_or_a_later_one_keeps_its_first_listing() -> None:
+    seen: set[str] = set()
+    first = first_listings([doc("a"), doc("b"), doc("a", "v2")], seen)
+    assert [(d.remote_id, d.version) for d in first] == [("a", "v1"), ("b", "v1")]
+    later = first_listings([doc("c"), doc("b", "v3"), doc("c", "v4")], seen)
+    assert [(d.remote_id, d.version) for d in later] == [("c", "v1")]
+    assert seen == {"a", "b", "c"}

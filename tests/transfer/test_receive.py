@@ -284,25 +284,9 @@ async def test_downloads_go_on_while_a_batch_is_flushed(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workers = 2
-    count = 4 * workers
-    for n in range(count):
-        world.add(f"many-{n:03d}.pdf", payload(1000, seed=n))
-    world.agent_options["max_concurrent_downloads"] = workers
-    world.source_options["requests_per_minute"] = 1_000_000  # not the budget's pace either
-    real_sync = Durability.sync
-    seen_while_flushing: list[int] = []
-
-    async def slow_sync(self: Durability, paths: Any) -> None:
-        if not seen_while_flushing:  # the first batch: hold it while more files arrive
-            deadline = time.monotonic() + 20
-            while len(world.storage.log.matching("GET", "/b/")) <= workers:
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.01)
-            seen_while_flushing.append(len(world.storage.log.matching("GET", "/b/")))
-        await real_sync(self, paths)
-
-    monkeypatch.setattr(Durability, "sync", slow_sync)
+    seen_while_flushing = _hold_the_first_flush(
+        world, monkeypatch, workers, 4 * workers, workers + 1
+    )
 
     _ok(await world.sync())
 
@@ -316,18 +300,31 @@ async def test_every_file_is_fetched_while_the_first_batch_is_still_flushing(
 ) -> None:
     """The jobs held waiting for a commit do not use up the room to claim: beyond the
     running and waiting ones there is room for a whole commit batch."""
-    workers, count = 2, 12
+    count = 12
+    seen_while_flushing = _hold_the_first_flush(world, monkeypatch, 2, count, count)
+
+    _ok(await world.sync())
+
+    assert seen_while_flushing == [count]
+    await world.assert_exact()
+
+
+def _hold_the_first_flush(
+    world: World, monkeypatch: pytest.MonkeyPatch, workers: int, count: int, until: int
+) -> list[int]:
+    """`count` small documents, `workers` at a time; the first batch's fsync waits (20 s at
+    most) until `until` files were fetched. Returns the list that gets how many were."""
     for n in range(count):
-        world.add(f"held-{n:03d}.pdf", payload(1000, seed=n))
+        world.add(f"many-{n:03d}.pdf", payload(1000, seed=n))
     world.agent_options["max_concurrent_downloads"] = workers
-    world.source_options["requests_per_minute"] = 1_000_000
+    world.source_options["requests_per_minute"] = 1_000_000  # not the budget's pace either
     real_sync = Durability.sync
     seen_while_flushing: list[int] = []
 
     async def held_sync(self: Durability, paths: Any) -> None:
-        if not seen_while_flushing:  # the first batch waits until every file was fetched
-            deadline = time.monotonic() + 10
-            while len(world.storage.log.matching("GET", "/b/")) < count:
+        if not seen_while_flushing:
+            deadline = time.monotonic() + 20
+            while len(world.storage.log.matching("GET", "/b/")) < until:
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.01)
@@ -335,8 +332,4 @@ async def test_every_file_is_fetched_while_the_first_batch_is_still_flushing(
         await real_sync(self, paths)
 
     monkeypatch.setattr(Durability, "sync", held_sync)
-
-    _ok(await world.sync())
-
-    assert seen_while_flushing == [count]
-    await world.assert_exact()
+    return seen_while_flushing

@@ -63,10 +63,13 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.signals = 0
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.again: set[str] = set()  # sources whose running pass is to be followed by another
         self.scheduler: AsyncIOScheduler | None = None
         self.agent: Agent | None = None
         self.notifier = Notifier()
         self._reloading: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[int] | None = None  # until ready: what a stop cancels
+        self._reload_when_ready = False
         self.exit_code = 0
         self.replica = replica.current()
 
@@ -110,7 +113,23 @@ class Daemon:
     # ------------------------------------------------------------ life cycle
 
     async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; a stop while starting (migrations, a slow database)
+        cancels the start-up and is as clean an exit as one after it."""
         loop = asyncio.get_running_loop()
+        self._starting = asyncio.current_task()
+        self._install_signals(loop)
+        try:
+            return await self._serve(loop)
+        except asyncio.CancelledError:
+            if not self.stop_requested.is_set() or self._starting is None:
+                raise
+            self._starting.uncancel()
+            self.log.info("daemon.stopped", while_starting=True)
+            return self.exit_code
+        finally:
+            self._remove_signals(loop)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> int:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.notifier)
             self.agent = await stack.enter_async_context(Agent.open(self.config))
@@ -136,9 +155,8 @@ class Daemon:
             url = await stack.enter_async_context(
                 serve_web(self, self.config.agent.listen, self.config.agent.api_token)
             )
-            self._install_signals(loop)
-            stack.callback(self._remove_signals, loop)
             watchdog = self._start_watchdog()
+            self._starting = None  # from here a stop drains the running work
             await self.notifier.ready(f"watching {len(self.agent.slots)} source(s)")
             self.log.info(
                 "daemon.ready",
@@ -146,6 +164,8 @@ class Daemon:
                 sources=sorted(self.agent.slots),
                 replica=self.agent.engine.leases.owner,
             )
+            if self._reload_when_ready:  # a SIGHUP came while starting
+                self._on_reload_signal()
             await self.stop_requested.wait()
             await self.notifier.stopping()
             # however long shutdown_timeout is, systemd waits for the drain (+ margin)
@@ -187,12 +207,26 @@ class Daemon:
         """The job APScheduler runs: a coroutine, so it runs on the loop, not in a thread."""
         self.start_pass(name)
 
-    def start_pass(self, name: str) -> None:
-        """Start a pass unless one of this source is already running."""
+    def start_pass(self, name: str, *, after_running: bool = False) -> None:
+        """Start a pass unless one of this source is already running; then, `after_running`
+        starts one as soon as it ends (a reload's pass: the running one, even when all but
+        finished, was planned under the old configuration)."""
         task = self.running.get(name)
         if task is not None and not task.done():
+            if after_running:
+                self.again.add(name)
             return
-        self.running[name] = asyncio.create_task(self._pass(name), name=f"pass:{name}")
+        task = asyncio.create_task(self._pass(name), name=f"pass:{name}")
+        self.running[name] = task
+        task.add_done_callback(lambda _: self._ended(name))
+
+    def _ended(self, name: str) -> None:
+        """A pass task ended: start the one asked to follow it, if the source still runs."""
+        if name not in self.again:
+            return
+        self.again.discard(name)
+        if self.agent is not None and name in self.agent.slots and not self.stop_requested.is_set():
+            self.start_pass(name)
 
     async def _answer_requests(self) -> None:
         """Start the passes asked of any replica, on a hint or every REQUEST_POLL seconds."""
@@ -276,10 +310,16 @@ class Daemon:
     def _on_stop_signal(self) -> None:
         self.signals += 1
         self.stop_requested.set()
+        if self._starting is not None:
+            self._starting.cancel()
+            return
         if self.signals >= 2 and self.agent is not None:  # at once (jobs stay resumable)
             self.agent.engine.workers.abort()
 
     def _on_reload_signal(self) -> None:
+        if self._starting is not None:  # the file may have changed after it was read
+            self._reload_when_ready = True
+            return
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.create_task(self.reload())
 
@@ -314,6 +354,7 @@ class Daemon:
             if old.get(name) != cfg:
                 await self.agent.add_source(cfg)
                 self.schedule(cfg)
+                self.start_pass(name, after_running=True)  # now, or once the old one ends
         self.agent.config = self.config = dataclasses.replace(
             self.config, sources=new.sources, path=new.path, raw_sources=new.raw_sources
         )

@@ -126,6 +126,7 @@ class PassStats:
     unchanged: int = 0
     bytes: int = 0
     errors: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = ()  # what the listing had to tell the user (nothing selected)
 
 
 def metadata_digest(metadata: Mapping[str, Any] | None) -> tuple[str | None, str | None]:

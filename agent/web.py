@@ -39,11 +39,12 @@ from aiohttp import web
 
 from agent.config import Secret
 from agent.config.values import parse_download_reason
-from agent.engine.ondemand import FetchResult, NotListedError
+from agent.engine.ondemand import FetchResult, FilteredOutError, NotListedError
 from agent.errors import (
     ConfigError,
     DocumentError,
     FatalSourceError,
+    MirrorError,
     StateError,
     describe_error,
 )
@@ -357,12 +358,16 @@ async def fetch(request: web.Request) -> web.Response:
         raise _error(web.HTTPBadRequest, str(exc)) from None
     except KeyError:
         raise _error(web.HTTPNotFound, f"unknown source {source!r}") from None
+    except FilteredOutError as exc:  # listed, but the source's filters leave it out
+        raise _error(web.HTTPConflict, str(exc)) from None
     except NotListedError as exc:
         raise _error(web.HTTPNotFound, str(exc)) from None
     except DocumentError as exc:
         raise _error(web.HTTPBadGateway, f"{source}: {describe_error(exc)}") from None
     except FatalSourceError as exc:
         raise _error(web.HTTPBadGateway, str(exc)) from None
+    except (StateError, MirrorError) as exc:  # downloaded, not put in place: see the message
+        raise _error(web.HTTPServiceUnavailable, str(exc)) from None
     return web.json_response(
         {
             "source": done.source,

@@ -16,6 +16,12 @@ from tests.pg import find_bin_dir
 pytestmark = pytest.mark.slow
 
 
+def _tail(log: Path, lines: int = 60) -> str:
+    """The end of the benchmark's log (every tool's output), for a failed run's message."""
+    text = log.read_text(errors="replace") if log.exists() else "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def test_quick_benchmark_produces_numbers_for_every_set(tmp_path: Path) -> None:
     """`python -m bench run --quick` measures each set and writes RESULTS.md, JSON and SVG.
 
@@ -27,7 +33,7 @@ def test_quick_benchmark_produces_numbers_for_every_set(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["run", "--quick", "--no-install", "--out", str(out)]
     argv += ["--data", str(tmp_path / "data"), "--work", str(tmp_path / "work")]
-    assert main(argv) == 0
+    assert main(argv) == 0, _tail(tmp_path / "work" / "bench.log")
     results = json.loads((out / "results.json").read_text())
 
     for key, peer in (("bulk", "rclone"), ("small", "rclone"), ("big", "curl")):

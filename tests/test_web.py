@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import Secret
-from agent.engine.ondemand import FetchResult, NotListedError
-from agent.errors import TransientError
+from agent.engine.ondemand import FetchResult, FilteredOutError, NotListedError
+from agent.errors import MirrorError, TransientError
 from agent.metrics import Metrics
 from agent.state.journal import Event
 from agent.web import (
@@ -67,6 +67,10 @@ class FakeController:
             raise KeyError(source)
         if remote_id == "missing":
             raise NotListedError(source, remote_id, "is not in the source's listing")
+        if remote_id == "unplaced":
+            raise MirrorError(f"{source}: {source}/unplaced.pdf was downloaded but not placed")
+        if remote_id == "drafted":
+            raise FilteredOutError(source, remote_id, "drafts/a.pdf", 'exclude "drafts/**"')
         if remote_id == "broken":
             raise TransientError("the server answered 503", url="https://h/x?sig=s3cr3t")
         return FetchResult(source, remote_id, "v2", f"{source}/{remote_id}.pdf", 3, "ab" * 32)
@@ -389,6 +393,8 @@ async def test_fetch_downloads_with_the_asked_reason_or_opening_in_another_app(
     [
         ("/documents/gamma/d/fetch", None, 404),
         ("/documents/alpha/missing/fetch", None, 404),
+        ("/documents/alpha/drafted/fetch", None, 409),  # listed, but filtered out
+        ("/documents/alpha/unplaced/fetch", None, 503),  # the commit failed
         ("/documents/alpha/broken/fetch", None, 502),
         ("/documents/alpha/d/fetch", {"reason": "curiosity"}, 400),
         ("/documents/alpha/d/fetch", ["reason"], 400),

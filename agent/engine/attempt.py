@@ -16,8 +16,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.engine.commit import Finished, adopt_in_place
+from agent.engine.filters import Filters, size_refusal
 from agent.engine.handoff import discard, take_over
 from agent.engine.plan import Download
+from agent.errors import SkipDocument
 from agent.log import get_logger
 from agent.models import JobSpec
 from agent.state.jobs import Claimed
@@ -78,13 +80,20 @@ class Attempts:
         added to this attempt's request."""
         spec = await self._take_over(job)
         metadata = await rt.source.describe(job.doc)
-        endpoint = Endpoint(rt.source, job.doc, {**spec.attrs, **attrs}, rt.limiter)
+        refuse = None if job.doc.size is not None else size_refusal(Filters.of(rt.config))
+        endpoint = Endpoint(rt.source, job.doc, {**spec.attrs, **attrs}, rt.limiter, refuse)
 
         async def checkpoint(_: int, offset: int, validator: str | None) -> None:
             await self.store.jobs.checkpoint(job.lease, offset, validator, spec.temp_name)
 
         self.notify("start", spec.rel_path, 0, job.doc.size)
-        fetched = await self.downloader.fetch(spec, endpoint, checkpoint)
+        try:
+            fetched = await self.downloader.fetch(spec, endpoint, checkpoint)
+            if refuse is not None and (refused := refuse(fetched.size)):
+                raise refused  # a body that announced no size, too small or too large
+        except SkipDocument:
+            await off_loop(discard, self.staging, spec.temp_name)
+            raise
         self.notify("done", spec.rel_path, fetched.size, fetched.size)
         rt.log.info(
             "download.done",

@@ -56,6 +56,7 @@ from agent.transfer.mirrorfs import LINK_LABEL, Folder, MirrorFS, off_loop
 COMMIT_BATCH = 64
 FLUSH_INTERVAL = 1.0  # seconds a verified file may wait for its batch
 SIDECAR_SUFFIX = ".meta.json"
+RETIRABLE = frozenset({DocState.MIRRORED, DocState.FAILED})  # rows that may hold a file
 T = TypeVar("T")
 
 
@@ -325,8 +326,9 @@ def _retire_old_file(
 ) -> str | None:
     """Delete the file the document's previous version left at another path (it was renamed
     with its new version) when it is exactly what the agent wrote there; returns its path.
-    An edited file is kept, as a local copy is."""
-    if known is None or known.state != DocState.MIRRORED or recorded_digest is None:
+    An edited file is kept, as a local copy is. A row whose last download failed still
+    records its file (a failure moves no path)."""
+    if known is None or known.state not in RETIRABLE or recorded_digest is None:
         return None
     old = known.rel_path
     if old is None or path_key(old) == path_key(rel_path):  # the same file, case aside

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.config import SourceConfig
-from agent.engine.filters import path_in_source
+from agent.engine.filters import Filters, path_in_source, size_rules
 from agent.engine.plan import Download, OnDisk, Plan, Removal
 from agent.engine.survey import Survey, on_disk, survey
 from agent.models import DocState, KnownDocument, RemoteDocument
@@ -136,12 +136,16 @@ async def preview_source(
     seen = on_disk(await off_loop(lstat_all, fs, targets)) if targets else {}
     preview = SourcePreview(config.name, config.type, listed=found.listed)
     preview.unchanged, preview.waiting = found.plan.unchanged, found.plan.waiting
-    preview.actions = describe(config.name, found, seen)
+    preview.actions = describe(config.name, found, seen, size_rules(Filters.of(config)))
     return preview
 
 
-def describe(source: str, found: Survey, seen: Mapping[str, OnDisk]) -> list[Action]:
-    """The survey as actions, in the order a pass takes them (pure)."""
+def describe(
+    source: str, found: Survey, seen: Mapping[str, OnDisk], sizes: Sequence[str] = ()
+) -> list[Action]:
+    """The survey as actions, in the order a pass takes them (pure). `sizes` are the
+    source's size rules: a download whose size the listing does not give says it is
+    checked against them when it starts."""
     plan, known = found.plan, found.known
     actions = _skips(source, plan, found)
     actions += [
@@ -151,7 +155,7 @@ def describe(source: str, found: Survey, seen: Mapping[str, OnDisk]) -> list[Act
     actions += _moves(plan, known, seen)
     actions += [Action("metadata", s.doc.remote_id, s.rel_path) for s in plan.sidecars]
     actions += [Action("adopt", d.doc.remote_id, d.rel_path, d.doc.size) for d in found.adopt]
-    actions += _downloads(found.fetch, seen)
+    actions += _downloads(found.fetch, seen, sizes)
     return actions
 
 
@@ -217,7 +221,10 @@ def _moves(
     return actions
 
 
-def _downloads(fetch: Sequence[Download], seen: Mapping[str, OnDisk]) -> list[Action]:
+def _downloads(
+    fetch: Sequence[Download], seen: Mapping[str, OnDisk], sizes: Sequence[str]
+) -> list[Action]:
+    unsized = f"size unknown: checked against {' and '.join(sizes)} when it starts"
     actions = []
     for item in fetch:
         found = seen.get(item.rel_path)
@@ -225,8 +232,11 @@ def _downloads(fetch: Sequence[Download], seen: Mapping[str, OnDisk]) -> list[Ac
             actions.append(
                 Action("keep_aside", item.doc.remote_id, item.rel_path, found.size, why=why)
             )
+        why = _reason(item)
+        if sizes and item.doc.size is None:
+            why = f"{why}; {unsized}"
         actions.append(
-            Action("download", item.doc.remote_id, item.rel_path, item.doc.size, why=_reason(item))
+            Action("download", item.doc.remote_id, item.rel_path, item.doc.size, why=why)
         )
     return actions
 

@@ -4,8 +4,16 @@ A source's `include`, `exclude`, `min_size` and `max_size` are checked against e
 document, its path being the one it wants inside the source's mirror folder (sanitised,
 before any suffix that tells two documents apart: `Design/Drawings/plan.dwg`). The first
 rule that leaves it out is its reason, in this order: an `exclude` pattern it matches (they
-win over `include`), `include` when it matches none of those patterns, then the sizes. A
-document whose listing gives no size passes the size rules: only its download would tell.
+win over `include`), `include` when it matches none of those patterns, then the sizes.
+
+A document whose listing gives no size (Standard Metrics lists none) is checked when its
+download starts: the size the storage answer announces (`Content-Length`, or the total of a
+`Content-Range`) is held against the size rules before a byte is written
+(`size_refusal`), and a body that announces none is checked once received, before it is
+placed. Either way the job ends as skipped by the rule, not failed, and nothing reaches the
+mirror. Later passes remember it (`recall_size_exclusions`): a document recorded skipped by
+a size rule that still reads the same, at the same version, stays skipped without another
+request; a new version or a changed rule is checked again.
 
 A document left out is given that rule as its skip reason, so the planner skips it like any
 document the source cannot offer, and `status` lists it with the rule. Its file, when the
@@ -15,13 +23,14 @@ agent had mirrored one, stays (`on_filter_exclude = "keep"`, no longer updated) 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from agent.config import SourceConfig
 from agent.config.globs import compile_glob
 from agent.engine.paths import mirror_path
-from agent.models import KnownDocument, RemoteDocument
+from agent.errors import SkipDocument
+from agent.models import DocState, KnownDocument, RemoteDocument
 
 FILTER_PREFIX = "filter: "  # how a skip reason says a filter left the document out
 UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
@@ -78,11 +87,76 @@ def excluded_by(filters: Filters, path: str, size: int | None) -> str | None:
             return f"exclude {_quoted(pattern)}"
     if filters.include and not any(_matches(p, path, fold) for p in filters.include):
         return "include: matches none of " + ", ".join(_quoted(p) for p in filters.include)
-    if size is not None and filters.min_size is not None and size < filters.min_size:
+    return None if size is None else size_rule(filters, size)
+
+
+def size_rule(filters: Filters, size: int) -> str | None:
+    """The size rule that leaves out a document of `size` bytes, or None."""
+    if filters.min_size is not None and size < filters.min_size:
         return f"min_size {amount(filters.min_size)}"
-    if size is not None and filters.max_size is not None and size > filters.max_size:
+    if filters.max_size is not None and size > filters.max_size:
         return f"max_size {amount(filters.max_size)}"
     return None
+
+
+def sized(filters: Filters) -> bool:
+    """Whether the filters have a size rule (a document of unknown size must be measured)."""
+    return filters.min_size is not None or filters.max_size is not None
+
+
+def size_refusal(filters: Filters) -> Callable[[int], SkipDocument | None] | None:
+    """For a download whose listing gave no size: what refuses the size it turns out to
+    have (the error to end its job with), or None when the filters have no size rule."""
+    if not sized(filters):
+        return None
+
+    def refuse(size: int) -> SkipDocument | None:
+        rule = size_rule(filters, size)
+        return None if rule is None else SkipDocument(FILTER_PREFIX + rule)
+
+    return refuse
+
+
+def recall_size_exclusions(
+    filters: Filters,
+    docs: Sequence[RemoteDocument],
+    known: Mapping[str, KnownDocument],
+    excluded: dict[str, str],
+) -> list[RemoteDocument]:
+    """`docs`, with those listed without a size that a download found too small or too
+    large, at this version and under a rule that still reads the same, marked skipped by it
+    again (and added to `excluded`, remote id -> rule): no pass asks for them again."""
+    if not sized(filters):
+        return list(docs)
+    rules = {FILTER_PREFIX + rule for rule in size_rules(filters)}
+    out = []
+    for doc in docs:
+        reason = _recorded_reason(known.get(doc.remote_id), doc, rules)
+        if reason is not None:
+            excluded[doc.remote_id] = reason.removeprefix(FILTER_PREFIX)
+        out.append(doc if reason is None else replace(doc, skip_reason=reason))
+    return out
+
+
+def _recorded_reason(
+    known: KnownDocument | None, doc: RemoteDocument, rules: set[str]
+) -> str | None:
+    """The size rule `known` records skipping this unsized version of `doc` by, if current."""
+    if doc.size is not None or doc.skip_reason is not None or known is None:
+        return None
+    if known.state != DocState.SKIPPED or known.version != doc.version:
+        return None
+    return known.reason if known.reason in rules else None
+
+
+def size_rules(filters: Filters) -> list[str]:
+    """The size rules as skip reasons word them (`max_size 500 MiB`), none when unset."""
+    rules = []
+    if filters.min_size is not None:
+        rules.append(f"min_size {amount(filters.min_size)}")
+    if filters.max_size is not None:
+        rules.append(f"max_size {amount(filters.max_size)}")
+    return rules
 
 
 def path_in_source(source: str, doc: RemoteDocument) -> str:

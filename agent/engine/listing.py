@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING
 
 from agent.engine.commit import SIDECAR_SUFFIX, finish, prune
 from agent.engine.filtered_out import remove_filtered_out
-from agent.engine.filters import Filters, apply_filters, files_to_remove
+from agent.engine.filters import (
+    Filters,
+    apply_filters,
+    files_to_remove,
+    recall_size_exclusions,
+)
 from agent.engine.plan import (
     Download,
     Move,
@@ -210,6 +215,7 @@ class Lister:
         self.counts.unchanged += len(window) - len(todo)  # mirrored as listed: nothing to do
         if not todo:
             return
+        todo = recall_size_exclusions(self.filters, todo, known, filtered.excluded)
         wanted = {d.remote_id: wanted[d.remote_id] for d in todo if d.remote_id in wanted}
         keys = contested(wanted, known)
         holders = await documents.holders(self.name, keys) if keys else {}

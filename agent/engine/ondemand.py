@@ -8,21 +8,39 @@ it), verified, renamed into place and committed by a `Committer` like a pass's, 
 journals it (`data.on_demand`, `data.reason`). A job another replica holds under a live
 lease is waited for (its commit is the fetch's result).
 
+A document the source's filters leave out (`agent.engine.filters`) is refused
+(`FilteredOutError`, naming the rule) before anything is queued: the mirror holds what a pass
+would keep there, and a file fetched past its filters would be left stale by every later
+pass, or deleted again under `on_filter_exclude = "remove"`. A size the listing does not
+give is checked when the download starts, as in a pass.
+
 A failed download leaves the job to be resumed by the next pass, and is journaled as
-`document.failed`.
+`document.failed`. A download whose commit fails (the state database or the mirror refused
+the write) is reported as that, its job given back with the verified file, which the next
+pass puts in place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from agent.engine.filters import FILTER_PREFIX, Filters, excluded_by, path_in_source
 from agent.engine.handoff import size_of
 from agent.engine.paths import mirror_path
 from agent.engine.plan import assign_one
 from agent.engine.sync import Engine, SourceRuntime
-from agent.errors import AgentError, DocumentError, PermanentError, describe_error
+from agent.errors import (
+    AgentError,
+    CorruptStateError,
+    DocumentError,
+    MirrorError,
+    PermanentError,
+    SkipDocument,
+    StateError,
+    describe_error,
+)
 from agent.models import DocState, EventType, RemoteDocument
 from agent.state.jobs import Claimed, path_key
 from agent.state.journal import NewEvent
@@ -41,6 +59,19 @@ class NotListedError(AgentError):
         self.remote_id = remote_id
 
 
+class FilteredOutError(NotListedError):
+    """The source's filters leave the document out: `get` fetches only what a pass would."""
+
+    def __init__(self, source: str, remote_id: str, path: str, rule: str) -> None:
+        why = (
+            f"({path}) is left out by the source's filters: {rule}; a pass would not mirror "
+            "it, so it is not fetched (change the source's include, exclude, min_size or "
+            "max_size to have it)"
+        )
+        super().__init__(source, remote_id, why)
+        self.rule = rule
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     """A document fetched on demand: where it is in the mirror, and what it holds."""
@@ -57,6 +88,7 @@ async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: s
     """Download one document now (the caller holds the source's pass lock)."""
     name, store = rt.config.name, engine.store
     doc = await _listed(rt, remote_id)
+    _refuse_filtered(rt, doc)
     rel_path = await place(store, name, doc)
     deadline = time.monotonic() + 3 * engine.leases.seconds
     while True:
@@ -77,10 +109,15 @@ async def _fetch(engine: Engine, rt: SourceRuntime, job: Claimed, reason: str) -
     note = {"on_demand": True, "reason": reason}
     try:
         committed = await engine.workers.fetch_one(rt, job, attrs={REASON_ATTR: reason}, note=note)
+    except SkipDocument as exc:  # a size the listing lacked, refused by a filter, say
+        await _skipped(engine.store, rt, job, exc)
+        raise _refusal(rt.config.name, job, exc) from None
     except DocumentError as exc:
         await _failed(engine, rt, job, exc, reason=reason)
         raise
-    if not committed:
+    except (StateError, MirrorError) as exc:
+        raise _not_committed(rt, job, exc) from exc
+    if not committed:  # the lease was lost before the commit: another replica has the job
         raise NotListedError(rt.config.name, job.doc.remote_id, "was taken over by another replica")
     (done,) = committed
     rt.log.info("fetch.done", remote_id=job.doc.remote_id, path=done.rel_path, reason=reason)
@@ -98,6 +135,14 @@ async def _listed(rt: SourceRuntime, remote_id: str) -> RemoteDocument:
             raise NotListedError(rt.config.name, remote_id, why)
         return doc
     raise NotListedError(rt.config.name, remote_id, "is not in the source's listing")
+
+
+def _refuse_filtered(rt: SourceRuntime, doc: RemoteDocument) -> None:
+    """Raise `FilteredOutError` when the source's filters leave `doc` out as listed."""
+    path = path_in_source(rt.config.name, doc)
+    rule = excluded_by(Filters.of(rt.config), path, doc.size)
+    if rule is not None:
+        raise FilteredOutError(rt.config.name, doc.remote_id, path, rule)
 
 
 async def place(store: Store, source: str, doc: RemoteDocument) -> str:
@@ -120,6 +165,39 @@ async def _committed(store: Store, source: str, doc: RemoteDocument) -> FetchRes
     if row.rel_path is None or row.size is None or row.digest is None:
         return None
     return FetchResult(source, doc.remote_id, doc.version, row.rel_path, row.size, row.digest)
+
+
+def _not_committed(rt: SourceRuntime, job: Claimed, exc: StateError | MirrorError) -> AgentError:
+    """The error to report when the downloaded file could not be put in place and recorded
+    (its job is back in the queue with the verified file): the same kind, saying so. A
+    damaged database keeps its own error, which says what happens to it."""
+    rt.log.warning("fetch.not_committed", remote_id=job.doc.remote_id, error=str(exc))
+    if isinstance(exc, CorruptStateError):
+        return exc
+    what = (
+        f"{rt.config.name}: {job.spec.rel_path} was downloaded but could not be put in the "
+        f"mirror and recorded ({exc}); the next pass puts it there"
+    )
+    return StateError(what) if isinstance(exc, StateError) else MirrorError(what)
+
+
+async def _skipped(store: Store, rt: SourceRuntime, job: Claimed, exc: SkipDocument) -> None:
+    """Record the document skipped, as a pass would (its job goes with it)."""
+    doc = replace(job.doc, external_url=exc.external_url or job.doc.external_url)
+    await store.documents.record_states(
+        rt.config.name, [(doc, DocState.SKIPPED, exc.message, None)]
+    )
+    rt.log.info("fetch.skipped", remote_id=doc.remote_id, reason=exc.message)
+
+
+def _refusal(source: str, job: Claimed, exc: SkipDocument) -> NotListedError:
+    """What to tell the user who asked for a document its download showed has to be skipped."""
+    if exc.message.startswith(FILTER_PREFIX):
+        path = job.spec.rel_path.partition("/")[2]
+        return FilteredOutError(
+            source, job.doc.remote_id, path, exc.message.removeprefix(FILTER_PREFIX)
+        )
+    return NotListedError(source, job.doc.remote_id, f"has nothing to download: {exc.message}")
 
 
 async def _failed(

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import SourceConfig
-from agent.engine.filters import ExcludedFile, Filters, apply_filters, files_to_remove
+from agent.engine.filters import (
+    ExcludedFile,
+    Filters,
+    apply_filters,
+    files_to_remove,
+    recall_size_exclusions,
+)
 from agent.engine.plan import (
     Download,
     OnDisk,
@@ -60,9 +66,11 @@ async def survey(
     """List, filter, read the state and the mirror, and plan (see the module docstring)."""
     name, documents = config.name, store.documents
     listing = unique([doc async for doc in source.list_documents()])
-    filtered = apply_filters(Filters.of(config), name, listing)
-    wanted = wanted_paths(name, filtered.listing)
+    filters = Filters.of(config)
+    filtered = apply_filters(filters, name, listing)
     known = await documents.known(name, [d.remote_id for d in listing])
+    filtered.listing = recall_size_exclusions(filters, filtered.listing, known, filtered.excluded)
+    wanted = wanted_paths(name, filtered.listing)
     missing, policy = await _missing(fs, config, look_for_missing(wanted, wanted, known), log)
     keys = contested(wanted, known)
     holders = await documents.holders(name, keys) if keys else {}

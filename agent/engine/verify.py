@@ -10,8 +10,11 @@ the agent's own by-product: a sidecar, a local copy or a link it set aside (`kep
 files in staging that no job owns are stale. Clean means nothing missing, changed, unknown
 or stale; the exit status is 0 when clean, 1 otherwise, with or without `--repair`.
 
-`--repair` (run by the holder of the state folder's lock, so no pass runs meanwhile):
-missing and changed files are marked pending and the next pass downloads them (verify
+`--repair` runs only where no pass can run meanwhile (`repairing`): on SQLite its caller
+holds the state folder's lock; on PostgreSQL, which replicas share, it is refused while any
+replica is alive (their download workers claim jobs of any source), and it holds the pass
+lease of every source it repairs, so a replica that starts meanwhile neither lists nor plans
+them. Missing and changed files are marked pending and the next pass downloads them (verify
 needs no network and no secret; a changed file is then kept beside the new copy as a local
 copy, never overwritten); an unknown file holding exactly a missing file's recorded bytes
 is adopted (its record points at it and the next pass moves it where it belongs); stale
@@ -23,18 +26,24 @@ its size matches and its mtime does not.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.engine.commit import SIDECAR_SUFFIX
+from agent.errors import AlreadyRunningError
 from agent.models import DocState, RemoteDocument
+from agent.state.replicas import shared
 from agent.state.store import Store
 from agent.transfer.digests import Algorithm, algorithm_of
 from agent.transfer.files import holds, remove_stale_temps
 from agent.transfer.mirrorfs import STAGING, Folder, MirrorFS, off_loop
 
+REPAIR_LEASE = 60.0  # seconds a repair's pass leases last between renewals (every third)
 BY_PRODUCT = re.compile(r" \((local copy|link set aside) \d{4}-\d\d-\d\d \d{6}( \d+)?\)(\.[^.]*)?$")
 REPAIR_REASON = "verify --repair: fetch again"
 
@@ -200,6 +209,59 @@ def _stray(walk: _Walk, rel: str, name: str, size: int | None = None) -> None:
     walk.report.unknown.append(rel)
     if size is not None:
         walk.sizes[rel] = size
+
+
+# ---------------------------------------------------------------- excluding the replicas
+
+
+@asynccontextmanager
+async def repairing(store: Store, sources: Collection[str], owner: str) -> AsyncIterator[None]:
+    """No replica may list, plan or download `sources` while the block runs (see the
+    module docstring); AlreadyRunningError, naming who runs, when that cannot be had."""
+    if not shared(store.db):
+        yield  # SQLite: the caller holds the state folder's lock
+        return
+    alive = [r for r in await store.replicas.views() if not r.stale]
+    if alive:
+        running = ", ".join(f"{r.host} pid {r.pid}" for r in alive)
+        raise AlreadyRunningError(
+            f"verify --repair changes the state the running replicas work from ({running}): "
+            "stop them first (verify without --repair is safe meanwhile)"
+        )
+    taken: list[str] = []
+    try:
+        for name in sources:
+            holder = await store.leases.take(name, owner, REPAIR_LEASE)
+            if holder is not None:
+                raise AlreadyRunningError(
+                    f"verify --repair: a pass of {name} is being listed by replica "
+                    f"{holder.owner}: try again once it ends"
+                )
+            taken.append(name)
+        async with _renewing(store, taken, owner):
+            yield
+    finally:
+        for name in taken:
+            await store.leases.release(name, owner)
+
+
+@asynccontextmanager
+async def _renewing(store: Store, sources: Sequence[str], owner: str) -> AsyncIterator[None]:
+    """Keep the repair's pass leases while the block runs."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(REPAIR_LEASE / 3)
+            for name in sources:
+                await store.leases.renew(name, owner, REPAIR_LEASE)
+
+    task = asyncio.create_task(renew(), name="verify:leases")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # ---------------------------------------------------------------- the whole command

@@ -189,7 +189,8 @@ class Workers:
         """Download and commit one job leased outside the feeder (an on-demand fetch) now,
         `attrs` added to this attempt's request and `note` to its journal entry; returns
         what was committed (nothing: the job was lost to another replica). A download error
-        leaves the job held for the caller to record it failed."""
+        leaves the job held for the caller to record it failed; a commit that fails raises
+        its error, the job given back with its verified file for the next pass."""
         self.held[job.lease.job_id] = job
         try:
             async with self.slots:
@@ -201,14 +202,21 @@ class Workers:
             await finish(asyncio.ensure_future(self._let_go(job)))
             raise
         committed: list[Mirrored] = []
+        failures: list[BaseException] = []
 
         def flushed(batch: Sequence[Finished], done: Sequence[Mirrored]) -> None:
             committed.extend(done)
             self._flushed(batch, done)
 
-        committer = self._new_committer(rt, flushed, note)
+        def failed(batch: Sequence[Finished], exc: BaseException) -> None:
+            failures.append(exc)
+            self._flush_failed(rt.config.name, batch, exc)
+
+        committer = self._new_committer(rt, flushed, note, failed)
         committer.add(finished)
         await committer.close()
+        if failures:
+            raise failures[0]
         return committed
 
     async def drop_source(self, source: str) -> None:
@@ -428,6 +436,7 @@ class Workers:
         rt: SourceRuntime,
         flushed: Callable[[Sequence[Finished], Sequence[Mirrored]], None],
         note: Mapping[str, object],
+        failed: Callable[[Sequence[Finished], BaseException], None] | None = None,
     ) -> Committer:
         name = rt.config.name
         return Committer(
@@ -438,7 +447,7 @@ class Workers:
             rt.config.write_metadata,
             durability=self.attempts.downloader.durability,
             on_flushed=flushed,
-            on_failed=lambda batch, exc: self._flush_failed(name, batch, exc),
+            on_failed=failed or (lambda batch, exc: self._flush_failed(name, batch, exc)),
             note=note,
         )
 

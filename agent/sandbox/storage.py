@@ -62,6 +62,7 @@ class StorageFaults:
     expire_times: int = 0  # answer "expired" to this many requests with valid signatures
     short_by: int = 0  # send this many bytes fewer than Content-Length promises
     short_times: int = 0
+    no_length: bool = False  # send bodies chunked, announcing no Content-Length
 
 
 @dataclass
@@ -161,7 +162,10 @@ class StorageHost(Served):
         response.headers.update(_entity_headers(blob))
         if wanted:
             response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        response.content_length = end - start + 1
+        if self.faults.no_length:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = end - start + 1
         await response.prepare(request)
         if request.method == "HEAD":
             return response

@@ -31,6 +31,7 @@ class Source(DownloadContract, Protocol):
 
     name: str
     credential_cursors: frozenset[str]  # cursors holding credentials, not caches: kept always
+    notices: list[str]  # what the last listing has to tell the user, in words (a warning)
 
     def list_documents(self) -> AsyncIterator[RemoteDocument]:
         """Every document of the source, as of now (a whole listing, for removal detection)."""
@@ -56,6 +57,7 @@ class BaseSource:
         self.name = ctx.config.name
         self.client = ctx.client
         self.base_url = ctx.config.base_url.rstrip("/")
+        self.notices: list[str] = []  # set by a listing that has something to tell
 
     def settings_of(self, kind: type[S]) -> S:
         """The source's own settings, of the type its `type` promises."""

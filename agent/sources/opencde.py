@@ -44,6 +44,7 @@ from agent.sources.vendor import failed_call, json_object
 from agent.transfer.contract import DownloadTarget
 
 VERSIONS = "versions"
+SELECT = "sync-agent select"  # the command that picks the documents to mirror
 HISTORY = "history"
 
 
@@ -69,8 +70,12 @@ class OpenCdeSource(BaseSource):
 
     async def list_documents(self) -> AsyncIterator[RemoteDocument]:
         selection = await load_selection(self.ctx.state, self.name)
+        self.notices = []
         if not selection.documents:
-            self.log.warning("opencde.nothing_selected", hint=f"sync-agent select {self.name}")
+            self.log.warning("opencde.nothing_selected", hint=f"{SELECT} {self.name}")
+            self.notices = [
+                f"nothing selected to mirror: pick documents with `{SELECT} {self.name}`"
+            ]
             return
         latest = await self._poll(selection.ids())
         history = None

@@ -215,7 +215,12 @@ class Documents:
         return list(items)
 
     async def record_states(self, source: str, docs: Iterable[DocumentState]) -> None:
-        """Upsert (doc, state, reason, rel_path) for skipped, pending or failed documents."""
+        """Upsert (doc, state, reason, rel_path) for skipped, pending or failed documents.
+
+        `rel_path` (where the document's job was to put it) is recorded only for a row that
+        records no file: a row whose file is in the mirror keeps that file's path, so a
+        failed download of a renamed version moves nothing (the journal's `document.failed`
+        names the path the download was for)."""
         docs = list(docs)
         if not docs:
             return
@@ -229,12 +234,13 @@ class Documents:
                     row.version = doc.version
                 row.name, row.state, row.reason = doc.name, state, reason
                 row.external_url = doc.external_url
-                row.rel_path = rel_path or row.rel_path
+                if rel_path and row.digest is None:  # else the row's file is still there
+                    row.rel_path = rel_path
                 row.path_key = None if row.rel_path is None else jobs.path_key(row.rel_path)
                 row.updated_at = now
                 s.add(row)
                 if state == DocState.FAILED:
-                    failed.append(_failed_event(source, doc, row.rel_path, reason))
+                    failed.append(_failed_event(source, doc, rel_path or row.rel_path, reason))
             skipped = [d.remote_id for d, st, _, _ in docs if st == DocState.SKIPPED]
             if skipped:
                 await jobs.drop_for_documents(s, source, skipped)

@@ -71,12 +71,14 @@ Receive = Callable[[], Awaitable[None]]  # the body into the staging file
 @dataclass
 class Endpoint:
     """What a fetch needs from its source: the contract, the document, the job's attributes
-    and the source's request budget."""
+    and the source's request budget; `refuse_size`, when given, is asked about the size an
+    answer announces before a byte of it is written (the error to give up with, or None)."""
 
     source: DownloadContract
     doc: RemoteDocument
     attrs: Mapping[str, str]
     limiter: Pacer
+    refuse_size: Callable[[int], DocumentError | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,9 @@ class Downloader:
         job, partial = run.job, run.partial
         total = partial.accept(head)
         expected = expected_size(run.endpoint.doc, job, total)
+        refuse = run.endpoint.refuse_size
+        if expected is not None and refuse is not None and (refused := refuse(expected)):
+            raise refused
         await self._check_space(expected, partial.offset)
         partial.take_validator(head)
         if partial.offset or expected is None or expected > JOURNAL_ABOVE:

@@ -32,9 +32,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield w
 
 
-def build(world: World) -> None:
+def build(world: World) -> dict[str, str]:
+    """The tree in the sandbox; the document id of each path."""
     api = world.api
     folders = {"Projects": api.root_folder_id(world.ws)}
+    ids = {}
     for path, data in TREE.items():
         *parents, name = path.split("/")
         for depth in range(2, len(parents) + 1):
@@ -43,7 +45,8 @@ def build(world: World) -> None:
                 folders[key] = api.add_folder(
                     folders["/".join(parents[: depth - 1])], parents[depth - 1]
                 )
-        api.add_document(folders["/".join(parents)], name, data, filename=name)
+        ids[path] = api.add_document(folders["/".join(parents)], name, data, filename=name)
+    return ids
 
 
 def mirrored(world: World) -> set[str]:
@@ -149,6 +152,30 @@ async def test_remove_keeps_a_file_edited_here_as_a_local_copy(world: World) -> 
     assert "Projects/Bulk/notes.txt" not in got
     (copy,) = [p for p in got if "notes (local copy" in p]
     assert (world.mirror / "hd" / copy).read_bytes() == b"my own notes\n"
+
+
+async def test_get_refuses_a_document_the_filters_leave_out_naming_the_rule(
+    tmp_path: Path,
+) -> None:
+    """`get` of a document an exclude pattern or a size rule leaves out is refused (exit 1)
+    with the rule in the message, and nothing is downloaded; one the filters keep is got."""
+    async for world in open_world(tmp_path):
+        ids = build(world)
+        config = str(world.config(exclude=["**/drafts/**"], max_size="1000"))
+        sketch = ids["Projects/Design/drafts/sketch.pdf"]
+        refused = await run_cli("--config", config, "get", "hd", sketch)
+        assert refused.code == 1, refused.stderr
+        assert 'exclude "**/drafts/**"' in refused.stderr
+        assert "Projects/Design/drafts/sketch.pdf" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        big = await run_cli("--config", config, "get", "hd", ids["Projects/Bulk/big.bin"])
+        assert big.code == 1, big.stderr
+        assert "max_size 1000 bytes" in big.stderr
+        assert world.api.download_reasons == []
+        assert mirrored(world) == set()
+        notes = await run_cli("--config", config, "get", "hd", ids["Projects/Bulk/notes.txt"])
+        assert notes.code == 0, notes.stderr
+        assert mirrored(world) == {"Projects/Bulk/notes.txt"}
 
 
 @pytest.mark.parametrize(

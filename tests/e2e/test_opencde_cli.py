@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +146,28 @@ async def test_second_pass_is_a_304_and_downloads_nothing(world: World) -> None:
     assert all("if-none-match" in r.headers for r in polls)
     assert not world.api.log.matching(path_prefix="/documents/1.0/documents/")
     assert world.storage.authorization_seen == []
+
+
+async def test_nothing_selected_is_a_warning_naming_the_source_in_sync_and_status(
+    world: World,
+) -> None:
+    """Signed in but with nothing selected, `sync` succeeds and warns, naming the source
+    and the command that picks documents; `status` shows it until documents are selected."""
+    doc = world.api.add_document("Doc", "doc.ifc", b"IFC doc")
+    login = await world.cli("login", "cde", "--timeout", "20")
+    assert login.code == 0, login.stderr + login.stdout
+    empty = await world.cli("sync")
+    assert empty.code == 0, empty.stderr
+    assert "sync-agent: warning: cde: nothing selected" in empty.stderr
+    assert "sync-agent select cde" in empty.stderr
+    status = await world.cli("status", "--json")
+    (source,) = json.loads(status.stdout)["sources"]
+    assert "nothing selected" in source["last_error"]
+
+    world.api.auto_select = [doc]
+    assert (await world.cli("select", "cde", "--timeout", "20")).code == 0
+    full = await world.cli("sync")
+    assert full.code == 0, full.stderr
+    assert "sync-agent: warning" not in full.stderr
+    (source,) = json.loads((await world.cli("status", "--json")).stdout)["sources"]
+    assert source["last_error"] is None

@@ -16,6 +16,8 @@ from agent.engine.filters import (
     apply_filters,
     excluded_by,
     files_to_remove,
+    recall_size_exclusions,
+    size_refusal,
 )
 from agent.engine.plan import plan_window
 from agent.models import DocState, KnownDocument, RemoteDocument
@@ -158,3 +160,35 @@ def test_a_skip_is_recorded_again_when_its_rule_changes() -> None:
     other = KnownDocument("1", "v", None, DocState.SKIPPED, reason='filter: exclude "*"')
     assert plan_window([doc], {}, {"1": same}, {}).skips == []
     assert plan_window([doc], {}, {"1": other}, {}).skips == [doc]
+
+
+def test_a_size_refusal_names_the_rule_and_exists_only_with_size_rules() -> None:
+    """The download-time check refuses exactly what the size rules leave out, by their
+    words; without size rules there is nothing to check."""
+    refuse = size_refusal(Filters(min_size=10, max_size=100))
+    assert refuse is not None
+    assert [refuse(n) is None for n in (9, 10, 100, 101)] == [False, True, True, False]
+    too_big = refuse(101)
+    assert too_big is not None
+    assert too_big.message == FILTER_PREFIX + "max_size 100 bytes"
+    assert size_refusal(Filters(exclude=("**/x",))) is None
+
+
+def test_a_size_skip_a_download_found_is_recalled_only_for_its_version_and_rule() -> None:
+    """A document listed without a size, recorded skipped by a size rule at this version,
+    stays skipped while the rule reads the same; a new version or a new limit is measured
+    again, and a listed size is judged by the listing."""
+    doc = RemoteDocument(remote_id="a", version="v1", name="a.pdf")
+    reason = FILTER_PREFIX + "max_size 100 bytes"
+    known = {"a": KnownDocument("a", "v1", None, DocState.SKIPPED, reason=reason)}
+    excluded: dict[str, str] = {}
+    (kept,) = recall_size_exclusions(Filters(max_size=100), [doc], known, excluded)
+    assert kept.skip_reason == reason
+    assert excluded == {"a": "max_size 100 bytes"}
+    newer = RemoteDocument(remote_id="a", version="v2", name="a.pdf")
+    listed = RemoteDocument(remote_id="a", version="v1", name="a.pdf", size=5)
+    for filters, again in ((Filters(max_size=200), doc), (Filters(max_size=100), newer)):
+        (left,) = recall_size_exclusions(filters, [again], known, {})
+        assert left.skip_reason is None
+    (judged,) = recall_size_exclusions(Filters(max_size=100), [listed], known, {})
+    assert judged.skip_reason is None

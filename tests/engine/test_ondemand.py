@@ -3,17 +3,25 @@ document, never a path another document's file holds."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
+from agent.agent import Agent
 from agent.engine.ondemand import place
 from agent.engine.paths import disambiguate, mirror_path
-from agent.models import DocState, RemoteDocument
+from agent.errors import StateError
+from agent.models import DocState, PassStats, RemoteDocument
 from agent.state.documents import Mirrored
 from agent.state.store import Store
 from tests.state.kit import claimed
+from tests.transfer.transfer_kit import SOURCE as KIT_SOURCE
+from tests.transfer.transfer_kit import World, payload
 
 SOURCE = "src"
 PATH = mirror_path(SOURCE, (), "x.txt")
@@ -67,3 +75,45 @@ async def test_a_mirrored_document_keeps_its_path_even_after_a_remote_rename(
 
     renamed = RemoteDocument(remote_id="A", version="v2", name="renamed.txt")
     assert await place(store, SOURCE, renamed) == PATH
+
+
+class _FailDocumentWrites:
+    """Fails the first write to the documents table (the commit of a placed file), as a
+    failing disk would; every other statement goes through."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.failed = 0
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        words = statement.split()[:3]
+        if not self.armed or self.failed:
+            return
+        if words[:1] in (["INSERT"], ["UPDATE"]) and "documents" in words:
+            self.failed += 1
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+async def test_a_fetch_whose_commit_fails_says_so_and_the_next_pass_places_it(
+    world: World,
+) -> None:
+    """When the state database fails while an on-demand fetch commits, `get` reports that
+    failure (not a take-over by another replica), and the next pass mirrors the document."""
+    doc_id = world.add("report.pdf", payload(4000, seed=1))
+    fault = _FailDocumentWrites()
+    event.listen(Engine, "before_cursor_execute", fault)
+    try:
+        async with Agent.open(world.config(), sleep=world.sleeps) as agent:
+            fault.armed = True
+            with pytest.raises(StateError) as raised:
+                await agent.fetch_now(KIT_SOURCE, doc_id, "open-file-other-app")
+    finally:
+        event.remove(Engine, "before_cursor_execute", fault)
+    assert fault.failed == 1
+    assert "another replica" not in str(raised.value)
+    assert "report.pdf" in str(raised.value)
+    assert "next pass" in str(raised.value)
+    outcome = await world.sync()
+    assert isinstance(outcome, PassStats), outcome
+    assert outcome.failed == 0
+    await world.assert_exact()

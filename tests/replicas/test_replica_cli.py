@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
+from agent.state.database import MIGRATION_LOCK
 from agent.state.store import Store
 from tests.daemon.test_daemon import ENV, World, daemon, get, post, until
 from tests.e2e.cli import run_cli
@@ -93,3 +95,32 @@ async def test_post_sync_is_recorded_and_answered_by_a_pass(
 async def no_pending(url: str, tmp: Path) -> bool:
     async with Store.open(url, tmp / "reader") as store:
         return await store.requests.pending() == {}
+
+
+async def test_sigterm_while_migrating_is_a_clean_stop(world: World, pg_url: str) -> None:
+    """A replica stopped while it waits to migrate a shared database exits 0, not by signal.
+
+    Another replica holds the migration lock; this one waits for it in its start-up. SIGTERM
+    there cancels the start-up through the same exit as a stop after it (systemd, Kubernetes
+    and `podman stop` stop replicas whenever they like, including while they start).
+    """
+    holder = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        config = world.write("sm", state_url=pg_url)
+        async with daemon(config) as run:
+
+            async def waiting() -> bool:
+                rows = await holder.fetch(
+                    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                return bool(rows)
+
+            await until(waiting, what="the replica to wait for the migration lock")
+            run.signal(signal.SIGTERM)
+            assert await run.wait(30) == 0
+            (stopped,) = run.events("daemon.stopped")
+            assert stopped["while_starting"] is True
+            assert run.events("daemon.ready") == []
+    finally:
+        await holder.close()

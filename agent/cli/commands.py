@@ -1,4 +1,4 @@
-"""The `sync-agent` command line: parses arguments, maps outcomes to exit codes."""
+"""The `sync-agent` commands: one handler per command, each returning its exit status."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import json
 import os
 import sys
 import webbrowser
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import shtab
 
-from agent import __version__, starter
+from agent import starter
 from agent.agent import Agent, PassOutcome, acquire_lock
-from agent.config import SOURCE_TYPES, Config, load_config
+from agent.cli.parser import build_parser
+from agent.config import Config, load_config
 from agent.config.values import parse_download_reason
 from agent.errors import (
     EXIT_AUTH,
@@ -24,11 +25,8 @@ from agent.errors import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_STATE,
-    AgentError,
-    AlreadyRunningError,
     AuthenticationError,
     ConfigError,
-    MirrorError,
     StateError,
 )
 from agent.events.webhooks import deliver_due
@@ -37,164 +35,7 @@ from agent.models import PassStats
 from agent.state.store import Store
 
 EXIT_USAGE = 2  # as argparse exits for a usage mistake
-EXIT_RUNNING = 75  # EX_TEMPFAIL: another instance holds the state folder
-COMPLETION_SHELLS = ("bash", "zsh", "fish")
 DEFAULT_INIT_OUTPUT = "sync-agent.toml"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sync-agent",
-        description="Keeps an offline mirror of documents from remote document APIs.",
-    )
-    parser.add_argument("--version", action="version", version=f"sync-agent {__version__}")
-    parser.add_argument(  # type: ignore[attr-defined]
-        "--config", "-c", help="configuration file (default: $SYNC_AGENT_CONFIG)"
-    ).complete = shtab.FILE
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run the daemon: poll every source on its schedule")
-    sync = sub.add_parser("sync", help="one pass over the sources, then exit")
-    sync.add_argument("--source", action="append", help="only this source (repeatable)")
-    for command in (sync, run):
-        add_dry_run_arguments(command)
-    status = sub.add_parser("status", help="what the mirror holds, per source")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("check-config", help="validate the configuration without touching the network")
-    demo = sub.add_parser(
-        "demo", help="mirror a local sandbox API: see the agent work, no account needed"
-    )
-    demo.add_argument(
-        "folder", nargs="?", default="demo-mirror", help="mirror folder (default ./demo-mirror)"
-    )
-    demo.add_argument(
-        "--documents", type=int, default=24, help="documents per sandbox API (default 24)"
-    )
-    demo.add_argument(
-        "--serve",
-        action="store_true",
-        help="only serve the sandboxes on loopback and print a configuration for them",
-    )
-    login = sub.add_parser("login", help="sign in to an OpenCDE source in the browser")
-    login.add_argument("name", help="source name")
-    select = sub.add_parser("select", help="pick OpenCDE documents to mirror in the browser")
-    select.add_argument("name", help="source name")
-    select.add_argument("--list", action="store_true", help="show the selected documents")
-    select.add_argument("--remove", metavar="ID", help="stop mirroring this document id")
-    for sp in (login, select):
-        sp.add_argument(
-            "--timeout", type=float, default=300.0, help="seconds to wait for the browser"
-        )
-    add_init_parser(sub)
-    add_events_parsers(sub)
-    add_verify_parser(sub)
-    completion = sub.add_parser("completion", help="print a shell completion script")
-    completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
-    return parser
-
-
-def add_dry_run_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--dry-run",
-        "-n",
-        action="store_true",
-        help=(
-            "list what one pass would download, move, delete or keep aside, with sizes and a "
-            "total, and change nothing in the mirror or the state database (tokens a source "
-            "obtains or refreshes meanwhile are still saved, so a rotated one is never lost)"
-        ),
-    )
-    command.add_argument(
-        "--json", action="store_true", help="with --dry-run: one JSON document on stdout"
-    )
-
-
-def add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    init = sub.add_parser(
-        "init",
-        help="write a commented starting configuration, then check it",
-        description=(
-            "Write a commented configuration for the chosen source types and run check-config "
-            "on it. On a terminal, the essentials not given as options are asked for (secrets "
-            "without echo, stored in 0600 files beside the configuration); otherwise they "
-            "become example values and secrets *_env references. Options that take "
-            "[TYPE=]VALUE apply to every source, or to one type with TYPE=. Exit status: 0 "
-            "the file passes check-config, 78 it was written but check-config refuses it "
-            "(the message says why), 73 the file exists and --force was not given."
-        ),
-    )
-    init.add_argument(
-        "--type", action="append", choices=SOURCE_TYPES, help="a source type (repeatable)"
-    )
-    init.add_argument(  # type: ignore[attr-defined]
-        "--output", "-o", help="where to write (default: --config, else ./sync-agent.toml)"
-    ).complete = shtab.FILE
-    init.add_argument("--force", action="store_true", help="replace an existing file")
-    init.add_argument("--mirror-dir", metavar="DIR", help="the mirror folder")
-    for option, what in (("--name", "source name"), ("--client-id", "OAuth client id")):
-        init.add_argument(option, action="append", default=[], metavar="[TYPE=]VALUE", help=what)
-    init.add_argument(
-        "--base-url",
-        action="append",
-        default=[],
-        metavar="[TYPE=]URL",
-        help="API base URL (index-health, opencde)",
-    )
-    init.add_argument(
-        "--workspace", action="append", default=[], metavar="ID", help="Huddle workspace id"
-    )
-    init.add_argument("--user-name", metavar="'FIRST LAST'", help="Index Health: who you are")
-    init.add_argument("--user-email", metavar="EMAIL", help="Index Health: your e-mail")
-
-
-def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    events = sub.add_parser(
-        "events",
-        help="print the change journal: what was added, updated, moved, removed or failed",
-        description=(
-            "Print the change journal from the state database (no daemon needed): human "
-            "lines on a terminal, JSON lines otherwise or with --json."
-        ),
-    )
-    events.add_argument(
-        "--since", type=int, default=0, metavar="SEQ", help="only entries after this seq"
-    )
-    events.add_argument("--follow", "-f", action="store_true", help="wait for new entries")
-    events.add_argument("--json", action="store_true", help="one JSON object per line")
-    get = sub.add_parser(
-        "get",
-        help="download one document now, outside the schedule",
-        description=(
-            "Download one document into the mirror now (through the running daemon if there "
-            "is one), recorded in the change journal. --output also writes a copy there."
-        ),
-    )
-    get.add_argument("source", help="source name")
-    get.add_argument("document_id", help="the document's id in the source")
-    get.add_argument(
-        "--reason",
-        default="open-file-other-app",
-        help="Huddle's x-download-reason (default open-file-other-app)",
-    )
-    get.add_argument(  # type: ignore[attr-defined]
-        "--output", "-o", metavar="PATH", help="also copy the file here (a folder or a file)"
-    ).complete = shtab.FILE
-
-
-def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    verify = sub.add_parser(
-        "verify",
-        help="check the mirror against the state (exit 0 clean, 1 otherwise)",
-        description=(
-            "Walk the mirror against the state: files missing, changed or unknown, and stale "
-            "staging files. --repair marks missing and changed files for download on the next "
-            "pass (a changed file is then kept beside as a local copy), adopts unknown files "
-            "identical to a missing one and deletes stale staging files. Exit status: 0 the "
-            "mirror was clean, 1 it was not (whether or not it was repaired)."
-        ),
-    )
-    verify.add_argument("--source", action="append", help="only this source (repeatable)")
-    verify.add_argument("--repair", action="store_true", help="repair what can be repaired")
-    verify.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -255,6 +96,8 @@ def print_summary(results: Mapping[str, PassOutcome]) -> None:
                 f"{result.moved} moved, {result.skipped} skipped, {result.removed} removed, "
                 f"{result.failed} failed"
             )
+            for warning in result.warnings:
+                print(f"sync-agent: warning: {name}: {warning}", file=sys.stderr)
         else:
             message = str(result)  # source errors usually name their source already
             prefix = "" if message.startswith(f"{name}:") else f"{name}: "
@@ -277,8 +120,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
-    from agent.engine.verify import iter_lines, verify  # noqa: PLC0415 - only verify needs it
+    from agent.engine.verify import iter_lines, repairing, verify  # noqa: PLC0415
     from agent.progress import verify_progress  # noqa: PLC0415 - rich only here
+    from agent.state.replica import current  # noqa: PLC0415
     from agent.transfer.mirrorfs import MirrorFS  # noqa: PLC0415
 
     config = load(args, secrets=False)  # the state and the disk only: no secret needed
@@ -290,7 +134,12 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         if args.repair:  # no pass may run while the state and the mirror are repaired
             held.callback(acquire_lock(config.agent.state_dir).close)
         tally = held.enter_context(verify_progress(sys.stderr))
-        async with Store.open(config.agent.state_url, config.agent.state_dir) as store:
+        async with contextlib.AsyncExitStack() as state:
+            store = await state.enter_async_context(
+                Store.open(config.agent.state_url, config.agent.state_dir)
+            )
+            if args.repair:  # and on a shared database, no replica either
+                await state.enter_async_context(repairing(store, names, str(current())))
             report = await verify(store, fs, names, repair=args.repair, tally=tally)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
@@ -472,54 +321,3 @@ def _opencde_context(config: Config, name: str):  # type: ignore[no-untyped-def]
     if source.type != "opencde":
         raise ConfigError(f"sources.{name}.type", "login and select are for opencde sources")
     return source_context(config, source)
-
-
-COMMANDS = {
-    "sync": cmd_sync,
-    "status": cmd_status,
-    "run": cmd_run,
-    "login": cmd_login,
-    "select": cmd_select,
-    "events": cmd_events,
-    "get": cmd_get,
-    "verify": cmd_verify,
-}
-
-SYNC_COMMANDS = {  # plain functions: no event loop
-    "init": cmd_init,
-    "completion": cmd_completion,
-}
-
-
-ERROR_EXITS: tuple[tuple[type[AgentError], str, int], ...] = (
-    (ConfigError, "configuration error: ", EXIT_CONFIG),
-    (AuthenticationError, "authentication failed: ", EXIT_AUTH),
-    (AlreadyRunningError, "", EXIT_RUNNING),
-    (StateError, "", EXIT_STATE),
-    (MirrorError, "", EXIT_STATE),  # 74 is EX_IOERR: the state's or the mirror's
-    (AgentError, "", EXIT_FAILURES),
-)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "check-config":
-            return cmd_check_config(args)
-        if args.command == "demo":
-            return cmd_demo(args)
-        if args.command in SYNC_COMMANDS:
-            return SYNC_COMMANDS[args.command](args)
-        return asyncio.run(COMMANDS[args.command](args))
-    except AgentError as exc:
-        for kind, prefix, code in ERROR_EXITS:
-            if isinstance(exc, kind):
-                print(f"sync-agent: {prefix}{exc}", file=sys.stderr)
-                return code
-        raise
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

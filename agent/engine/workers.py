@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from agent.engine.attempt import Attempts, Progress
-from agent.engine.commit import Committer, Finished, finish
+from agent.engine.commit import COMMIT_BATCH, Committer, Finished, finish
 from agent.engine.handoff import size_of
 from agent.engine.plan import Download
 from agent.errors import (
@@ -107,7 +107,7 @@ class Workers:
         self.runtimes = runtimes
         self.leases = leases
         self.slots = asyncio.Semaphore(concurrency)
-        self.capacity = concurrency * 2  # running, and leased waiting for a slot
+        self.capacity = concurrency * 2 + COMMIT_BATCH  # running, waiting for a slot or a commit
         self.fs = fs
         self.staging = staging
         self.attempts = Attempts(store, downloader, fs, staging, progress)

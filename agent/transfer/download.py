@@ -10,13 +10,13 @@ the same rule API calls follow.
 
 The first hop (the source's API, whose answer the source's own check may read) runs on the
 event loop; every hop after a redirect (the storage host) is sent and received in a worker
-thread (`receive.py`), which keeps the loop free for the API requests around it.
+thread (`receive.py`), which keeps the loop free for the API requests around it. How a
+body's bytes reach the staging file, hashed and checkpointed, is `bodies.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import http.client
 import time
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -38,6 +38,7 @@ from agent.errors import (
 )
 from agent.log import get_logger
 from agent.models import Fetched, JobSpec, RemoteDocument
+from agent.transfer import bodies
 from agent.transfer.contract import (
     Answer,
     DownloadContract,
@@ -53,17 +54,10 @@ from agent.transfer.durable import Durability
 from agent.transfer.files import Volume, space_shortfall, volume
 from agent.transfer.pacing import BandwidthLimiter, Pacer, wait_out
 from agent.transfer.partial import Partial, Restart, expected_size
-from agent.transfer.receive import Exchange, Receiver
+from agent.transfer.receive import Receiver
 from agent.transfer.retry import Action, RetryPolicy, decide
 
 READ_BUFFER = 256 * 1024  # what aiohttp buffers per connection before pausing the socket
-# Bytes gathered before one write+hash off the event loop. Small on purpose: whatever was
-# received but not yet written when the process is killed is fetched again on resume, so
-# this bounds the waste of a crash. Measured against the storage sandbox on loopback
-# (256 MiB, 2 CPUs): 64 KiB reads with 256 KiB writes up to 1 MiB/4 MiB blocks all ran at
-# 250-480 MiB/s, the differences within run-to-run noise.
-WRITE_BLOCK = 256 * 1024
-CHECKPOINT_BYTES = 16 * 1024 * 1024
 FREE_SPACE_TTL = 0.5  # seconds a free-space reading is trusted
 JOURNAL_ABOVE = 1024 * 1024  # smaller bodies are cheaper to fetch again than to journal
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -71,7 +65,7 @@ MAX_REDIRECTS = 8
 
 Checkpoint = Callable[[int, int, str | None], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
-Stream = Callable[["_Fetch"], Awaitable[None]]
+Receive = Callable[[], Awaitable[None]]  # the body into the staging file
 
 
 @dataclass
@@ -114,6 +108,10 @@ class _Fetch:
     target: DownloadTarget | None = None
     attempt: int = 0
     renewals: int = 0
+
+    async def progress(self) -> None:
+        """Checkpoint how far the staging file got, for a resume and for status."""
+        await self.checkpoint(self.job.job_id, self.partial.offset, self.partial.validator)
 
 
 class Downloader:
@@ -269,8 +267,10 @@ class Downloader:
                 if outcome.verdict is not Verdict.CONTENT:
                     return _Answered(outcome, response.headers.get("Retry-After"))
                 head = ResponseHead(response.status, str(response.url), response.headers)
-                stream = functools.partial(self._stream, response=response, prefix=prefix)
-                return await self._receive(run, head, stream)
+                receive = functools.partial(
+                    bodies.stream, run.partial, response, prefix, self.bandwidth, run.progress
+                )
+                return await self._receive(run, head, receive)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientError(f"connection failed: {type(exc).__name__}", url=url) from exc
 
@@ -290,7 +290,10 @@ class Downloader:
             outcome = _storage_outcome(head)
             if outcome.verdict is not Verdict.CONTENT:
                 return _Answered(outcome, headers.get("Retry-After"))
-            return await self._receive(run, head, functools.partial(self._pump, exchange))
+            receive = functools.partial(
+                bodies.pump, self._receiver, exchange, run.partial, run.progress
+            )
+            return await self._receive(run, head, receive)
         finally:
             exchange.close()
 
@@ -315,7 +318,7 @@ class Downloader:
             credential.settle(token_verdict(outcome, status))
         return outcome, prefix
 
-    async def _receive(self, run: _Fetch, head: ResponseHead, stream: Stream) -> Fetched:
+    async def _receive(self, run: _Fetch, head: ResponseHead, receive: Receive) -> Fetched:
         job, partial = run.job, run.partial
         total = partial.accept(head)
         expected = expected_size(run.endpoint.doc, job, total)
@@ -325,8 +328,8 @@ class Downloader:
         await self._check_space(expected, partial.offset)
         partial.take_validator(head)
         if partial.offset or expected is None or expected > JOURNAL_ABOVE:
-            await run.checkpoint(job.job_id, partial.offset, partial.validator)  # for a resume
-        await stream(run)
+            await run.progress()  # for a resume
+        await receive()
         return await self._finish(partial, expected, head.url)
 
     async def _check_space(self, expected: int | None, offset: int) -> None:
@@ -345,58 +348,6 @@ class Downloader:
             self._free = await asyncio.to_thread(volume, self.staging)
             self._free_checked = now
         return self._free
-
-    async def _stream(
-        self, run: _Fetch, *, response: aiohttp.ClientResponse, prefix: bytes
-    ) -> None:
-        """Receive a body on the event loop, writing and hashing it in thread hops."""
-        partial, job = run.partial, run.job
-        sink = _Sink(partial)
-        chunks: list[bytes] = [prefix] if prefix else []
-        gathered = len(prefix)
-        last_checkpoint = partial.offset
-        try:
-            try:
-                while chunk := await response.content.readany():
-                    chunks.append(chunk)
-                    gathered += len(chunk)
-                    await self.bandwidth.consume(len(chunk))
-                    if gathered >= WRITE_BLOCK:
-                        gathered = 0
-                        await sink.write(chunks)
-                        if partial.offset - last_checkpoint >= CHECKPOINT_BYTES:
-                            last_checkpoint = partial.offset
-                            await run.checkpoint(job.job_id, partial.offset, partial.validator)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                await sink.write(chunks)  # keep what arrived intact
-                raise TransientError(
-                    f"transfer interrupted: {type(exc).__name__}", url=str(response.url)
-                ) from exc
-            except asyncio.CancelledError:  # shutting down: leave a resumable job behind
-                await sink.write(chunks)
-                await run.checkpoint(job.job_id, partial.offset, partial.validator)
-                raise
-            await sink.write(chunks, last=True)
-        finally:
-            await sink.close()
-
-    async def _pump(self, exchange: Exchange, run: _Fetch) -> None:
-        """Receive a body in a worker thread, checkpointing every CHECKPOINT_BYTES."""
-        partial, job = run.partial, run.job
-        try:
-            while not await self._receiver.pump(
-                exchange, partial, CHECKPOINT_BYTES, _write_and_hash
-            ):
-                await run.checkpoint(job.job_id, partial.offset, partial.validator)
-        except asyncio.CancelledError:  # shutting down: leave a resumable job behind
-            await run.checkpoint(job.job_id, partial.offset, partial.validator)
-            raise
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, OSError) and (full := _space_error(exc)) is not None:
-                raise full from exc
-            raise TransientError(
-                f"transfer interrupted: {type(exc).__name__}", url=exchange.url
-            ) from exc
 
     async def _finish(self, partial: Partial, expected: int | None, url: str) -> Fetched:
         if expected is not None and partial.offset < expected:
@@ -417,84 +368,6 @@ class _LazyLog:
 
     def info(self, event: str, **fields: Any) -> None:
         get_logger(source=self.job.source, remote_id=self.job.remote_id).info(event, **fields)
-
-
-class _Sink:
-    """The staging file, opened at the first write; each write is one hop off the loop.
-
-    A small body arrives whole before its first write, so opening, writing, hashing and
-    closing it cost a single thread hop.
-    """
-
-    def __init__(self, partial: Partial) -> None:
-        self.partial = partial
-        self.handle: BinaryIO | None = None
-
-    async def write(self, chunks: list[bytes], *, last: bool = False) -> None:
-        if not chunks and not last:
-            return
-        batch = chunks[:]
-        chunks.clear()
-        try:
-            self.handle = await asyncio.to_thread(
-                functools.partial(
-                    _write_chunks,
-                    self.partial.path,
-                    self.handle,
-                    batch,
-                    self.partial.digest,
-                    last=last,
-                    append=self.partial.offset > 0,
-                )
-            )
-        except OSError as exc:
-            if (full := _space_error(exc)) is not None:
-                raise full from exc
-            raise
-        self.partial.offset += sum(len(c) for c in batch)
-
-    async def close(self) -> None:
-        if self.handle is not None:
-            handle, self.handle = self.handle, None
-            await asyncio.to_thread(handle.close)
-
-
-def _write_chunks(
-    path: Path,
-    handle: BinaryIO | None,
-    chunks: list[bytes],
-    digest: Any,
-    *,
-    last: bool,
-    append: bool,
-) -> BinaryIO | None:
-    """Append and hash `chunks`; on the last write also close (runs in a thread).
-
-    No fsync: the committer makes a whole batch of finished files durable at once.
-    """
-    handle = handle or path.open("ab" if append else "wb")
-    try:
-        _write_and_hash(handle, chunks, digest)
-    except BaseException:
-        handle.close()
-        raise
-    if last:
-        handle.close()
-        return None
-    return handle
-
-
-def _write_and_hash(handle: BinaryIO, chunks: list[bytes], digest: Any) -> None:
-    for chunk in chunks:
-        handle.write(chunk)
-        digest.update(chunk)
-
-
-def _space_error(exc: OSError) -> DiskSpaceError | None:
-    """The error to raise for a write that failed because the disk is full."""
-    if exc.errno != errno.ENOSPC:
-        return None
-    return DiskSpaceError("the disk is full; the partial download is kept for later")
 
 
 def _storage_outcome(head: ResponseHead) -> Outcome:

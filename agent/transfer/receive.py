@@ -30,6 +30,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ from agent.transfer.pacing import BandwidthLimiter
 from agent.transfer.partial import Partial
 
 BLOCK = 256 * 1024  # one readinto, write and hash; also what a SIGKILL can lose unwritten
-WRITE_BACK_FROM = 16 * 1024 * 1024  # bodies this large are written back as they arrive
+WRITE_BACK_STEP = 16 * 1024 * 1024  # a body's writeback is started every this many bytes
 CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0  # between two reads, as the event loop's sessions
 IDLE_PER_ORIGIN = 32
@@ -71,10 +72,16 @@ class Receiver:
         return await loop.run_in_executor(self._threads, exchange.open)
 
     async def pump(
-        self, exchange: Exchange, partial: Partial, limit: int, write_and_hash: WriteAndHash
+        self,
+        exchange: Exchange,
+        partial: Partial,
+        limit: int,
+        write_and_hash: WriteAndHash,
+        *,
+        min_seconds: float = 0.0,
     ) -> bool:
-        """Up to `limit` more body bytes into the partial's file, in a worker thread; True
-        once the body is whole.
+        """At least `limit` more body bytes, for at least `min_seconds`, into the partial's
+        file, in a worker thread; True once the body is whole (which may come sooner).
 
         Cancelled, it stops the thread's transfer and waits for it, so that the file and
         `partial.offset` agree on what was kept.
@@ -82,7 +89,14 @@ class Receiver:
         start, written = partial.offset, exchange.written
         pace, block = self._pacer()
         work = functools.partial(
-            _pump_file, exchange, partial, limit, write_and_hash, pace=pace, block=block
+            _pump_file,
+            exchange,
+            partial,
+            limit,
+            write_and_hash,
+            pace=pace,
+            block=block,
+            min_seconds=min_seconds,
         )
         future = asyncio.get_running_loop().run_in_executor(self._threads, work)
         try:
@@ -124,17 +138,19 @@ def _pump_file(
     *,
     pace: Pace | None,
     block: int,
+    min_seconds: float,
 ) -> bool:
-    """Append up to `limit` body bytes to the staging file (runs in a worker thread)."""
+    """Append body bytes to the staging file (runs in a worker thread): see `Exchange.pump`."""
     with partial.path.open("ab" if partial.offset else "wb") as handle:
-        start = handle.tell()
-        done = exchange.pump(
-            handle, partial.digest, limit, write_and_hash=write_and_hash, pace=pace, block=block
+        return exchange.pump(
+            handle,
+            partial.digest,
+            limit,
+            write_and_hash=write_and_hash,
+            pace=pace,
+            block=block,
+            min_seconds=min_seconds,
         )
-        if exchange.written >= WRITE_BACK_FROM:
-            handle.flush()
-            write_back(handle.fileno(), start, handle.tell() - start)
-        return done
 
 
 def write_back(fd: int, offset: int, length: int) -> None:
@@ -213,6 +229,7 @@ class Exchange:
         self._response: http.client.HTTPResponse | None = None
         self._aborted = False
         self.written = 0  # body bytes written to the file and hashed, across pump calls
+        self._written_back = 0  # of which the writeback was started
 
     def open(self) -> tuple[int, CIMultiDictProxy[str]]:
         """Send the request and read the head: (status, headers). Runs in a worker thread."""
@@ -246,32 +263,47 @@ class Exchange:
         write_and_hash: WriteAndHash,
         pace: Pace | None = None,
         block: int = BLOCK,
+        min_seconds: float = 0.0,
     ) -> bool:
-        """Receive, write and hash up to `limit` bytes; True once the body is complete.
+        """Receive, write and hash at least `limit` bytes during at least `min_seconds`;
+        True once the body is complete (which may end the call sooner).
 
         Runs in a worker thread. `pace(n)` is called after each block when a bandwidth
-        limit applies (it may block). Raises `http.client.HTTPException` or `OSError` when
-        the body breaks off; `written` counts what reached the file either way.
+        limit applies (it may block). The writeback of what was written is started every
+        WRITE_BACK_STEP and at the end of the body (`write_back`). Raises
+        `http.client.HTTPException` or `OSError` when the body breaks off; `written` counts
+        what reached the file either way.
         """
         response = self._response
         assert response is not None, "pump before open"
-        buffer = memoryview(bytearray(min(block, limit)))
-        done = 0
-        while done < limit:
-            n = response.readinto(buffer[: min(block, limit - done)])
+        buffer = memoryview(bytearray(block))
+        done, until = 0, time.monotonic() + min_seconds
+        while done < limit or (min_seconds and time.monotonic() < until):
+            n = response.readinto(buffer)
             if n == 0:
                 break
             write_and_hash(handle, [buffer[:n]], digest)
             self.written += n
             done += n
+            if self.written - self._written_back >= WRITE_BACK_STEP:
+                self._write_back(handle)
             if pace is not None:
                 pace(n)
         if self._aborted:
             raise ConnectionAbortedError("the transfer was stopped")
         if not response.isclosed():
             return False
+        self._write_back(handle)  # whole: its fsync in the commit batch finds it on its way
         self._release()
         return True
+
+    def _write_back(self, handle: BinaryIO) -> None:
+        """Start the writeback of the bytes written since the last call."""
+        pending = self.written - self._written_back
+        if pending:
+            handle.flush()
+            write_back(handle.fileno(), handle.tell() - pending, pending)
+            self._written_back = self.written
 
     def _release(self) -> None:
         """The body was read to its end: the connection may serve another exchange."""

@@ -15,7 +15,7 @@ import structlog
 from transfer_kit import World, payload
 
 from agent.models import PassStats
-from agent.transfer import download
+from agent.transfer import bodies
 
 MIB = 1024 * 1024
 
@@ -235,7 +235,7 @@ async def test_disk_full_keeps_the_partial_and_the_next_run_completes(
 ) -> None:
     data = payload(2 * MIB, seed=12)
     world.add("big.bin", data)
-    real = download._write_and_hash
+    real = bodies.write_and_hash
     calls = {"n": 0, "written": 0}
 
     def full_disk(handle: Any, chunks: list[bytes], digest: Any) -> None:
@@ -245,7 +245,7 @@ async def test_disk_full_keeps_the_partial_and_the_next_run_completes(
         real(handle, chunks, digest)
         calls["written"] += sum(len(c) for c in chunks)
 
-    monkeypatch.setattr(download, "_write_and_hash", full_disk)
+    monkeypatch.setattr(bodies, "write_and_hash", full_disk)
     from agent import cli  # noqa: PLC0415 - the CLI's own exit-code mapping is under test
 
     args = cli.build_parser().parse_args(["--config", str(world.write_config()), "sync"])
@@ -255,10 +255,10 @@ async def test_disk_full_keeps_the_partial_and_the_next_run_completes(
 
     partials = list(world.staging.iterdir())
     assert len(partials) == 1
-    assert partials[0].stat().st_size == calls["written"] >= 2 * download.WRITE_BLOCK
+    assert partials[0].stat().st_size == calls["written"] >= 2 * bodies.WRITE_BLOCK
     assert _mirror_files(world) == []  # nothing partial under a final name
 
-    monkeypatch.setattr(download, "_write_and_hash", real)
+    monkeypatch.setattr(bodies, "write_and_hash", real)
     world.storage.log.clear()
     _ok(await world.sync())
 

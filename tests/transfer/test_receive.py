@@ -215,6 +215,60 @@ def test_connections_are_reused_and_one_the_server_closed_is_replaced(
     assert len(_KeepAlive.connections) == (2 if _KeepAlive.closes else 1)
 
 
+def test_a_pump_goes_past_its_byte_limit_while_its_minimum_time_runs_and_stops_at_the_end(
+    server: str, tmp_path: Path
+) -> None:
+    """`min_seconds` keeps a fast body streaming past `limit` (fewer checkpoints), and the
+    end of the body ends the pump at once, whatever time is left."""
+    connections = Connections()
+    try:
+        exchange = Exchange(connections, server, {})
+        exchange.open()
+        with (tmp_path / "body.bin").open("wb") as handle:
+            assert not exchange.pump(handle, _Ignore(), 10, write_and_hash=_write, block=10)
+            assert exchange.written == 10  # no minimum time: the byte limit ends the call
+            started = time.monotonic()
+            assert exchange.pump(
+                handle, _Ignore(), 10, write_and_hash=_write, block=10, min_seconds=60
+            )
+            assert time.monotonic() - started < 30  # the body's end, not the minute
+        exchange.close()
+    finally:
+        connections.close()
+    assert (tmp_path / "body.bin").read_bytes() == b"x" * 100
+
+
+async def test_the_writeback_of_every_finished_body_starts_at_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small bodies too: the commit batch's fsync then finds their bytes on their way."""
+    sizes = {"small.bin": 50_000, "large.bin": 17 * MIB + 5}
+    for n, (name, size) in enumerate(sizes.items()):
+        world.add(name, payload(size, seed=90 + n))
+    hinted: dict[str, list[tuple[int, int]]] = {}
+    real_fadvise = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+            hinted.setdefault(name, []).append((offset, length))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+
+    _ok(await world.sync())
+
+    assert len(hinted) == len(sizes)  # one staging file each
+    for ranges in hinted.values():
+        covered = 0
+        for offset, length in ranges:  # contiguous steps, from the first byte ...
+            assert offset == covered
+            covered += length
+        assert covered in sizes.values()  # ... to the last
+    assert sorted(len(r) for r in hinted.values()) == [1, 2]  # 16 MiB steps, then the tail
+    await world.assert_exact()
+
+
 class _Ignore:
     def update(self, data: Any) -> None:
         pass
@@ -230,7 +284,36 @@ async def test_downloads_go_on_while_a_batch_is_flushed(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workers = 2
-    count = 4 * workers
+    seen_while_flushing = _hold_the_first_flush(
+        world, monkeypatch, workers, 4 * workers, workers + 1
+    )
+
+    _ok(await world.sync())
+
+    # more files than the workers run at once arrived while the first batch was flushing
+    assert seen_while_flushing[0] > workers
+    await world.assert_exact()
+
+
+async def test_every_file_is_fetched_while_the_first_batch_is_still_flushing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs held waiting for a commit do not use up the room to claim: beyond the
+    running and waiting ones there is room for a whole commit batch."""
+    count = 12
+    seen_while_flushing = _hold_the_first_flush(world, monkeypatch, 2, count, count)
+
+    _ok(await world.sync())
+
+    assert seen_while_flushing == [count]
+    await world.assert_exact()
+
+
+def _hold_the_first_flush(
+    world: World, monkeypatch: pytest.MonkeyPatch, workers: int, count: int, until: int
+) -> list[int]:
+    """`count` small documents, `workers` at a time; the first batch's fsync waits (20 s at
+    most) until `until` files were fetched. Returns the list that gets how many were."""
     for n in range(count):
         world.add(f"many-{n:03d}.pdf", payload(1000, seed=n))
     world.agent_options["max_concurrent_downloads"] = workers
@@ -238,20 +321,15 @@ async def test_downloads_go_on_while_a_batch_is_flushed(
     real_sync = Durability.sync
     seen_while_flushing: list[int] = []
 
-    async def slow_sync(self: Durability, paths: Any) -> None:
-        if not seen_while_flushing:  # the first batch: hold it while more files arrive
+    async def held_sync(self: Durability, paths: Any) -> None:
+        if not seen_while_flushing:
             deadline = time.monotonic() + 20
-            while len(world.storage.log.matching("GET", "/b/")) <= workers:
+            while len(world.storage.log.matching("GET", "/b/")) < until:
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.01)
             seen_while_flushing.append(len(world.storage.log.matching("GET", "/b/")))
         await real_sync(self, paths)
 
-    monkeypatch.setattr(Durability, "sync", slow_sync)
-
-    _ok(await world.sync())
-
-    # more files than the workers run at once arrived while the first batch was flushing
-    assert seen_while_flushing[0] > workers
-    await world.assert_exact()
+    monkeypatch.setattr(Durability, "sync", held_sync)
+    return seen_while_flushing

@@ -10,27 +10,27 @@ documents at a time: a pass never holds a whole source's rows.
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent.models import DocState, EventType, JobSpec, KnownDocument, RemoteDocument
+from agent.models import DocState, JobSpec, KnownDocument, RemoteDocument
+from agent.state import document_events as changes
+from agent.state import document_queries as queries
 from agent.state import jobs
 from agent.state.database import Database
-from agent.state.journal import EMPTY, Journal, NewEvent
+from agent.state.journal import EMPTY, Journal
 from agent.state.tables import DocumentRow, JobRow
 
 CHUNK = 500  # remote ids per IN (...) list
 STREAM = 2000  # rows fetched at a time when streaming a whole source
 SETTLED_CHUNK = 1000  # listed documents compared per statement (4 parameters each)
 TABLE = cast(Table, DocumentRow.__table__)
-STATES = {state.value: state for state in DocState}  # a dict lookup costs less than DocState()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +84,13 @@ class Documents:
         known: dict[str, KnownDocument] = {}
         async with self.db.connect() as conn:
             if remote_ids is None:
-                rows = await conn.stream(KNOWN.execution_options(yield_per=STREAM), params)
+                rows = await conn.stream(queries.KNOWN.execution_options(yield_per=STREAM), params)
                 async for partition in rows.partitions():
-                    known.update((row[0], _known(row)) for row in partition)
+                    known.update((row[0], queries.known(row)) for row in partition)
                 return known
             for chunk in _chunks(list(remote_ids)):
-                for row in await conn.execute(KNOWN_OF, {**params, "ids": chunk}):
-                    known[row[0]] = _known(row)
+                for row in await conn.execute(queries.KNOWN_OF, {**params, "ids": chunk}):
+                    known[row[0]] = queries.known(row)
         return known
 
     async def unsettled(self, source: str, listed: Sequence[Listed]) -> set[str]:
@@ -107,7 +107,7 @@ class Documents:
                 metadata = any(row[3] is not None for row in chunk)
                 rows = chunk if metadata else (row[:3] for row in chunk)  # fewer to bind
                 params = (*itertools.chain.from_iterable(rows), source)
-                sql = _unsettled_sql(style, len(chunk), metadata=metadata)
+                sql = queries.unsettled_sql(style, len(chunk), metadata=metadata)
                 result = await conn.exec_driver_sql(sql, params)
                 found.update(row[0] for row in result)
         return found
@@ -212,7 +212,9 @@ class Documents:
                 }
                 statement = update(TABLE).where(TABLE.c.id == bindparam("row_id")).values(columns)
                 await conn.execute(statement, known)
-            events = [e for m in items for e in _mirrored_events(source, m, before, kept, note)]
+            events = [
+                e for m in items for e in changes.mirrored_events(source, m, before, kept, note)
+            ]
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)
         return list(items)
@@ -243,7 +245,9 @@ class Documents:
                 row.updated_at = now
                 s.add(row)
                 if state == DocState.FAILED:
-                    failed.append(_failed_event(source, doc, rel_path or row.rel_path, reason))
+                    failed.append(
+                        changes.failed_event(source, doc, rel_path or row.rel_path, reason)
+                    )
             skipped = [d.remote_id for d, st, _, _ in docs if st == DocState.SKIPPED]
             if skipped:
                 await jobs.drop_for_documents(s, source, skipped)
@@ -274,7 +278,7 @@ class Documents:
                     TABLE.c.remote_id.in_(chunk),
                     TABLE.c.state != DocState.REMOVED,
                 )
-                events += [_removed_event(source, row) for row in await conn.execute(gone)]
+                events += [changes.removed_event(source, row) for row in await conn.execute(gone)]
                 await conn.execute(
                     update(TABLE)
                     .where(TABLE.c.source == source, TABLE.c.remote_id.in_(chunk))
@@ -300,7 +304,7 @@ class Documents:
                 row = (await conn.execute(select(TABLE).where(where))).first()
                 if row is None or row.rel_path is None:
                     continue
-                events.append(_file_removed_event(source, row, data))
+                events.append(changes.file_removed_event(source, row, data))
                 forget = {"rel_path": None, "size": None, "digest": None, "mtime_ns": None}
                 await conn.execute(update(TABLE).where(where).values(**forget, updated_at=now))
             committed = await self.journal.append(conn, events)
@@ -326,7 +330,7 @@ class Documents:
                     )
                 )
                 if row is not None:
-                    events.append(_moved_event(source, row, rel_path))
+                    events.append(changes.moved_event(source, row, rel_path))
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)
 
@@ -356,10 +360,12 @@ class Documents:
             row.state, row.reason, row.updated_at = DocState.MIRRORED, None, self.db.clock()
             row.size, row.digest, row.mtime_ns = size, digest, mtime_ns
             await s.flush()
-            adopted = _change(
+            adopted = changes.added(
                 job.source, job.remote_id, job.version, job.rel_path, size=size, digest=digest
             )
-            committed = await self.journal.append(s, [_added_or_updated(adopted, before, EMPTY)])
+            committed = await self.journal.append(
+                s, [changes.added_or_updated(adopted, before, EMPTY)]
+            )
         self.journal.publish(committed)
         return True
 
@@ -397,87 +403,6 @@ def _mirrored_values(source: str, item: Mirrored, now: float) -> dict[str, Any]:
     }
 
 
-def _mirrored_events(
-    source: str,
-    item: Mirrored,
-    before: Mapping[str, tuple[str, str | None]],
-    kept: Mapping[str, str],
-    note: Mapping[str, object],
-) -> list[NewEvent]:
-    doc = item.doc
-    change = _change(
-        source, doc.remote_id, doc.version, item.rel_path, size=item.size, digest=item.digest
-    )
-    events = [_added_or_updated(change, before, note)]
-    if doc.remote_id in kept:
-        folder = item.rel_path.rpartition("/")[0]
-        copy = NewEvent(
-            EventType.LOCAL_COPY_KEPT,
-            source,
-            doc.remote_id,
-            doc.version,
-            f"{folder}/{kept[doc.remote_id]}" if folder else kept[doc.remote_id],
-            data={"document_path": item.rel_path},
-        )
-        events.insert(0, copy)
-    return events
-
-
-def _change(
-    source: str, remote_id: str, version: str, rel_path: str, *, size: int, digest: str
-) -> NewEvent:
-    return NewEvent(EventType.ADDED, source, remote_id, version, rel_path, size, digest)
-
-
-def _added_or_updated(
-    change: NewEvent, before: Mapping[str, tuple[str, str | None]], note: Mapping[str, object]
-) -> NewEvent:
-    """`document.updated` when the agent had mirrored a file of the document before."""
-    old_version, old_digest = before.get(change.document_id or "", ("", None))
-    if old_digest is None:
-        return replace(change, data=note)
-    data = {**note, "previous_version": old_version}
-    return replace(change, type=EventType.UPDATED, data=data)
-
-
-def _failed_event(
-    source: str, doc: RemoteDocument, rel_path: str | None, reason: str | None
-) -> NewEvent:
-    data = {"error": reason or "failed"}
-    return NewEvent(EventType.FAILED, source, doc.remote_id, doc.version, rel_path, data=data)
-
-
-def _removed_event(source: str, row: Any) -> NewEvent:
-    pruned = bool(row.prune and row.rel_path and row.state == DocState.MIRRORED)
-    return _file_removed_event(source, row, {"file_deleted": pruned})
-
-
-def _file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> NewEvent:
-    return NewEvent(
-        EventType.REMOVED,
-        source,
-        row.remote_id,
-        row.version,
-        row.rel_path,
-        row.size,
-        row.digest,
-        data={"file_deleted": True, **data},
-    )
-
-
-def _moved_event(source: str, row: Any, rel_path: str) -> NewEvent:
-    return NewEvent(
-        EventType.MOVED,
-        source,
-        row.remote_id,
-        row.version,
-        rel_path,
-        row.size,
-        row.digest,
-        data={"old_path": row.rel_path},
-    )
-
-
 def _new_row(source: str, doc: RemoteDocument, now: float) -> DocumentRow:
     return DocumentRow(
         source=source,
@@ -504,73 +429,6 @@ def _record(row: Any) -> DocumentRecord:
         row.metadata_hash,
         row.prune,
     )
-
-
-def _known_query() -> Any:
-    """Documents of a source (`:source`) with what the planner needs, and the version a
-    failed job of theirs waits to retry until its time (`:now`). Built once: a statement
-    built per window costs more than its rows."""
-    waiting = and_(
-        JobRow.source == TABLE.c.source,
-        JobRow.remote_id == TABLE.c.remote_id,
-        JobRow.next_retry_at > bindparam("now"),
-    )
-    return (
-        select(
-            TABLE.c.remote_id,
-            TABLE.c.version,
-            TABLE.c.rel_path,
-            TABLE.c.state,
-            TABLE.c.size,
-            TABLE.c.metadata_hash,
-            JobRow.version.label("waiting_version"),
-            TABLE.c.prune,
-            TABLE.c.mtime_ns,
-            TABLE.c.reason,
-        )
-        .outerjoin(JobRow, waiting)
-        .where(TABLE.c.source == bindparam("source"))
-    )
-
-
-KNOWN = _known_query()
-KNOWN_OF = KNOWN.where(TABLE.c.remote_id.in_(bindparam("ids", expanding=True)))
-
-
-def _known(row: Any) -> KnownDocument:
-    rid, version, rel_path, state, size, metadata_hash, waiting, prune, mtime_ns, reason = row
-    # by position: a Row's attribute lookup costs more than the rest of this function
-    return KnownDocument(
-        rid, version, rel_path, STATES[state], size, metadata_hash, waiting, prune, mtime_ns, reason
-    )
-
-
-@functools.cache
-def _unsettled_sql(paramstyle: str, rows: int, *, metadata: bool) -> str:
-    """The statement `Documents.unsettled` sends for `rows` listed documents (SQLite's `?`
-    or asyncpg's `$n` parameters; the listed values are typed text on PostgreSQL), with
-    or without the metadata hash column."""
-    numbered = itertools.count(1)
-
-    def slot() -> str:
-        return "?" if paramstyle == "qmark" else f"${next(numbered)}::text"
-
-    columns = 4 if metadata else 3
-    values = ", ".join(f"({', '.join(slot() for _ in range(columns))})" for _ in range(rows))
-    sql = (
-        f"WITH listed (rid, ver, path{', mhash' if metadata else ''}) "  # noqa: S608 - no input
-        f"AS (VALUES {values}) "
-        "SELECT listed.rid FROM listed LEFT OUTER JOIN documents AS d "
-        f"ON d.source = {slot()} AND d.remote_id = listed.rid "
-        f"WHERE d.id IS NULL OR d.state <> '{DocState.MIRRORED.value}' "
-        "OR d.version <> listed.ver OR d.rel_path IS NULL OR d.rel_path <> listed.path"
-    )
-    if metadata:
-        sql += (
-            " OR (listed.mhash IS NOT NULL "
-            "AND (d.metadata_hash IS NULL OR d.metadata_hash <> listed.mhash))"
-        )
-    return sql
 
 
 def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:

@@ -64,21 +64,28 @@ def finished(staging: Folder, name: str, job_id: int) -> Finished:
     return Finished(Download(doc, f"s/{name}"), lease, job, fetched, None)
 
 
+def committer_of(
+    store: HeldStore, fs: MirrorFS, staging: Folder, durability: Durability, flushed: list[Mirrored]
+) -> Committer:
+    """A committer of source "s" over the held store; a failed batch fails the test."""
+    return Committer(
+        store,  # type: ignore[arg-type]
+        fs,
+        staging,
+        "s",
+        write_metadata=False,
+        durability=durability,
+        on_flushed=lambda _batch, done: flushed.extend(done),
+        on_failed=lambda _batch, exc: pytest.fail(f"the batch failed: {exc}"),
+    )
+
+
 async def test_files_that_arrive_during_the_last_flush_are_committed_too(tmp_path: Path) -> None:
     fs = MirrorFS(tmp_path / "mirror")
     store = HeldStore()
     flushed: list[Mirrored] = []
     with contextlib.closing(Durability()) as durability, fs.open_staging() as staging:
-        committer = Committer(
-            store,  # type: ignore[arg-type]
-            fs,
-            staging,
-            "s",
-            write_metadata=False,
-            durability=durability,
-            on_flushed=lambda _batch, done: flushed.extend(done),
-            on_failed=lambda _batch, exc: pytest.fail(f"the batch failed: {exc}"),
-        )
+        committer = committer_of(store, fs, staging, durability, flushed)
         committer.add(finished(staging, "a.bin", 1))
         await store.inside.wait()  # the first batch has taken a.bin and is in flight
         committer.add(finished(staging, "b.bin", 2))
@@ -109,16 +116,7 @@ async def test_a_gathering_batch_commits_when_full_and_a_partial_one_waits(
     store = HeldStore()
     store.go.set()
     with contextlib.closing(Durability()) as durability, fs.open_staging() as staging:
-        committer = Committer(
-            store,  # type: ignore[arg-type]
-            fs,
-            staging,
-            "s",
-            write_metadata=False,
-            durability=durability,
-            on_flushed=lambda _batch, _done: None,
-            on_failed=lambda _batch, exc: pytest.fail(f"the batch failed: {exc}"),
-        )
+        committer = committer_of(store, fs, staging, durability, [])
         committer.add(finished(staging, "first", 0))  # the committer was idle: at once
         await committed_count(store, 1)
         for n in range(1, COMMIT_BATCH):

@@ -290,7 +290,14 @@ class Workers:
             except StateError as exc:  # the next beat tries again, well within the lease
                 get_logger().warning("job.heartbeat_failed", error=str(exc))
                 continue
-            lost = [lease.job_id for lease in leases if lease.job_id not in kept]
+            # a job committed (retired) or let go while the heartbeat ran was not lost
+            lost = [
+                lease.job_id
+                for lease in leases
+                if lease.job_id not in kept
+                and (held := self.held.get(lease.job_id)) is not None
+                and held.lease == lease
+            ]
             for job_id in lost:
                 get_logger().warning("job.lease_lost", job_id=job_id)
                 self.held.pop(job_id, None)

@@ -27,10 +27,7 @@ cost more CPU than running it.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -50,7 +47,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from agent.errors import LeaseLostError
 from agent.models import JobSpec, JobState, RemoteDocument
 from agent.state.database import Database
+from agent.state.job_records import (
+    Claimed,
+    JobLease,
+    JobView,
+    by_id,
+    claimed,
+    job_spec,
+    job_view,
+    new_job,
+    partial_name,
+    path_key,
+    queued_values,
+)
 from agent.state.tables import JobRow
+
+__all__ = ["Claimed", "JobLease", "JobView", "Jobs", "partial_name", "path_key"]
 
 ENQUEUE_BATCH = 500  # job rows written per transaction
 TABLE = cast(Table, JobRow.__table__)
@@ -99,60 +111,6 @@ RELEASE = (
     )
 )
 RETIRE = delete(TABLE).where(HELD_ALL).returning(TABLE.c.id)
-
-
-@dataclass(frozen=True, slots=True)
-class JobLease:
-    """One claim of a job: the fence of every write its holder makes."""
-
-    job_id: int
-    owner: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A job leased to this replica: what to download, and what an earlier attempt left.
-
-    `spec.temp_name` is this attempt's staging file. `partial` names the file holding the
-    bytes persisted so far (`spec.validator`, `spec.digest` describe it), when it is not
-    this attempt's own; `holder_may_live` says its writer did not release the job (its
-    lease expired), so it may still be writing to it.
-    """
-
-    spec: JobSpec
-    doc: RemoteDocument
-    lease: JobLease
-    partial: str | None
-    holder_may_live: bool
-
-
-@dataclass(frozen=True, slots=True)
-class JobView:
-    """A job as the status read model reports it (plain data, no user-facing words)."""
-
-    source: str
-    remote_id: str
-    rel_path: str
-    state: str
-    bytes_done: int
-    expected_size: int | None
-    attempts: int
-    last_error: str | None
-    error_kind: str | None
-    next_retry_at: float | None
-    owner: str | None = None
-    lease_until: float | None = None
-
-
-def partial_name(source: str, job_id: int, attempt: int) -> str:
-    """The staging file of one attempt at a job (ids are never reused, attempts only grow)."""
-    return f"{source}-{job_id}.{attempt}.part"
-
-
-def path_key(rel_path: str) -> str:
-    """How a mirror path is compared for claims: casefolded, for file systems that fold case."""
-    return rel_path.casefold()
 
 
 class Jobs:
@@ -356,7 +314,7 @@ class Jobs:
         if source is not None:
             query = query.where(TABLE.c.source == source)
         async with self.db.connect() as conn:
-            return [_view(r) for r in await conn.execute(query)]
+            return [job_view(r) for r in await conn.execute(query)]
 
     async def temp_names(self) -> set[str]:
         """The staging file names jobs own (every other staging file is stale): the file
@@ -378,7 +336,7 @@ class Jobs:
         query = select(TABLE).where(TABLE.c.digest.is_not(None) & unleased)
         async with self.db.connect() as conn:
             rows = await conn.execute(query)
-            return [(_spec(r, r.temp_name), r.bytes_done, r.digest or "") for r in rows]
+            return [(job_spec(r, r.temp_name), r.bytes_done, r.digest or "") for r in rows]
 
 
 async def retire_held(conn: Connection, leases: Sequence[JobLease]) -> set[int]:
@@ -477,8 +435,8 @@ def _lease_values(owner: str, now: float, seconds: float) -> dict[str, Any]:
 
 def _claimed_rows(rows: Any, *, exclusive: bool) -> list[Claimed]:
     """The claimed jobs, oldest first (on SQLite nobody else held them: see `_claimed`)."""
-    found = [_claimed(r, None if exclusive else r.previous_owner) for r in rows]
-    return sorted(found, key=_by_id)
+    found = [claimed(r, None if exclusive else r.previous_owner) for r in rows]
+    return sorted(found, key=by_id)
 
 
 async def _enqueue(
@@ -492,14 +450,14 @@ async def _enqueue(
     if stale:
         await conn.execute(delete(TABLE).where(TABLE.c.id.in_(stale)))
     fresh = [
-        _new_job(source, doc, rel_path, now)
+        new_job(source, doc, rel_path, now)
         for rid, (doc, rel_path) in wanted.items()
         if rid not in existing or existing[rid].id in stale
     ]
     if fresh:
         await conn.execute(insert(TABLE), fresh)
     again = [
-        {"job_id": r.id, **_queued_values(*wanted[rid])}
+        {"job_id": r.id, **queued_values(*wanted[rid])}
         for rid, r in existing.items()
         if r.id not in stale and r.state != JobState.ACTIVE
     ]
@@ -508,113 +466,3 @@ async def _enqueue(
         statement = update(TABLE).where(TABLE.c.id == bindparam("job_id")).values(values)
         await conn.execute(statement.values(state=JobState.QUEUED, updated_at=now), again)
     return len(fresh) + len(again)
-
-
-def _queued_values(doc: RemoteDocument, rel_path: str) -> dict[str, Any]:
-    return {
-        "rel_path": rel_path,
-        "path_key": path_key(rel_path),
-        "doc_json": _doc_json(doc),
-        "owner": None,
-        "lease_until": None,
-    }
-
-
-def _new_job(source: str, doc: RemoteDocument, rel_path: str, now: float) -> dict[str, Any]:
-    return {
-        "source": source,
-        "remote_id": doc.remote_id,
-        "version": doc.version,
-        "rel_path": rel_path,
-        "path_key": path_key(rel_path),
-        "attrs_json": json.dumps(dict(doc.attrs), sort_keys=True),
-        "doc_json": _doc_json(doc),
-        "state": JobState.QUEUED,
-        "expected_size": doc.size,
-        "bytes_done": 0,
-        "temp_name": "",  # no bytes yet; each attempt names its own file
-        "attempts": 0,
-        "attempt": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _doc_json(doc: RemoteDocument) -> str:
-    """The listed document as any replica needs it to download (attrs are kept apart)."""
-    fields = {
-        "name": doc.name,
-        "folder": list(doc.folder),
-        "size": doc.size,
-        "modified": doc.modified.isoformat() if doc.modified else None,
-        "locator": doc.locator,
-        "external_url": doc.external_url,
-        "metadata": doc.metadata,
-        "prune": doc.prune_when_removed,
-    }
-    return json.dumps(fields, sort_keys=True, default=str)
-
-
-def _document(row: Any, attrs: Mapping[str, str]) -> RemoteDocument:
-    fields = json.loads(row.doc_json)
-    modified = fields["modified"]
-    return RemoteDocument(
-        remote_id=row.remote_id,
-        version=row.version,
-        name=fields["name"],
-        folder=tuple(fields["folder"]),
-        size=fields["size"],
-        modified=datetime.fromisoformat(modified) if modified else None,
-        locator=fields["locator"],
-        attrs=attrs,
-        external_url=fields["external_url"],
-        metadata=fields["metadata"],
-        prune_when_removed=fields["prune"],
-    )
-
-
-def _claimed(row: Any, previous_owner: str | None) -> Claimed:
-    """A claimed row; `previous_owner` is who held it before (None: nobody, or, on SQLite,
-    a previous process: the instance lock says it is gone)."""
-    own = partial_name(row.source, row.id, row.attempt)
-    lease = JobLease(row.id, row.owner, row.attempt)
-    partial = row.temp_name if row.temp_name and row.temp_name != own else None
-    may_live = previous_owner is not None and previous_owner != row.owner
-    spec = _spec(row, own)
-    return Claimed(spec, _document(row, spec.attrs), lease, partial, holder_may_live=may_live)
-
-
-def _by_id(claimed: Claimed) -> int:
-    return claimed.lease.job_id
-
-
-def _spec(row: Any, temp_name: str) -> JobSpec:
-    return JobSpec(
-        job_id=row.id,
-        source=row.source,
-        remote_id=row.remote_id,
-        version=row.version,
-        rel_path=row.rel_path,
-        attrs=json.loads(row.attrs_json or "{}"),
-        expected_size=row.expected_size,
-        validator=row.validator,
-        temp_name=temp_name,
-        digest=row.digest,
-    )
-
-
-def _view(r: Any) -> JobView:
-    return JobView(
-        r.source,
-        r.remote_id,
-        r.rel_path,
-        r.state,
-        r.bytes_done,
-        r.expected_size,
-        r.attempts,
-        r.last_error,
-        r.error_kind,
-        r.next_retry_at,
-        r.owner,
-        r.lease_until,
-    )

@@ -269,7 +269,11 @@ class Workers:
                     for source in sources:
                         self._stop(source, exc)
             for job in claimed:
-                self._start(job)
+                self.held[job.lease.job_id] = job
+                if job.spec.source in self.failures:  # stopped while the claim ran: not now
+                    self._chore(self._give_back(job.spec.source, [(job.lease, job.spec.temp_name)]))
+                else:
+                    self._start(job)
             if not claimed:
                 await self._nap()
 
@@ -307,8 +311,7 @@ class Workers:
     # ------------------------------------------------------------ one job
 
     def _start(self, job: Claimed) -> None:
-        job_id = job.lease.job_id
-        self.held[job_id] = job
+        job_id = job.lease.job_id  # held since its claim
         task = asyncio.create_task(self._work(job), name=f"job:{job_id}")
         self.running[job_id] = (job.spec.source, task)
         self.active[job.spec.source] += 1

@@ -127,6 +127,7 @@ class Committer:
         self.pending: list[Finished] = []
         self.log = get_logger(source=source)
         self._arrived = asyncio.Event()
+        self._gathering = False  # a batch is gathering: only a full one needs to say so
         self._hurry = False
         self._closing = False
         self._last_flush = -FLUSH_INTERVAL
@@ -134,7 +135,8 @@ class Committer:
 
     def add(self, finished: Finished) -> None:
         self.pending.append(finished)
-        self._arrived.set()
+        if not self._gathering or len(self.pending) >= COMMIT_BATCH:
+            self._arrived.set()
 
     def hurry(self) -> None:
         """Nothing else is on its way: commit what is pending without waiting for more."""
@@ -185,13 +187,18 @@ class Committer:
     async def _gather(self) -> None:
         """Wait until the batch is full, time is up, or nobody should wait any longer."""
         deadline = self._last_flush + FLUSH_INTERVAL
-        while len(self.pending) < COMMIT_BATCH and not (self._closing or self._hurry):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+        self._gathering = True
+        try:
+            while len(self.pending) < COMMIT_BATCH and not (self._closing or self._hurry):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._arrived.wait()
+        finally:
+            self._gathering = False
 
     async def _flush(self, batch: Sequence[Finished]) -> list[Mirrored]:
         """Place and commit a batch; returns what was committed (jobs still held)."""
@@ -206,7 +213,9 @@ class Committer:
             return []
         ids = [f.item.doc.remote_id for f in batch]
         known = await self.store.documents.known(self.source, ids)
-        recorded = await self.store.documents.recorded_digests(self.source, list(known))
+        recorded = (  # documents new to the mirror (a first pass: all) have none
+            await self.store.documents.recorded_digests(self.source, list(known)) if known else {}
+        )
         placed = await off_loop(self._place_all, batch, known, recorded)
         committed = await self.store.documents.commit_mirrored(
             self.source,

@@ -1,9 +1,10 @@
 """The download workers of one replica: claim jobs under leases, download them, commit them.
 
 One feeder claims batches of jobs for the sources this replica serves, as long as it has
-room (`max_concurrent_downloads` running, as many again leased and waiting for a slot), and
-naps when there is nothing to claim until `wake()` is called (work was queued) or its poll
-interval passes (work queued elsewhere, a lease of a stopped replica ran out). Each claimed
+room (`max_concurrent_downloads` running, as many again leased and waiting for a slot, and a
+commit batch's worth verified and waiting for their commit), and naps when there is nothing
+to claim until `wake()` is called (work was queued), room for a quarter of that frees up, or
+its poll interval passes (work queued elsewhere, a lease of a stopped replica ran out). Each claimed
 job runs in its own task: an attempt (`agent.engine.attempt`: take over what an earlier
 attempt left, adopt the file in place or download it), then the file is handed to its
 source's committer. A heartbeat extends the leases of every job this replica holds, from
@@ -107,13 +108,17 @@ class Workers:
         self.runtimes = runtimes
         self.leases = leases
         self.slots = asyncio.Semaphore(concurrency)
-        self.capacity = concurrency * 2 + COMMIT_BATCH  # running, waiting for a slot or a commit
+        # running, leased waiting for a slot, and a commit batch verified waiting for their
+        # commit: small files fill whole batches instead of stalling the claims meanwhile
+        self.capacity = concurrency * 2 + COMMIT_BATCH
+        self.claim_at = max(1, self.capacity // 4)  # the room worth a claim
         self.fs = fs
         self.staging = staging
         self.attempts = Attempts(store, downloader, fs, staging, progress)
         self.tallies: dict[str, Tally] = {}
         self.held: dict[int, Claimed] = {}  # every job leased here, from claim to commit
         self.running: dict[int, tuple[str, asyncio.Task[None]]] = {}  # job id: source, task
+        self.active: Counter[str] = Counter()  # running tasks per source
         self.started: set[int] = set()
         self.serving: Counter[str] = Counter()
         self.failures: dict[str, BaseException] = {}
@@ -176,7 +181,8 @@ class Workers:
             self._settled.clear()
             self.wake()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), SETTLE_POLL)
+                async with asyncio.timeout(SETTLE_POLL):
+                    await self._settled.wait()
 
     async def fetch_one(
         self,
@@ -262,7 +268,7 @@ class Workers:
             room = self.capacity - len(self.held)
             sources = [s for s in self.serving if s not in self.failures]
             claimed: list[Claimed] = []
-            if sources and room >= max(1, self.capacity // 4):
+            if sources and room >= self.claim_at:
                 try:
                     claimed = await self.store.jobs.claim(
                         self.leases.owner, sources, room, self.leases.seconds, busy=list(self.held)
@@ -271,13 +277,18 @@ class Workers:
                     for source in sources:
                         self._stop(source, exc)
             for job in claimed:
-                self._start(job)
+                self.held[job.lease.job_id] = job
+                if job.spec.source in self.failures:  # stopped while the claim ran: not now
+                    self._chore(self._give_back(job.spec.source, [(job.lease, job.spec.temp_name)]))
+                else:
+                    self._start(job)
             if not claimed:
                 await self._nap()
 
     async def _nap(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.leases.poll)
+            async with asyncio.timeout(self.leases.poll):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _heartbeat(self) -> None:
@@ -291,7 +302,14 @@ class Workers:
             except StateError as exc:  # the next beat tries again, well within the lease
                 get_logger().warning("job.heartbeat_failed", error=str(exc))
                 continue
-            lost = [lease.job_id for lease in leases if lease.job_id not in kept]
+            # a job committed (retired) or let go while the heartbeat ran was not lost
+            lost = [
+                lease.job_id
+                for lease in leases
+                if lease.job_id not in kept
+                and (held := self.held.get(lease.job_id)) is not None
+                and held.lease == lease
+            ]
             for job_id in lost:
                 get_logger().warning("job.lease_lost", job_id=job_id)
                 self.held.pop(job_id, None)
@@ -301,10 +319,10 @@ class Workers:
     # ------------------------------------------------------------ one job
 
     def _start(self, job: Claimed) -> None:
-        job_id = job.lease.job_id
-        self.held[job_id] = job
+        job_id = job.lease.job_id  # held since its claim
         task = asyncio.create_task(self._work(job), name=f"job:{job_id}")
         self.running[job_id] = (job.spec.source, task)
+        self.active[job.spec.source] += 1
         task.add_done_callback(lambda ended: self._done(job, ended))
 
     def _done(self, job: Claimed, task: asyncio.Task[None]) -> None:
@@ -312,7 +330,8 @@ class Workers:
         one that raised (the state database failed while it recorded how the job ended)
         could not finish it: its job goes back to the queue here. An error stops the source."""
         job_id, source = job.lease.job_id, job.spec.source
-        self.running.pop(job_id, None)
+        if self.running.pop(job_id, None) is not None:
+            self.active[source] -= 1
         error = None if task.cancelled() else task.exception()
         if error is not None:
             get_logger(source=source).error(
@@ -364,6 +383,7 @@ class Workers:
         if mine:  # the others were lost already: another replica has them
             kept = [(lease, temp if size_of(self.staging, temp) else None) for lease, temp in mine]
             await self.store.jobs.release(kept)
+            self._room_freed()
 
     async def _give_back(self, source: str, items: Sequence[tuple[JobLease, str]]) -> None:
         """`_release` where nobody waits for it: when the state database cannot take the jobs
@@ -462,7 +482,7 @@ class Workers:
                 else:
                     tally.downloaded += 1
                     tally.bytes += finished.fetched.size
-        self._wake.set()  # room to claim more
+        self._room_freed()
         self._settled.set()
 
     def _flush_failed(self, source: str, batch: Sequence[Finished], exc: BaseException) -> None:
@@ -488,12 +508,21 @@ class Workers:
             raise failure
 
     def _after(self, source: str) -> None:
-        """A job of `source` is done here: room to claim, a reason to look at the queue."""
-        self._wake.set()
-        self._settled.set()
-        committer = self.committers.get(source)
-        if committer is not None and not self._tasks_of(source):
-            committer.hurry()
+        """A job of `source` is done here: maybe room to claim; when it was the source's last
+        running one, its pass may be settled and its committer need wait for nothing more."""
+        self._room_freed()
+        if self.active[source] <= 0:
+            self.active.pop(source, None)
+            self._settled.set()
+            committer = self.committers.get(source)
+            if committer is not None:
+                committer.hurry()
+
+    def _room_freed(self) -> None:
+        """Jobs left `held`: wake the feeder once there is room worth a claim (not for every
+        job, each wake-up a turn of its loop)."""
+        if self.capacity - len(self.held) >= self.claim_at:
+            self._wake.set()
 
     def _tasks_of(self, source: str) -> list[asyncio.Task[None]]:
         return [task for name, task in self.running.values() if name == source]

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from agent.errors import CorruptStateError, StateError
 from agent.log import get_logger
@@ -362,6 +363,10 @@ def _sqlite_begin(conn: Connection) -> None:
     connection committed in between SQLite refuses the upgrade at once ("database is
     locked") instead of waiting `busy_timeout`: the pass failed under load. `BEGIN IMMEDIATE`
     waits for the lock up front, so concurrent writers queue instead of failing.
+
+    Sent straight to aiosqlite's connection: one hop to its thread, where a statement through
+    SQLAlchemy's cursor takes three (open, execute, close), and every transaction begins.
     """
     immediate = conn.get_execution_options().get(WRITE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    driver: Any = conn.connection.driver_connection  # aiosqlite's, live as a transaction begins
+    await_only(driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN"))

@@ -14,25 +14,27 @@ picks rows no other replica is claiming; on SQLite the single writer serialises 
 whose lease expired, so a stopped replica's work moves on.
 
 The fence: every write a holder makes to its job (heartbeat, checkpoint, verification,
-failure, release, retirement) matches `id`, `owner` and `attempt` (`_held`). Once another
+failure, release, retirement) matches `id`, `owner` and `attempt` (`FENCE`). Once another
 replica claimed the job, `attempt` moved on and the late holder's writes match nothing:
 `LeaseLostError`, or the item drops out of a batch. Each attempt writes its own staging file
 (`partial_name`), so two holders never write the same file.
+
+The statements a job goes through on its way (claim, heartbeat, checkpoint, verification,
+retirement) are built once, with bound parameters (a batch's leases as one expanding
+`(id, attempt)` list): building and keying a statement per call, with a literal per job,
+cost more CPU than running it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     Table,
     bindparam,
-    case,
     delete,
     func,
     insert,
@@ -45,65 +47,70 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from agent.errors import LeaseLostError
 from agent.models import JobSpec, JobState, RemoteDocument
 from agent.state.database import Database
+from agent.state.job_records import (
+    Claimed,
+    JobLease,
+    JobView,
+    by_id,
+    claimed,
+    job_spec,
+    job_view,
+    new_job,
+    partial_name,
+    path_key,
+    queued_values,
+)
 from agent.state.tables import JobRow
+
+__all__ = ["Claimed", "JobLease", "JobView", "Jobs", "partial_name", "path_key"]
 
 ENQUEUE_BATCH = 500  # job rows written per transaction
 TABLE = cast(Table, JobRow.__table__)
 Connection = AsyncConnection | AsyncSession
 
-
-@dataclass(frozen=True, slots=True)
-class JobLease:
-    """One claim of a job: the fence of every write its holder makes."""
-
-    job_id: int
-    owner: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A job leased to this replica: what to download, and what an earlier attempt left.
-
-    `spec.temp_name` is this attempt's staging file. `partial` names the file holding the
-    bytes persisted so far (`spec.validator`, `spec.digest` describe it), when it is not
-    this attempt's own; `holder_may_live` says its writer did not release the job (its
-    lease expired), so it may still be writing to it.
-    """
-
-    spec: JobSpec
-    doc: RemoteDocument
-    lease: JobLease
-    partial: str | None
-    holder_may_live: bool
-
-
-@dataclass(frozen=True, slots=True)
-class JobView:
-    """A job as the status read model reports it (plain data, no user-facing words)."""
-
-    source: str
-    remote_id: str
-    rel_path: str
-    state: str
-    bytes_done: int
-    expected_size: int | None
-    attempts: int
-    last_error: str | None
-    error_kind: str | None
-    next_retry_at: float | None
-    owner: str | None = None
-    lease_until: float | None = None
-
-
-def partial_name(source: str, job_id: int, attempt: int) -> str:
-    """The staging file of one attempt at a job (ids are never reused, attempts only grow)."""
-    return f"{source}-{job_id}.{attempt}.part"
-
-
-def path_key(rel_path: str) -> str:
-    """How a mirror path is compared for claims: casefolded, for file systems that fold case."""
-    return rel_path.casefold()
+# The fence: the WHERE clause of every write a holder makes to its job (`_fence` binds it).
+FENCE = (
+    (TABLE.c.id == bindparam("job"))
+    & (TABLE.c.owner == bindparam("holder"))
+    & (TABLE.c.attempt == bindparam("claim"))
+)
+# The fence of a batch of one `holder`'s leases: `pairs` of (job id, attempt) (`_by_owner`).
+HELD_ALL = (TABLE.c.owner == bindparam("holder")) & tuple_(TABLE.c.id, TABLE.c.attempt).in_(
+    bindparam("pairs", expanding=True)
+)
+EXTEND = (
+    update(TABLE)
+    .where(HELD_ALL & (TABLE.c.state == JobState.ACTIVE))
+    .values(lease_until=bindparam("until"))
+    .returning(TABLE.c.id)
+)
+CHECKPOINT = (
+    update(TABLE)
+    .where(FENCE)
+    .values(
+        bytes_done=bindparam("done"),
+        validator=bindparam("validator_"),
+        temp_name=bindparam("temp"),
+        updated_at=bindparam("at"),
+    )
+)
+VERIFIED = (
+    update(TABLE)
+    .where(FENCE)
+    .values(bytes_done=bindparam("done"), digest=bindparam("digest_"), temp_name=bindparam("temp"))
+)
+RELEASE = (
+    update(TABLE)
+    .where(FENCE)
+    .values(
+        state=JobState.QUEUED,
+        owner=None,
+        lease_until=None,
+        temp_name=func.coalesce(bindparam("temp", type_=String), TABLE.c.temp_name),
+        updated_at=bindparam("at"),
+    )
+)
+RETIRE = delete(TABLE).where(HELD_ALL).returning(TABLE.c.id)
 
 
 class Jobs:
@@ -114,6 +121,11 @@ class Jobs:
         # SQLite has one process per state folder (the instance lock): the holder of a lease
         # it takes over is gone. On PostgreSQL it may be a stalled replica, still writing.
         self.exclusive = db.engine.dialect.name == "sqlite"
+        self._claim_batch = _claim_statement(_claimable_batch(), exclusive=self.exclusive)
+        # the rows of a batch of leases still held, locked against claims (PostgreSQL) until
+        # the transaction ends, so a write that follows changes exactly these
+        held = select(TABLE.c.id).where(HELD_ALL)
+        self._lock_held = held if self.exclusive else held.with_for_update()
 
     # ------------------------------------------------------------ passes
 
@@ -160,9 +172,12 @@ class Jobs:
         if not sources or limit <= 0:
             return []
         now = self.db.clock()
-        where = _claimable(now, busy) & TABLE.c.source.in_(list(sources))
+        params = {"sources": list(sources), "busy": list(busy), "limit": limit}
         async with self.db.begin() as conn:
-            return await self._claim(conn, where, limit, owner, now + seconds)
+            rows = await conn.execute(
+                self._claim_batch, {**params, **_lease_values(owner, now, seconds)}
+            )
+            return _claimed_rows(rows, exclusive=self.exclusive)
 
     async def claim_document(
         self, owner: str, source: str, doc: RemoteDocument, rel_path: str, seconds: float
@@ -172,83 +187,38 @@ class Jobs:
         another holder has it."""
         now = self.db.clock()
         where = _claimable(now, ()) & (TABLE.c.source == source)
+        statement = _claim_statement(
+            where & (TABLE.c.remote_id == doc.remote_id), exclusive=self.exclusive
+        )
         async with self.db.begin() as conn:
             await _enqueue(conn, source, [(doc, rel_path)], now)
-            found = await self._claim(
-                conn, where & (TABLE.c.remote_id == doc.remote_id), 1, owner, now + seconds
-            )
+            rows = await conn.execute(statement, {"limit": 1, **_lease_values(owner, now, seconds)})
+            found = _claimed_rows(rows, exclusive=self.exclusive)
         return found[0] if found else None
-
-    async def _claim(
-        self,
-        conn: AsyncConnection,
-        where: ColumnElement[bool],
-        limit: int,
-        owner: str,
-        until: float,
-    ) -> list[Claimed]:
-        """The claim statement (see the module docstring), oldest job first."""
-        values = {
-            "state": JobState.ACTIVE,
-            "owner": owner,
-            "lease_until": until,
-            "attempt": TABLE.c.attempt + 1,
-            "updated_at": self.db.clock(),
-        }
-        if self.exclusive:
-            picked = select(TABLE.c.id).where(where).order_by(TABLE.c.id).limit(limit)
-            statement = (
-                update(TABLE)
-                .where(TABLE.c.id.in_(picked.scalar_subquery()))
-                .values(values)
-                .returning(*TABLE.c)
-            )
-            rows = (await conn.execute(statement)).all()
-            return sorted((_claimed(r, None) for r in rows), key=_by_id)
-        cte = (
-            select(TABLE.c.id, TABLE.c.owner.label("previous_owner"))
-            .where(where)
-            .order_by(TABLE.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("picked")
-        )
-        statement = (
-            update(TABLE)
-            .where(TABLE.c.id == cte.c.id)
-            .values(values)
-            .returning(*TABLE.c, cte.c.previous_owner)
-        )
-        rows = (await conn.execute(statement)).all()
-        return sorted((_claimed(r, r.previous_owner) for r in rows), key=_by_id)
 
     async def extend(self, leases: Collection[JobLease], seconds: float) -> set[int]:
         """Heartbeat: extend these leases; returns the ids still held (the rest were lost)."""
         kept: set[int] = set()
-        now = self.db.clock()
+        until = self.db.clock() + seconds
         async with self.db.begin() as conn:
-            for owner, held in _by_owner(leases).items():
-                statement = (
-                    update(TABLE)
-                    .where(_held_all(owner, held) & (TABLE.c.state == JobState.ACTIVE))
-                    .values(lease_until=now + seconds)
-                    .returning(TABLE.c.id)
-                )
-                kept.update((await conn.scalars(statement)).all())
+            for owner, pairs in _by_owner(leases).items():
+                params = {"holder": owner, "pairs": pairs, "until": until}
+                kept.update((await conn.scalars(EXTEND, params)).all())
         return kept
 
     async def checkpoint(
         self, lease: JobLease, bytes_done: int, validator: str | None, temp_name: str
     ) -> None:
         """Persist how far the holder's staging file `temp_name` got (fenced)."""
-        values = {
-            "bytes_done": bytes_done,
-            "validator": validator,
-            "temp_name": temp_name,
-            "updated_at": self.db.clock(),
+        params = {
+            **_fence(lease),
+            "done": bytes_done,
+            "validator_": validator,
+            "temp": temp_name,
+            "at": self.db.clock(),
         }
         async with self.db.begin() as conn:
-            result = await conn.execute(update(TABLE).where(_held(lease)).values(values))
+            result = await conn.execute(CHECKPOINT, params)
         if result.rowcount == 0:
             raise LeaseLostError(f"job {lease.job_id} attempt {lease.attempt} was taken over")
 
@@ -261,19 +231,18 @@ class Jobs:
         """
         if not items:
             return set()
-        by_id = {lease.job_id: (size, digest, temp) for lease, size, digest, temp in items}
-        values = {
-            "bytes_done": case({i: v[0] for i, v in by_id.items()}, value=TABLE.c.id),
-            "digest": case({i: v[1] for i, v in by_id.items()}, value=TABLE.c.id),
-            "temp_name": case({i: v[2] for i, v in by_id.items()}, value=TABLE.c.id),
-        }
         kept: set[int] = set()
         async with self.db.begin() as conn:
-            for owner, held in _by_owner([lease for lease, *_ in items]).items():
-                statement = (
-                    update(TABLE).where(_held_all(owner, held)).values(values).returning(TABLE.c.id)
-                )
-                kept.update((await conn.scalars(statement)).all())
+            for owner, pairs in _by_owner([lease for lease, *_ in items]).items():
+                params = {"holder": owner, "pairs": pairs}
+                kept.update((await conn.scalars(self._lock_held, params)).all())
+            rows = [
+                {**_fence(lease), "done": size, "digest_": digest, "temp": temp}
+                for lease, size, digest, temp in items
+                if lease.job_id in kept
+            ]
+            if rows:  # one statement, executed for each row (still fenced)
+                await conn.execute(VERIFIED, rows)
         return kept
 
     async def failed(
@@ -303,24 +272,18 @@ class Jobs:
         if temp_name is not None:
             values["temp_name"] = temp_name
         async with self.db.begin() as conn:
-            result = await conn.execute(update(TABLE).where(_held(lease)).values(values))
+            result = await conn.execute(update(TABLE).where(FENCE).values(values), _fence(lease))
         return bool(result.rowcount)
 
     async def release(self, items: Sequence[tuple[JobLease, str | None]]) -> None:
         """Give jobs back to the queue (fenced): (lease, the staging file holding their bytes,
         if this attempt wrote one). A released job's partial is safe to take over at once."""
+        if not items:
+            return
         now = self.db.clock()
+        rows = [{**_fence(lease), "temp": temp, "at": now} for lease, temp in items]
         async with self.db.begin() as conn:
-            for lease, temp_name in items:
-                values: dict[str, Any] = {
-                    "state": JobState.QUEUED,
-                    "owner": None,
-                    "lease_until": None,
-                    "updated_at": now,
-                }
-                if temp_name is not None:
-                    values["temp_name"] = temp_name
-                await conn.execute(update(TABLE).where(_held(lease)).values(values))
+            await conn.execute(RELEASE, rows)
 
     async def release_all(self) -> int:
         """Queue again every job a previous process held (SQLite, under the instance lock,
@@ -351,7 +314,7 @@ class Jobs:
         if source is not None:
             query = query.where(TABLE.c.source == source)
         async with self.db.connect() as conn:
-            return [_view(r) for r in await conn.execute(query)]
+            return [job_view(r) for r in await conn.execute(query)]
 
     async def temp_names(self) -> set[str]:
         """The staging file names jobs own (every other staging file is stale): the file
@@ -373,16 +336,15 @@ class Jobs:
         query = select(TABLE).where(TABLE.c.digest.is_not(None) & unleased)
         async with self.db.connect() as conn:
             rows = await conn.execute(query)
-            return [(_spec(r, r.temp_name), r.bytes_done, r.digest or "") for r in rows]
+            return [(job_spec(r, r.temp_name), r.bytes_done, r.digest or "") for r in rows]
 
 
 async def retire_held(conn: Connection, leases: Sequence[JobLease]) -> set[int]:
     """Delete finished jobs still held under these leases, in the caller's transaction (the
     document rows are committed with it); returns the ids retired."""
     retired: set[int] = set()
-    for owner, held in _by_owner(leases).items():
-        statement = delete(TABLE).where(_held_all(owner, held)).returning(TABLE.c.id)
-        retired.update((await conn.scalars(statement)).all())
+    for owner, pairs in _by_owner(leases).items():
+        retired.update((await conn.scalars(RETIRE, {"holder": owner, "pairs": pairs})).all())
     return retired
 
 
@@ -403,25 +365,16 @@ async def drop_for_documents(conn: Connection, source: str, remote_ids: Sequence
     )
 
 
-def _held(lease: JobLease) -> ColumnElement[bool]:
-    """The fence: the WHERE clause of every write a holder makes to its job."""
-    return (
-        (TABLE.c.id == lease.job_id)
-        & (TABLE.c.owner == lease.owner)
-        & (TABLE.c.attempt == lease.attempt)
-    )
+def _fence(lease: JobLease) -> dict[str, Any]:
+    """The parameters of `FENCE` for one lease."""
+    return {"job": lease.job_id, "holder": lease.owner, "claim": lease.attempt}
 
 
-def _held_all(owner: str, leases: Collection[JobLease]) -> ColumnElement[bool]:
-    """The fence of a batch of one owner's leases."""
-    pairs = [(lease.job_id, lease.attempt) for lease in leases]
-    return (TABLE.c.owner == owner) & tuple_(TABLE.c.id, TABLE.c.attempt).in_(pairs)
-
-
-def _by_owner(leases: Collection[JobLease]) -> dict[str, list[JobLease]]:
-    grouped: dict[str, list[JobLease]] = {}
+def _by_owner(leases: Collection[JobLease]) -> dict[str, list[tuple[int, int]]]:
+    """The parameters of `HELD_ALL`: each owner's (job id, attempt) pairs."""
+    grouped: dict[str, list[tuple[int, int]]] = {}
     for lease in leases:
-        grouped.setdefault(lease.owner, []).append(lease)
+        grouped.setdefault(lease.owner, []).append((lease.job_id, lease.attempt))
     return grouped
 
 
@@ -438,6 +391,54 @@ def _claimable(now: float, busy: Collection[int]) -> ColumnElement[bool]:
     return TABLE.c.doc_json.is_not(None) & ((TABLE.c.state == JobState.QUEUED) | lapsed)
 
 
+def _claimable_batch() -> ColumnElement[bool]:
+    """`_claimable` of the `sources`, with `at` for now and `busy` as bound parameters."""
+    lapsed = (
+        (TABLE.c.state == JobState.ACTIVE)
+        & (func.coalesce(TABLE.c.lease_until, 0) < bindparam("at"))
+        & TABLE.c.id.not_in(bindparam("busy", expanding=True))
+    )
+    return (
+        TABLE.c.doc_json.is_not(None)
+        & ((TABLE.c.state == JobState.QUEUED) | lapsed)
+        & TABLE.c.source.in_(bindparam("sources", expanding=True))
+    )
+
+
+def _claim_statement(where: ColumnElement[bool], *, exclusive: bool) -> Any:
+    """The claim (see the module docstring): lease up to `limit` jobs matching `where`, the
+    oldest first, to `claimer` until `until`, returning their rows (on PostgreSQL with the
+    owner each had before)."""
+    values = {
+        "state": JobState.ACTIVE,
+        "owner": bindparam("claimer"),
+        "lease_until": bindparam("until"),
+        "attempt": TABLE.c.attempt + 1,
+        "updated_at": bindparam("at"),
+    }
+    picked = select(TABLE.c.id).where(where).order_by(TABLE.c.id).limit(bindparam("limit"))
+    if exclusive:
+        statement = update(TABLE).where(TABLE.c.id.in_(picked.scalar_subquery()))
+        return statement.values(values).returning(*TABLE.c)
+    cte = (
+        picked.add_columns(TABLE.c.owner.label("previous_owner"))
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    statement = update(TABLE).where(TABLE.c.id == cte.c.id).values(values)
+    return statement.returning(*TABLE.c, cte.c.previous_owner)
+
+
+def _lease_values(owner: str, now: float, seconds: float) -> dict[str, Any]:
+    return {"claimer": owner, "until": now + seconds, "at": now}
+
+
+def _claimed_rows(rows: Any, *, exclusive: bool) -> list[Claimed]:
+    """The claimed jobs, oldest first (on SQLite nobody else held them: see `_claimed`)."""
+    found = [claimed(r, None if exclusive else r.previous_owner) for r in rows]
+    return sorted(found, key=by_id)
+
+
 async def _enqueue(
     conn: AsyncConnection, source: str, items: Sequence[tuple[RemoteDocument, str]], now: float
 ) -> int:
@@ -449,14 +450,14 @@ async def _enqueue(
     if stale:
         await conn.execute(delete(TABLE).where(TABLE.c.id.in_(stale)))
     fresh = [
-        _new_job(source, doc, rel_path, now)
+        new_job(source, doc, rel_path, now)
         for rid, (doc, rel_path) in wanted.items()
         if rid not in existing or existing[rid].id in stale
     ]
     if fresh:
         await conn.execute(insert(TABLE), fresh)
     again = [
-        {"job_id": r.id, **_queued_values(*wanted[rid])}
+        {"job_id": r.id, **queued_values(*wanted[rid])}
         for rid, r in existing.items()
         if r.id not in stale and r.state != JobState.ACTIVE
     ]
@@ -465,112 +466,3 @@ async def _enqueue(
         statement = update(TABLE).where(TABLE.c.id == bindparam("job_id")).values(values)
         await conn.execute(statement.values(state=JobState.QUEUED, updated_at=now), again)
     return len(fresh) + len(again)
-
-
-def _queued_values(doc: RemoteDocument, rel_path: str) -> dict[str, Any]:
-    return {
-        "rel_path": rel_path,
-        "path_key": path_key(rel_path),
-        "doc_json": _doc_json(doc),
-        "owner": None,
-        "lease_until": None,
-    }
-
-
-def _new_job(source: str, doc: RemoteDocument, rel_path: str, now: float) -> dict[str, Any]:
-    return {
-        "source": source,
-        "remote_id": doc.remote_id,
-        "version": doc.version,
-        "rel_path": rel_path,
-        "path_key": path_key(rel_path),
-        "attrs_json": json.dumps(dict(doc.attrs), sort_keys=True),
-        "doc_json": _doc_json(doc),
-        "state": JobState.QUEUED,
-        "expected_size": doc.size,
-        "bytes_done": 0,
-        "temp_name": "",  # no bytes yet; each attempt names its own file
-        "attempts": 0,
-        "attempt": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _doc_json(doc: RemoteDocument) -> str:
-    """The listed document as any replica needs it to download (attrs are kept apart)."""
-    fields = {
-        "name": doc.name,
-        "folder": list(doc.folder),
-        "size": doc.size,
-        "modified": doc.modified.isoformat() if doc.modified else None,
-        "locator": doc.locator,
-        "external_url": doc.external_url,
-        "metadata": doc.metadata,
-        "prune": doc.prune_when_removed,
-    }
-    return json.dumps(fields, sort_keys=True, default=str)
-
-
-def _document(row: Any) -> RemoteDocument:
-    fields = json.loads(row.doc_json)
-    modified = fields["modified"]
-    return RemoteDocument(
-        remote_id=row.remote_id,
-        version=row.version,
-        name=fields["name"],
-        folder=tuple(fields["folder"]),
-        size=fields["size"],
-        modified=datetime.fromisoformat(modified) if modified else None,
-        locator=fields["locator"],
-        attrs=json.loads(row.attrs_json or "{}"),
-        external_url=fields["external_url"],
-        metadata=fields["metadata"],
-        prune_when_removed=fields["prune"],
-    )
-
-
-def _claimed(row: Any, previous_owner: str | None) -> Claimed:
-    """A claimed row; `previous_owner` is who held it before (None: nobody, or, on SQLite,
-    a previous process: the instance lock says it is gone)."""
-    own = partial_name(row.source, row.id, row.attempt)
-    lease = JobLease(row.id, row.owner, row.attempt)
-    partial = row.temp_name if row.temp_name and row.temp_name != own else None
-    may_live = previous_owner is not None and previous_owner != row.owner
-    return Claimed(_spec(row, own), _document(row), lease, partial, holder_may_live=may_live)
-
-
-def _by_id(claimed: Claimed) -> int:
-    return claimed.lease.job_id
-
-
-def _spec(row: Any, temp_name: str) -> JobSpec:
-    return JobSpec(
-        job_id=row.id,
-        source=row.source,
-        remote_id=row.remote_id,
-        version=row.version,
-        rel_path=row.rel_path,
-        attrs=json.loads(row.attrs_json or "{}"),
-        expected_size=row.expected_size,
-        validator=row.validator,
-        temp_name=temp_name,
-        digest=row.digest,
-    )
-
-
-def _view(r: Any) -> JobView:
-    return JobView(
-        r.source,
-        r.remote_id,
-        r.rel_path,
-        r.state,
-        r.bytes_done,
-        r.expected_size,
-        r.attempts,
-        r.last_error,
-        r.error_kind,
-        r.next_retry_at,
-        r.owner,
-        r.lease_until,
-    )

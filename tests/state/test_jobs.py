@@ -179,6 +179,33 @@ async def test_a_late_holder_can_neither_checkpoint_nor_verify_nor_commit_nor_fa
     }
 
 
+async def test_a_batch_writes_each_held_job_its_own_values_and_skips_the_lost_one(
+    store: Store, clock: ManualClock
+) -> None:
+    await queue(store, doc("a"), doc("b"), doc("c"))
+    a, b, c = await store.jobs.claim(ME, [SRC], 3, LEASE)
+    clock.now += LEASE / 2
+    assert await store.jobs.extend([a.lease, c.lease], LEASE) == {a.lease.job_id, c.lease.job_id}
+    clock.now += LEASE / 2 + 1
+    (taken,) = await store.jobs.claim(OTHER, [SRC], 3, LEASE)  # b's lease ran out
+    assert taken.lease.job_id == b.lease.job_id
+
+    kept = await store.jobs.mark_verified(
+        [(j.lease, size, f"blake3:{size}", f"{size}.part") for j, size in ((a, 1), (b, 2), (c, 3))]
+    )
+
+    assert kept == {a.lease.job_id, c.lease.job_id}
+    assert await store.jobs.verified() == []  # a and c are leased: left to their holder
+    # released, a keeps the staging file it was verified in, c names another; b is not ours
+    await store.jobs.release([(a.lease, None), (b.lease, "late.part"), (c.lease, "c.part")])
+    found = {
+        s.remote_id: (size, digest, s.temp_name) for s, size, digest in await store.jobs.verified()
+    }
+    assert found == {"a": (1, "blake3:1", "1.part"), "c": (3, "blake3:3", "c.part")}
+    (other,) = [v for v in await store.jobs.views() if v.remote_id == "b"]
+    assert (other.owner, other.bytes_done, other.state) == (OTHER, 0, JobState.ACTIVE)
+
+
 async def test_a_released_job_is_claimable_at_once_and_its_partial_is_safe(
     store: Store, clock: ManualClock
 ) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import IO
 
 from agent.config import Config, SourceConfig
+from agent.engine.heartbeat import LeaseSettings
 from agent.engine.ondemand import FetchResult, fetch_now
 from agent.engine.sync import Engine, Progress, SourceRuntime
-from agent.engine.workers import LeaseSettings
 from agent.errors import (
     AgentError,
     AlreadyRunningError,

@@ -24,8 +24,10 @@ from typing import Any
 
 from agent.config import AgentConfig, SourceConfig
 from agent.engine.commit import finish
+from agent.engine.heartbeat import LeaseSettings
 from agent.engine.listing import Listed, Lister
-from agent.engine.workers import LeaseSettings, Progress, Tally, Workers
+from agent.engine.tally import Tally
+from agent.engine.workers import Progress, Workers
 from agent.errors import StateError
 from agent.log import get_logger
 from agent.models import PassStats

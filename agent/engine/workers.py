@@ -3,13 +3,13 @@
 One feeder claims batches of jobs for the sources this replica serves, as long as it has
 room (`max_concurrent_downloads` running, as many again leased and waiting for a slot, and a
 commit batch's worth verified and waiting for their commit), and naps when there is nothing
-to claim until `wake()` is called (work was queued), room for a quarter of that frees up, or
-its poll interval passes (work queued elsewhere, a lease of a stopped replica ran out). Each claimed
-job runs in its own task: an attempt (`agent.engine.attempt`: take over what an earlier
+to claim until `wake()` is called (work was queued), room for a quarter of that frees up,
+or its poll interval passes (work queued elsewhere, a lease of a stopped replica ran out).
+Each claimed job runs in its own task: an attempt (`agent.engine.attempt`: take over what an earlier
 attempt left, adopt the file in place or download it), then the file is handed to its
-source's committer. A heartbeat extends the leases of every job this replica holds, from
-claim to commit; a job whose lease was lost meanwhile is cancelled, and its fenced
-writes would be refused anyway.
+source's committer. A heartbeat (`agent.engine.heartbeat`) extends the leases of every job
+this replica holds, from claim to commit; a job whose lease was lost meanwhile is
+cancelled, and its fenced writes would be refused anyway.
 
 A job that meets an error the source cannot get past (`FatalSourceError`: credentials
 rejected) or the state database failing stops its source: the source's other downloads are
@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.engine.attempt import Attempts, Progress
 from agent.engine.commit import COMMIT_BATCH, Committer, Finished, finish
 from agent.engine.handoff import size_of
+from agent.engine.heartbeat import LeaseSettings, heartbeat
 from agent.engine.plan import Download
+from agent.engine.tally import Tally
 from agent.errors import (
     DiskSpaceError,
     DocumentError,
@@ -54,39 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["LeaseSettings", "Progress", "Tally", "Workers"]
 
 SETTLE_POLL = 1.0  # seconds between looks at the queue while a pass waits for it
-HEARTBEATS_PER_LEASE = 3
-RECENT_ERRORS = 16  # failure descriptions kept per source for the pass summary
-
-
-@dataclass
-class Tally:
-    """What this replica's workers did for one source (totals; a pass takes a difference)."""
-
-    downloaded: int = 0
-    adopted: int = 0
-    failed: int = 0
-    skipped: int = 0
-    bytes: int = 0
-    errors: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))  # newest
-
-    def copy(self) -> Tally:
-        return Tally(
-            self.downloaded,
-            self.adopted,
-            self.failed,
-            self.skipped,
-            self.bytes,
-            self.errors.copy(),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseSettings:
-    """Who this replica is and how its leases run."""
-
-    owner: str
-    seconds: float  # a lease's length; heartbeats renew it three times as often
-    poll: float  # seconds between claim attempts when there was nothing to claim
 
 
 class Workers:
@@ -292,29 +261,20 @@ class Workers:
         self._wake.clear()
 
     async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.leases.seconds / HEARTBEATS_PER_LEASE)
-            if not self.held:
-                continue
-            leases = [c.lease for c in self.held.values()]
-            try:
-                kept = await self.store.jobs.extend(leases, self.leases.seconds)
-            except StateError as exc:  # the next beat tries again, well within the lease
-                get_logger().warning("job.heartbeat_failed", error=str(exc))
-                continue
-            # a job committed (retired) or let go while the heartbeat ran was not lost
-            lost = [
-                lease.job_id
-                for lease in leases
-                if lease.job_id not in kept
-                and (held := self.held.get(lease.job_id)) is not None
-                and held.lease == lease
-            ]
-            for job_id in lost:
-                get_logger().warning("job.lease_lost", job_id=job_id)
-                self.held.pop(job_id, None)
-                if job_id in self.running:
-                    self.running[job_id][1].cancel("lease lost")
+        await heartbeat(self.store.jobs, self.leases, self._held_leases, self._lease_lost)
+
+    def _held_leases(self) -> list[JobLease]:
+        return [c.lease for c in self.held.values()]
+
+    def _lease_lost(self, lease: JobLease) -> None:
+        """A job's lease ran out or was taken while it was held: let the job go at once."""
+        held = self.held.get(lease.job_id)
+        if held is None or held.lease != lease:
+            return  # committed (retired) or let go while the heartbeat ran: not lost
+        get_logger().warning("job.lease_lost", job_id=lease.job_id)
+        self.held.pop(lease.job_id, None)
+        if lease.job_id in self.running:
+            self.running[lease.job_id][1].cancel("lease lost")
 
     # ------------------------------------------------------------ one job
 

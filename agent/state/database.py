@@ -350,7 +350,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     dbapi_connection.isolation_level = None  # the driver stays out: `_sqlite_begin` begins
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: every commit reaches the disk. NORMAL would lose the last commits to a power cut,
+    # and with them journal entries readers had seen, whose `seq` a new entry could take.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

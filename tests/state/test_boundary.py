@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import StateError
-from agent.state.database import describe_url
+from agent.state.database import Database, describe_url
 from agent.state.store import Store
 
 
@@ -87,3 +87,14 @@ def test_urls_are_named_without_password_or_query() -> None:
     assert describe_url("sqlite+aiosqlite:////var/lib/sync-agent/state.db") == (
         "/var/lib/sync-agent/state.db"
     )
+
+
+async def test_sqlite_commits_reach_the_disk_so_journal_numbers_never_repeat(
+    tmp_path: Path,
+) -> None:
+    """Every SQLite commit is synced (synchronous=FULL, 2), not only at WAL checkpoints:
+    a power cut may not take back journal entries that readers already hold the `seq` of."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    async with Database.open(url, tmp_path) as db, db.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2
+        assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"

@@ -11,6 +11,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
+
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -46,8 +48,7 @@ class EventType(StrEnum):
     PASS_COMPLETED = "source.pass_completed"  # noqa: S105 - a pass ended; counts in `data`
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteDocument:
+class RemoteDocument(msgspec.Struct, frozen=True):
     """One downloadable thing as a source lists it, already free of vendor field names.
 
     `remote_id` is unique within the source; `version` changes whenever the content does.
@@ -63,7 +64,7 @@ class RemoteDocument:
     size: int | None = None
     modified: datetime | None = None
     locator: str | None = None
-    attrs: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    attrs: Mapping[str, str] = EMPTY
     skip_reason: str | None = None
     external_url: str | None = None
     metadata: Mapping[str, Any] | None = None

@@ -24,7 +24,9 @@ agent had mirrored one, stays (`on_filter_exclude = "keep"`, no longer updated) 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
 
 from agent.config import SourceConfig
 from agent.config.globs import compile_glob

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+from msgspec.structs import replace
 
 from agent.engine.filters import FILTER_PREFIX, Filters, excluded_by, path_in_source
 from agent.engine.handoff import size_of

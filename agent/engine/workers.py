@@ -23,8 +23,9 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
+
+from msgspec.structs import replace
 
 from agent.engine.attempt import Attempts, Progress
 from agent.engine.commit import COMMIT_BATCH, Committer, Finished, finish

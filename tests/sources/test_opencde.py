@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -450,7 +451,7 @@ async def test_second_poll_sends_if_none_match_and_reuses_the_cached_result_on_3
     (poll,) = env.sandbox.log.records  # one request, nothing else
     assert poll.headers["if-none-match"] == cached["etag"]
     assert again.name == "from-cache.pdf"
-    assert replace(again, name="plan.pdf") == first[0]
+    assert msgspec.structs.replace(again, name="plan.pdf") == first[0]
 
 
 async def test_a_running_source_follows_selection_changes_and_new_versions(env: Env) -> None:

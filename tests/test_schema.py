@@ -13,10 +13,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from agent.state.database import MIGRATIONS, SCHEMA_HEAD, upgrade
+from agent.state.database import MIGRATIONS, SCHEMA_HEAD, migrate, upgrade
 from agent.state.tables import Base
 
 
@@ -49,9 +49,92 @@ def test_the_store_knows_the_newest_migration() -> None:
 
 async def test_migrations_produce_the_declared_tables(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(upgrade)
+        await conn.run_sync(migrate)
         differences = await conn.run_sync(_differences)
     assert differences == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_new_database_gets_the_schema_the_migrations_build(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The shortcut for an empty database (the declarations, stamped at the head) and the
+    whole migration chain leave the same tables, columns, defaults, keys and indexes."""
+    schemas = []
+    for road in (migrate, upgrade):
+        if backend == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / road.__name__}.db"
+        else:
+            postgres = request.getfixturevalue("postgres")
+            url = postgres.url(await postgres.create_database())
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(road)
+                schemas.append(await conn.run_sync(_schema))
+        finally:
+            await engine.dispose()
+    assert schemas[0] == schemas[1]
+    assert schemas[1]["alembic_version"]["rows"] == [(SCHEMA_HEAD,)]
+
+
+async def test_an_empty_database_is_created_without_alembic(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> None:
+        raise AssertionError("Alembic ran on an empty database")
+
+    monkeypatch.setattr(command, "upgrade", refuse)
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade)
+        differences = await conn.run_sync(_differences)
+        revision = await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+    assert differences == []
+    assert revision == SCHEMA_HEAD
+
+
+def _schema(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Every table as the database describes it, in an order that does not depend on
+    the order columns were added in."""
+    inspector = inspect(conn)
+    schema: dict[str, dict[str, Any]] = {}
+    for table in inspector.get_table_names():
+        columns = inspector.get_columns(table)
+        schema[table] = {
+            "columns": sorted(
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in columns
+            ),
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), i["unique"])
+                for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)
+            ),
+            "foreign_keys": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"])
+                for f in inspector.get_foreign_keys(table)
+            ),
+            "sql": _autoincrement(conn, table),
+        }
+    schema["alembic_version"]["rows"] = conn.execute(
+        text("SELECT version_num FROM alembic_version")
+    ).all()
+    return schema
+
+
+def _autoincrement(conn: Connection, table: str) -> bool | None:
+    """Whether SQLite never reuses the table's row ids (AUTOINCREMENT), which
+    the inspector does not report; None on other databases."""
+    if conn.dialect.name != "sqlite":
+        return None
+    sql = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": table}
+    ).scalar_one()
+    return "AUTOINCREMENT" in str(sql).upper()
 
 
 async def test_an_up_to_date_database_is_not_migrated_again(

@@ -28,7 +28,18 @@ from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 from cryptography.fernet import Fernet
-from sqlalchemy import Connection, event, inspect, make_url, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    event,
+    inspect,
+    make_url,
+    text,
+)
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -42,6 +53,7 @@ from sqlalchemy.util import await_only
 from agent.errors import CorruptStateError, StateError
 from agent.log import get_logger
 from agent.state import damage
+from agent.state.tables import Base
 
 Clock = Callable[[], float]
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -49,6 +61,13 @@ SCHEMA_HEAD = "0007"  # the newest migration; tests/test_schema.py keeps it equa
 MIGRATION_LOCK = 0x73796E63  # PostgreSQL advisory lock held while migrating: one migrator
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 _ADAPTED = re.compile(r"^<class '[\w.]+'>: ")  # how SQLAlchemy's asyncpg adapter prefixes
+# Alembic's own version table, as `alembic stamp` creates it (alembic.runtime.migration)
+VERSION_TABLE = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
 WRITE = "sync_agent_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
 
 
@@ -236,11 +255,25 @@ def _create_key(key_file: Path) -> None:
 
 
 def upgrade(connection: Connection) -> None:
-    """Apply the migrations the database lacks (Alembic is imported only when needed)."""
+    """Apply the migrations the database lacks (Alembic is imported only when needed).
+
+    A database without a table yet gets the newest schema at once, from the tables'
+    declarations, stamped with the head revision as Alembic stamps it: 0.06 s here instead
+    of 0.4 s for importing Alembic and running every migration, at every first start (the
+    test suite checks both roads build the same schema).
+    """
     if connection.dialect.name == "postgresql":  # replicas starting together migrate once
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-    if _current_revision(connection) == SCHEMA_HEAD:
+    tables = inspect(connection).get_table_names()
+    if not tables:
+        create_head(connection)
         return
+    if _current_revision(connection, tables) != SCHEMA_HEAD:
+        migrate(connection)
+
+
+def migrate(connection: Connection) -> None:
+    """Run Alembic's migrations from the database's revision up to the head."""
     from alembic import command  # noqa: PLC0415 - a start-up cost only when migrating
     from alembic.config import Config as AlembicConfig  # noqa: PLC0415
 
@@ -250,8 +283,15 @@ def upgrade(connection: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-def _current_revision(connection: Connection) -> str | None:
-    if not inspect(connection).has_table("alembic_version"):
+def create_head(connection: Connection) -> None:
+    """Create every table of the newest schema in an empty database, stamped at the head."""
+    Base.metadata.create_all(connection)
+    VERSION_TABLE.create(connection)
+    connection.execute(VERSION_TABLE.insert().values(version_num=SCHEMA_HEAD))
+
+
+def _current_revision(connection: Connection, tables: list[str]) -> str | None:
+    if VERSION_TABLE.name not in tables:
         return None
     revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     return None if revision is None else str(revision)

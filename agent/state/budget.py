@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 
 from agent.state.database import Database
+from agent.state.dialects import insert_for
 from agent.state.tables import RateBudgetRow
 
 _GRANT = text(
@@ -201,6 +201,7 @@ class SharedBudget:
             "paused_until": 0.0,
         }
         async with self.db.begin() as conn:
+            insert = insert_for("postgresql")
             await conn.execute(insert(RateBudgetRow).values(row).on_conflict_do_nothing())
         self._row_exists = True
 

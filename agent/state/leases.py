@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agent.state.database import Database
+from agent.state.dialects import insert_for
 from agent.state.tables import PassLeaseRow
 
 TABLE = cast(Table, PassLeaseRow.__table__)
@@ -84,5 +84,4 @@ class PassLeases:
     @staticmethod
     def _row(dialect: str, source: str) -> Any:
         """INSERT the source's row unless it exists (each backend's own upsert)."""
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        return insert(TABLE).values(source=source).on_conflict_do_nothing()
+        return insert_for(dialect)(TABLE).values(source=source).on_conflict_do_nothing()

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.errors import StateError
 from agent.log import get_logger
 from agent.models import JobState
 from agent.state.database import Database
+from agent.state.dialects import insert_for
 from agent.state.replica import ReplicaId
 from agent.state.tables import JobRow, PassLeaseRow, PassRequestRow, ReplicaRow
 
@@ -193,7 +193,6 @@ async def upsert(
     conn: AsyncConnection, table: Table, values: dict[str, Any], key: Sequence[str]
 ) -> None:
     """INSERT, or UPDATE the row with the same `key` columns (SQLite and PostgreSQL alike)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(values)
+    statement = insert_for(conn.dialect.name)(table).values(values)
     changed = {k: statement.excluded[k] for k in values if k not in key}
     await conn.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changed))

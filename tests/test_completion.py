@@ -82,6 +82,28 @@ def test_bash_script_parses_and_completes(scripts: dict[str, str], tmp_path: Pat
     assert result.stdout.split() == ["init", "huddle"], result.stderr
 
 
+def test_bash_completes_file_names_after_the_options_that_take_one(
+    scripts: dict[str, str], tmp_path: Path
+) -> None:
+    """--config, init --output and get --output complete file names; others do not."""
+    path = syntax_checked("bash", "-n", scripts["bash"], tmp_path / "sync-agent.bash")
+    (tmp_path / "mirror.toml").write_text("")
+    probe = (
+        f"cd {tmp_path}; source {path}\n"
+        'complete_words() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1));'
+        ' COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMPREPLY=();'
+        ' _shtab_sync_agent sync-agent "${COMP_WORDS[COMP_CWORD]}";'
+        ' printf "%s\\n" "${COMPREPLY[@]}"; echo --; }\n'
+        "complete_words sync-agent --config mirr\n"
+        "complete_words sync-agent init --output mirr\n"
+        "complete_words sync-agent get --output mirr\n"
+        "complete_words sync-agent sync --source mirr\n"
+    )
+    result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=False)
+    answers = [part.split() for part in result.stdout.split("--\n")][:4]
+    assert answers == [["mirror.toml"]] * 3 + [[]], result.stdout + result.stderr
+
+
 def test_zsh_script_parses(scripts: dict[str, str], tmp_path: Path) -> None:
     """zsh -n (syntax only) accepts the zsh script."""
     syntax_checked("zsh", "-n", scripts["zsh"], tmp_path / "_sync-agent")

@@ -8,11 +8,8 @@ import contextlib
 import json
 import os
 import sys
-import webbrowser
 from collections.abc import Mapping
 from pathlib import Path
-
-import shtab
 
 from agent import starter
 from agent.agent import Agent, PassOutcome, acquire_lock
@@ -240,7 +237,7 @@ async def cmd_login(args: argparse.Namespace) -> int:
 
     config = load(args)
     async with _opencde_context(config, args.name) as ctx:
-        await login(ctx, listen=config.agent.listen, open_url=webbrowser.open, timeout=args.timeout)
+        await login(ctx, listen=config.agent.listen, open_url=_open_browser, timeout=args.timeout)
     print(f"{args.name}: signed in; tokens stored in the state database")
     return EXIT_OK
 
@@ -256,7 +253,7 @@ async def cmd_select(args: argparse.Namespace) -> int:
             return EXIT_OK if removed else EXIT_FAILURES
         if not args.list:
             await flows.select(
-                ctx, listen=config.agent.listen, open_url=webbrowser.open, timeout=args.timeout
+                ctx, listen=config.agent.listen, open_url=_open_browser, timeout=args.timeout
             )
         for item in await flows.list_selection(ctx):
             print(f"{item.document_id}\t{item.title}")
@@ -309,8 +306,16 @@ def _check_written(path: Path) -> int:
         return EXIT_CONFIG
 
 
+def _open_browser(url: str) -> bool:
+    import webbrowser  # noqa: PLC0415 - for the browser commands only
+
+    return webbrowser.open(url)
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
-    print(shtab.complete(build_parser(), shell=args.shell), end="")
+    import shtab  # noqa: PLC0415 - 45 ms of every start here, for this command only
+
+    print(shtab.complete(build_parser(for_completion=True), shell=args.shell), end="")
     return EXIT_OK
 
 

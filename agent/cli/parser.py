@@ -1,27 +1,27 @@
 """The `sync-agent` argument parser: every command and option, and the completion scripts
-generated from it (shtab)."""
+generated from it (shtab, imported only for them)."""
 
 from __future__ import annotations
 
 import argparse
-
-import shtab
+from typing import Any
 
 from agent import __version__
 from agent.config import SOURCE_TYPES
 
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
+FILE_OPTIONS = (("", "--config"), ("init", "--output"), ("get", "--output"))  # (command, option)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, for_completion: bool = False) -> argparse.ArgumentParser:
+    """The parser; `for_completion` also marks the options that take a file name, for the
+    scripts shtab generates (shtab is imported only then: 45 ms of every start here)."""
     parser = argparse.ArgumentParser(
         prog="sync-agent",
         description="Keeps an offline mirror of documents from remote document APIs.",
     )
     parser.add_argument("--version", action="version", version=f"sync-agent {__version__}")
-    parser.add_argument(  # type: ignore[attr-defined]
-        "--config", "-c", help="configuration file (default: $SYNC_AGENT_CONFIG)"
-    ).complete = shtab.FILE
+    parser.add_argument("--config", "-c", help="configuration file (default: $SYNC_AGENT_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the daemon: poll every source on its schedule")
     sync = sub.add_parser("sync", help="one pass over the sources, then exit")
@@ -60,7 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_parser(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete for")
+    if for_completion:
+        _complete_files(parser)
     return parser
+
+
+def _complete_files(parser: argparse.ArgumentParser) -> None:
+    """Tell shtab which options take a file name (`FILE_OPTIONS`)."""
+    import shtab  # noqa: PLC0415 - only the completion command needs it
+
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, option in FILE_OPTIONS:
+        owner = commands.choices[command] if command else parser
+        action: Any = next(a for a in owner._actions if option in a.option_strings)
+        action.complete = shtab.FILE
 
 
 def add_dry_run_arguments(command: argparse.ArgumentParser) -> None:
@@ -96,9 +109,9 @@ def add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument(
         "--type", action="append", choices=SOURCE_TYPES, help="a source type (repeatable)"
     )
-    init.add_argument(  # type: ignore[attr-defined]
+    init.add_argument(
         "--output", "-o", help="where to write (default: --config, else ./sync-agent.toml)"
-    ).complete = shtab.FILE
+    )
     init.add_argument("--force", action="store_true", help="replace an existing file")
     init.add_argument("--mirror-dir", metavar="DIR", help="the mirror folder")
     for option, what in (("--name", "source name"), ("--client-id", "OAuth client id")):
@@ -149,9 +162,9 @@ def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         default="open-file-other-app",
         help="Huddle's x-download-reason (default open-file-other-app)",
     )
-    get.add_argument(  # type: ignore[attr-defined]
+    get.add_argument(
         "--output", "-o", metavar="PATH", help="also copy the file here (a folder or a file)"
-    ).complete = shtab.FILE
+    )
 
 
 def add_verify_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

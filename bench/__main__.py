@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import chart, data, listing, nginx, passes, report, targets, tools, transfers
+from bench import chart, data, listing, nginx, passes, report, subject, targets, tools, transfers
 from bench.measure import MeasureError
 from bench.settings import Settings
 
@@ -140,7 +140,9 @@ def _announce(what: str) -> float:
 
 
 def prepare(s: Settings) -> None:
-    """Generate whatever the data cache lacks (the seeded re-poll state comes later)."""
+    """Generate whatever the data cache lacks (the seeded re-poll state comes later), and
+    byte-compile the agent."""
+    subject.compile_agent()
     for spec in s.sets.files():
         data.ensure(s.data_dir, spec)
     for each in s.sets.listings():

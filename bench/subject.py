@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
+import json
 import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from bench.listing import Listing
+from bench.measure import MeasureError
 from bench.settings import SOURCE
+
+
+def compile_agent() -> None:
+    """Byte-compile the agent's package as an installer does, so that no measured run pays
+    for compiling it (with PYTHONDONTWRITEBYTECODE set, every run would)."""
+    spec = importlib.util.find_spec("agent")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        compileall.compile_dir(folder, quiet=1)
 
 
 def binary() -> list[str]:
@@ -25,6 +38,7 @@ def write_config(
     mirror: Path | None = None,
     state: Path | None = None,
     state_url: str | None = None,
+    log_level: str = "warning",
 ) -> Path:
     """A fresh folder `root` holding the TOML that points the agent at `origin`'s API set.
 
@@ -44,7 +58,7 @@ state_dir = "{state or root / "state"}"
 max_connections_per_host = {concurrency}
 min_free_space = 0
 log_format = "json"
-log_level = "warning"
+log_level = "{log_level}"
 
 [[sources]]
 name = "{SOURCE}"
@@ -64,6 +78,23 @@ def sync(config: Path) -> list[str]:
 
 def run_daemon(config: Path) -> list[str]:
     return [*binary(), "--config", str(config), "run"]
+
+
+def event_time(log: Path, offset: int, event: str) -> float:
+    """The epoch time of the first `event` the agent logged (JSON lines) after `offset`."""
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        for line in handle:
+            if event.encode() not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == event:
+                stamp = str(entry["timestamp"]).replace("Z", "+00:00")
+                return datetime.fromisoformat(stamp).timestamp()
+    raise MeasureError(f"the agent logged no {event} event (see {log})")
 
 
 def summary_line(log: Path) -> str:

@@ -54,7 +54,7 @@ from agent.transfer.retry import next_retry_seconds
 if TYPE_CHECKING:
     from agent.engine.sync import SourceRuntime
 
-__all__ = ["LeaseSettings", "Progress", "Tally", "Workers"]
+__all__ = ["Progress", "Workers"]
 
 SETTLE_POLL = 1.0  # seconds between looks at the queue while a pass waits for it
 

@@ -156,6 +156,7 @@ class Lister:
         self.still_leased = still_leased
         self.filters = Filters.of(rt.config)
         self.seen: Seen = {}
+        self.settled = 0  # listed documents mirrored as listed (each has a row, not removed)
         self.counts = Listed()
         self.folder_warned = False
 
@@ -214,6 +215,7 @@ class Lister:
             if (path := wanted.get(rid := d.remote_id)) is not None
         ]
         unsettled = await documents.unsettled(self.name, probe)
+        self.settled += len(probe) - len(unsettled)
         ids = _needing(window, wanted, unsettled)
         known = await documents.known(self.name, ids) if ids else {}
         missing, policy = await self._missing(look_for_missing(wanted, unsettled, known))
@@ -319,8 +321,14 @@ class Lister:
         await self.store.documents.record_metadata(self.name, sidecar.doc.remote_id, text, digest)
 
     async def _remove_unlisted(self) -> None:
-        """Mark removed what the complete listing did not have (streamed, in batches)."""
+        """Mark removed what the complete listing did not have (streamed, in batches).
+
+        Rows leave the documents not removed only here, under the pass lease, so they
+        include every document found settled in this pass: as many of them as settled
+        documents are those very ones, all listed, and their ids need not be read."""
         self._check_lease()
+        if await self.store.documents.unremoved(self.name) == self.settled:
+            return
         batch: list[Removal] = []
         async for gone in self.store.documents.unlisted(self.name, self.seen):
             batch.append(removal(gone))

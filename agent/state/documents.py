@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent.models import DocState, JobSpec, KnownDocument, RemoteDocument
@@ -129,6 +129,14 @@ class Documents:
                 for key, rid in await conn.execute(mirrored.union_all(queued)):
                     found.setdefault(key, set()).add(rid)
         return found
+
+    async def unremoved(self, source: str) -> int:
+        """How many documents of the source are not marked removed."""
+        count = select(func.count()).where(
+            TABLE.c.source == source, TABLE.c.state != DocState.REMOVED
+        )
+        async with self.db.connect() as conn:
+            return int((await conn.execute(count)).scalar_one())
 
     async def unlisted(self, source: str, listed: Collection[str]) -> AsyncIterator[KnownDocument]:
         """Documents of the source not in `listed` and not marked removed yet, streamed

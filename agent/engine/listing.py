@@ -208,14 +208,17 @@ class Lister:
         documents = self.store.documents
         filtered = apply_filters(self.filters, self.name, listed)  # left out: skipped
         window = filtered.listing
-        wanted = wanted_paths(self.name, window)
-        probe = [
-            (rid, d.version, path, None if d.metadata is None else _digest(d))
-            for d in window
-            if (path := wanted.get(rid := d.remote_id)) is not None
-        ]
-        unsettled = await documents.unsettled(self.name, probe)
-        self.settled += len(probe) - len(unsettled)
+        wanted = wanted_paths(self.name, window)  # by id, in the window's order
+        versions = [d.version for d in window if d.remote_id in wanted]
+        digests = (
+            [_digest(d) for d in window if d.remote_id in wanted]
+            if any(d.metadata is not None for d in window)
+            else ()
+        )
+        unsettled = await documents.unsettled(
+            self.name, list(wanted), versions, list(wanted.values()), digests
+        )
+        self.settled += len(wanted) - len(unsettled)
         ids = _needing(window, wanted, unsettled)
         known = await documents.known(self.name, ids) if ids else {}
         missing, policy = await self._missing(look_for_missing(wanted, unsettled, known))

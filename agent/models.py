@@ -48,13 +48,18 @@ class EventType(StrEnum):
     PASS_COMPLETED = "source.pass_completed"  # noqa: S105 - a pass ended; counts in `data`
 
 
-class RemoteDocument(msgspec.Struct, frozen=True):
+class RemoteDocument(msgspec.Struct, frozen=True, gc=False):
     """One downloadable thing as a source lists it, already free of vendor field names.
 
     `remote_id` is unique within the source; `version` changes whenever the content does.
     `name` and `folder` are untrusted: the engine sanitises them into a mirror path.
     `locator` tells the source where the content is (opaque to the engine); `attrs` are
     request attributes a download job keeps for its whole life, resumes included.
+
+    Not tracked by the garbage collector (`gc=False`): a re-poll lists a million, and
+    tracked they set off most of its collections. Being frozen, one can take part in a
+    reference cycle only through a mutable value it holds (`metadata`, `attrs`) coming to
+    hold the document itself, which nothing does.
     """
 
     remote_id: str

@@ -13,11 +13,12 @@ UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 WINDOWS_UNSAFE = re.compile(r'[<>:"|?*]')
 # Words of letters, digits, `_` and `-` joined by single dots or spaces, not starting with
 # a reserved stem: a name `_sanitize` leaves alone, told by one C call (a re-poll asks for
-# a million paths).
-PLAIN = re.compile(
-    r"(?!(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$))[a-z0-9_-]+(?:[ .][a-z0-9_-]+)*",
-    re.ASCII | re.IGNORECASE,
-)
+# a million paths). `PLAIN_LINES`: such names, one a line (a window's names at once).
+_WORDS = r"[a-z0-9_-]+(?:[ .][a-z0-9_-]+)*"
+_STEMS = r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])"
+PLAIN = re.compile(rf"(?!{_STEMS}(?:\.|$)){_WORDS}", re.ASCII | re.IGNORECASE)
+_LINE = rf"(?!{_STEMS}(?:[.\n]|\Z)){_WORDS}"
+PLAIN_LINES = re.compile(rf"{_LINE}(?:\n{_LINE})*", re.ASCII | re.IGNORECASE)
 RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(10)} | {f"LPT{i}" for i in range(10)}
 )
@@ -49,6 +50,17 @@ def sanitize_component(name: str) -> str:
     if _already_safe(name):
         return name  # most names: what `_sanitize` would return unchanged, at a tenth the cost
     return _sanitize(name)
+
+
+def plain_names(names: Sequence[str]) -> bool:
+    """Is every one of `names` plain (`sanitize_component` returns each as it is)? One
+    regular expression over them all, a line each: half the cost of one call a name."""
+    lines = "\n".join(names)
+    return not names or (
+        lines.count("\n") == len(names) - 1  # no name holds a line break of its own
+        and max(map(len, names)) <= MAX_NAME_BYTES
+        and PLAIN_LINES.fullmatch(lines) is not None
+    )
 
 
 def _already_safe(name: str) -> bool:

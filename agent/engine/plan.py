@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from agent.engine.paths import disambiguate, mirror_path
+from agent.engine.paths import disambiguate, mirror_path, plain_names
 from agent.models import DocState, KnownDocument, RemoteDocument, metadata_digest
 from agent.state.jobs import path_key
 
@@ -106,11 +106,10 @@ class Removal:
 
 def wanted_paths(source: str, window: Sequence[RemoteDocument]) -> dict[str, str]:
     """The path each document of the window wants (the skipped want none), by id."""
-    return {
-        doc.remote_id: mirror_path(source, doc.folder, doc.name)
-        for doc in window
-        if doc.skip_reason is None
-    }
+    wanting = [doc for doc in window if doc.skip_reason is None]
+    if not any(doc.folder for doc in wanting) and plain_names([doc.name for doc in wanting]):
+        return {doc.remote_id: f"{source}/{doc.name}" for doc in wanting}  # as `mirror_path`
+    return {doc.remote_id: mirror_path(source, doc.folder, doc.name) for doc in wanting}
 
 
 def contested(wanted: Mapping[str, str], known: Mapping[str, KnownDocument]) -> list[str]:

@@ -21,8 +21,9 @@ PAGE_SIZE = "100"  # the documented maximum
 REFUSED = frozenset({401, 403})
 
 
-class _Item(msgspec.Struct):
-    """A listed document: the fields the agent reads (the others are not decoded)."""
+class _Item(msgspec.Struct, gc=False):
+    """A listed document: the fields the agent reads (the others are not decoded; plain
+    values only, so the garbage collector need not track it)."""
 
     id: str | int | None = None
     name: str | None = None

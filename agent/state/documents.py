@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent.models import DocState, JobSpec, KnownDocument, RemoteDocument
@@ -66,7 +66,6 @@ class DocumentRecord:
 
 
 DocumentState = tuple[RemoteDocument, DocState, str | None, str | None]
-Listed = tuple[str, str, str, str | None]  # remote_id, version, the path it wants, metadata hash
 
 
 class Documents:
@@ -93,21 +92,38 @@ class Documents:
                     known[row[0]] = queries.known(row)
         return known
 
-    async def unsettled(self, source: str, listed: Sequence[Listed]) -> set[str]:
+    async def unsettled(
+        self,
+        source: str,
+        ids: Sequence[str],
+        versions: Sequence[str],
+        paths: Sequence[str],
+        digests: Sequence[str | None] = (),
+    ) -> set[str]:
         """The ids of these listed documents whose row is not exactly what the listing says:
         mirrored, at that version, at that path, with that metadata hash (when one is given).
         The others need nothing from a pass. The database compares: a re-poll of an
         unchanged source sends its ids and gets nothing back, with no row built in Python.
+
+        The listed documents come as columns of one length (no metadata hashes at all:
+        `digests` empty), bound with no tuple built per document.
         """
         found: set[str] = set()
         async with self.db.connect() as conn:
             style = conn.dialect.paramstyle
-            for start in range(0, len(listed), SETTLED_CHUNK):
-                chunk = listed[start : start + SETTLED_CHUNK]
-                metadata = any(row[3] is not None for row in chunk)
-                rows = chunk if metadata else (row[:3] for row in chunk)  # fewer to bind
-                params = (*itertools.chain.from_iterable(rows), source)
-                sql = queries.unsettled_sql(style, len(chunk), metadata=metadata)
+            for start in range(0, len(ids), SETTLED_CHUNK):
+                end = start + SETTLED_CHUNK
+                columns: list[Sequence[str | None]] = [
+                    ids[start:end],
+                    versions[start:end],
+                    paths[start:end],
+                ]
+                hashes = digests[start:end]
+                metadata = any(h is not None for h in hashes)
+                if metadata:  # else fewer to bind
+                    columns.append(hashes)
+                params = (*itertools.chain.from_iterable(zip(*columns, strict=True)), source)
+                sql = queries.unsettled_sql(style, len(columns[0]), metadata=metadata)
                 result = await conn.exec_driver_sql(sql, params)
                 found.update(row[0] for row in result)
         return found
@@ -129,6 +145,14 @@ class Documents:
                 for key, rid in await conn.execute(mirrored.union_all(queued)):
                     found.setdefault(key, set()).add(rid)
         return found
+
+    async def unremoved(self, source: str) -> int:
+        """How many documents of the source are not marked removed."""
+        count = select(func.count()).where(
+            TABLE.c.source == source, TABLE.c.state != DocState.REMOVED
+        )
+        async with self.db.connect() as conn:
+            return int((await conn.execute(count)).scalar_one())
 
     async def unlisted(self, source: str, listed: Collection[str]) -> AsyncIterator[KnownDocument]:
         """Documents of the source not in `listed` and not marked removed yet, streamed

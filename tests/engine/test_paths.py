@@ -14,6 +14,7 @@ from agent.engine.paths import (
     _sanitize,
     disambiguate,
     mirror_path,
+    plain_names,
     sanitize_component,
 )
 
@@ -84,3 +85,24 @@ def test_the_fast_path_returns_exactly_what_the_full_sanitiser_would(name: str) 
     if len(name) <= MAX_NAME_BYTES and PLAIN.fullmatch(name):
         assert _already_safe(name)
     assert sanitize_component(name) == _sanitize(name)
+
+
+NAMES = st.lists(st.one_of(PIECES, PRINTABLE_ASCII, st.text(max_size=220)), max_size=6)
+
+
+@given(NAMES)
+@example(["a\nb"])  # two plain lines, but one name: not plain
+@example(["report.pdf", "con"])
+@example(["con\n"])
+@example(["lpt1", "a"])
+@example(["a", ""])
+@example(["x" * 201])
+@example(["a\n", "b"])
+@example([])
+def test_a_window_of_names_is_plain_exactly_when_each_of_them_is(names: list[str]) -> None:
+    """The one-expression check of a window agrees with the check of each name, and what
+    it calls plain the full sanitiser leaves as it is."""
+    each = all(len(n) <= MAX_NAME_BYTES and PLAIN.fullmatch(n) is not None for n in names)
+    assert plain_names(names) == each
+    if each:
+        assert all(_sanitize(n) == n for n in names)

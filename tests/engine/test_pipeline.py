@@ -175,6 +175,44 @@ async def test_a_listing_whose_planning_fails_stops_reading_at_once(world: World
         assert not source.listing
 
 
+def unlisted_reads(agent: Agent) -> list[str]:
+    """The sources whose ids the agent's state reads to find unlisted documents (a spy)."""
+    documents = agent.store.documents
+    real = documents.unlisted
+    reads: list[str] = []
+
+    def spy(source: str, listed: Any) -> AsyncIterator[Any]:
+        reads.append(source)
+        return real(source, listed)
+
+    documents.unlisted = spy  # type: ignore[method-assign]
+    return reads
+
+
+async def test_a_pass_that_listed_every_document_as_mirrored_reads_no_id_to_remove(
+    world: World,
+) -> None:
+    """When every document of the state was listed as it is mirrored, the end of the pass
+    reads none of the state's ids; once one is gone, they are read and it is removed, a
+    new document listed in its stead notwithstanding (it has no row yet)."""
+    ids = [world.add(f"doc-{i}.pdf", payload(100, seed=i)) for i in range(3)]
+    ok(await world.sync())
+    async with running(world) as agent:
+        reads = unlisted_reads(agent)
+        unchanged = ok(await agent.run_pass(SOURCE))
+    assert (unchanged.listed, unchanged.removed, reads) == (3, 0, [])
+
+    world.sandbox.remove_document(ids[1])
+    world.add("doc-new.pdf", payload(100, seed=9))
+    async with running(world) as agent:
+        reads = unlisted_reads(agent)
+        stats = ok(await agent.run_pass(SOURCE))
+        gone = await agent.store.documents.get(SOURCE, ids[1])
+    assert (stats.listed, stats.downloaded, stats.removed, reads) == (3, 1, 1, [SOURCE])
+    assert gone is not None
+    assert gone.state == DocState.REMOVED
+
+
 # ---------------------------------------------------------------- fatal errors and commits
 
 

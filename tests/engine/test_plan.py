@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.engine.paths import mirror_path
 from agent.engine.plan import (
     Move,
     OnDisk,
@@ -30,6 +31,30 @@ from agent.models import DocState, KnownDocument, RemoteDocument
 
 def doc(rid: str, version: str = "v1", name: str | None = None, **kw: object) -> RemoteDocument:
     return RemoteDocument(remote_id=rid, version=version, name=name or f"{rid}.pdf", **kw)  # type: ignore[arg-type]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["report.pdf", "a b.txt", "con.txt", "x\ny", "", "\u212a.pdf", "q/r"]),
+            st.lists(st.sampled_from(["f", "..", "a b"]), max_size=2),
+            st.booleans(),
+        ),
+        max_size=5,
+    )
+)
+def test_the_paths_a_window_wants_are_mirror_paths_of_its_unskipped_documents(
+    items: list[tuple[str, list[str], bool]],
+) -> None:
+    """Whichever way they are worked out (a window of plain names at once, or each name
+    sanitised), the wanted paths are `mirror_path`'s, and the skipped want none."""
+    window = [
+        doc(f"d{i}", name=name, folder=tuple(folder), skip_reason="skip" if skipped else None)
+        for i, (name, folder, skipped) in enumerate(items)
+    ]
+    assert wanted_paths("s", window) == {
+        d.remote_id: mirror_path("s", d.folder, d.name) for d in window if d.skip_reason is None
+    }
 
 
 def mirrored(rid: str, version: str = "v1", path: str | None = None) -> KnownDocument:

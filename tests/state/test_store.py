@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from agent.models import DocState, JobState, RemoteDocument
-from agent.state.documents import Mirrored
+from agent.state.documents import SETTLED_CHUNK, Mirrored
 from agent.state.store import Store
 from agent.state.tables import TokenRow
 from tests.state.conftest import ManualClock
@@ -230,6 +230,19 @@ async def test_the_store_reads_the_time_from_its_clock_only(
     assert stamps == {t: {42.0} for t in ("sources", "documents", "tokens", "cursors")}
 
 
+Probed = tuple[str, str, str, str | None]  # id, version, the path it wants, metadata hash
+
+
+def columns(listed: list[Probed]) -> tuple[list[str], list[str], list[str], list[str | None]]:
+    """Listed documents as the columns `unsettled` takes."""
+    return (
+        [row[0] for row in listed],
+        [row[1] for row in listed],
+        [row[2] for row in listed],
+        [row[3] for row in listed],
+    )
+
+
 async def test_unsettled_names_exactly_the_listed_documents_a_pass_must_look_at(
     store: Store,
 ) -> None:
@@ -240,7 +253,7 @@ async def test_unsettled_names_exactly_the_listed_documents_a_pass_must_look_at(
     await store.documents.record_metadata(SRC, "meta", "{}", "h1")
     await store.documents.record_states(SRC, [(doc("failed"), DocState.FAILED, "x", "src/f")])
 
-    listed = [
+    listed: list[Probed] = [
         ("same", "v1", "src/same.pdf", None),
         ("older", "v2", "src/older.pdf", None),  # a new version
         ("moved", "v1", "src/elsewhere.pdf", None),  # renamed
@@ -249,17 +262,41 @@ async def test_unsettled_names_exactly_the_listed_documents_a_pass_must_look_at(
         ("new", "v1", "src/new.pdf", None),  # unknown
     ]
 
-    assert await store.documents.unsettled(SRC, listed) == {
+    assert await store.documents.unsettled(SRC, *columns(listed)) == {
         "older",
         "moved",
         "meta",
         "failed",
         "new",
     }
-    assert await store.documents.unsettled(SRC, [("meta", "v1", "src/meta.pdf", "h1")]) == set()
+    meta: list[Probed] = [("meta", "v1", "src/meta.pdf", "h1")]
+    assert await store.documents.unsettled(SRC, *columns(meta)) == set()
     # a window listing no metadata is compared without it (the statement has no such column)
     plain = [row for row in listed if row[3] is None] + [("meta", "v1", "src/meta.pdf", None)]
-    assert await store.documents.unsettled(SRC, plain) == {"older", "moved", "failed", "new"}
-    assert await store.documents.unsettled("other", [("same", "v1", "src/same.pdf", None)]) == {
-        "same"
+    assert await store.documents.unsettled(SRC, *columns(plain)) == {
+        "older",
+        "moved",
+        "failed",
+        "new",
     }
+    assert await store.documents.unsettled(SRC, *columns(plain)[:3]) == {
+        "older",
+        "moved",
+        "failed",
+        "new",
+    }
+    other: list[Probed] = [("same", "v1", "src/same.pdf", None)]
+    assert await store.documents.unsettled("other", *columns(other)) == {"same"}
+
+
+async def test_unsettled_compares_a_listing_longer_than_one_statement_row_by_row(
+    store: Store,
+) -> None:
+    """Documents compared a statement's worth at a time keep their own version and path."""
+    await mirror(store, doc("d0001"))
+    await mirror(store, doc("d2100"))
+    ids = [f"d{i:04}" for i in range(SETTLED_CHUNK * 2 + 101)]
+    paths = [f"src/{rid}.pdf" for rid in ids]
+    versions = ["v1"] * len(ids)
+    versions[1] = "v2"  # d0001: a new version
+    assert await store.documents.unsettled(SRC, ids, versions, paths) == set(ids) - {"d2100"}

@@ -106,24 +106,33 @@ def _schema(conn: Connection) -> dict[str, dict[str, Any]]:
             "columns": sorted(
                 (c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in columns
             ),
-            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "primary_key": _named(inspector.get_pk_constraint(table)),
             "indexes": sorted(
                 (i["name"], tuple(i["column_names"]), i["unique"])
                 for i in inspector.get_indexes(table)
             ),
             "unique": sorted(
-                tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
             ),
             "foreign_keys": sorted(
-                (tuple(f["constrained_columns"]), f["referred_table"])
+                (f["name"], tuple(f["constrained_columns"]), f["referred_table"])
                 for f in inspector.get_foreign_keys(table)
             ),
+            "checks": sorted(
+                (c["name"], c["sqltext"]) for c in inspector.get_check_constraints(table)
+            ),
+            "rows": conn.execute(text(f'SELECT count(*) FROM "{table}"')).scalar_one(),
             "sql": _autoincrement(conn, table),
         }
     schema["alembic_version"]["rows"] = conn.execute(
         text("SELECT version_num FROM alembic_version")
     ).all()
     return schema
+
+
+def _named(constraint: Any) -> tuple[Any, tuple[str, ...]]:
+    return constraint.get("name"), tuple(constraint["constrained_columns"])
 
 
 def _autoincrement(conn: Connection, table: str) -> bool | None:

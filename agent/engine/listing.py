@@ -14,8 +14,8 @@ passes the quick check is handed to the workers to adopt in place instead of dow
 
 Memory stays bounded by the window, whatever the size of the source, except for the ids
 seen (the removal check needs them): once the whole listing is in, one streamed query
-finds the documents of the state it did not have. A listing that fails part way removes
-nothing.
+finds the documents of the state it did not have, unless a count shows there are none (every
+row not removed was found settled). A listing that fails part way removes nothing.
 """
 
 from __future__ import annotations
@@ -326,9 +326,10 @@ class Lister:
     async def _remove_unlisted(self) -> None:
         """Mark removed what the complete listing did not have (streamed, in batches).
 
-        Rows leave the documents not removed only here, under the pass lease, so they
-        include every document found settled in this pass: as many of them as settled
-        documents are those very ones, all listed, and their ids need not be read."""
+        Every document found settled in this pass has a row not removed, and rows leave
+        that set only here, under the pass lease. So when there are exactly as many such
+        rows as settled documents, they are those documents, all listed: nothing to remove,
+        and their ids need not be read."""
         self._check_lease()
         if await self.store.documents.unremoved(self.name) == self.settled:
             return

@@ -53,7 +53,8 @@ def sanitize_component(name: str) -> str:
 
 
 def plain_names(names: Sequence[str]) -> bool:
-    """Is every one of `names` plain (`sanitize_component` returns each as it is)? One
+    """Does every one of `names` match `PLAIN` (so `sanitize_component` returns each as it
+    is; a few names it also leaves alone, such as "report (1).pdf", answer False)? One
     regular expression over them all, a line each: half the cost of one call a name."""
     lines = "\n".join(names)
     return not names or (

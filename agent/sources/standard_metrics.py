@@ -22,8 +22,9 @@ REFUSED = frozenset({401, 403})
 
 
 class _Item(msgspec.Struct, gc=False):
-    """A listed document: the fields the agent reads (the others are not decoded; plain
-    values only, so the garbage collector need not track it)."""
+    """A listed document: the fields the agent reads (the others are not decoded). Plain
+    values only: msgspec leaves such a struct untracked by the garbage collector anyway;
+    `gc=False` says it must stay so."""
 
     id: str | int | None = None
     name: str | None = None

@@ -201,8 +201,8 @@ class SharedBudget:
             "paused_until": 0.0,
         }
         async with self.db.begin() as conn:
-            insert = insert_for("postgresql")
-            await conn.execute(insert(RateBudgetRow).values(row).on_conflict_do_nothing())
+            statement = insert_for("postgresql")(RateBudgetRow).values(row)
+            await conn.execute(statement.on_conflict_do_nothing())
         self._row_exists = True
 
 

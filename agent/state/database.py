@@ -260,7 +260,9 @@ def upgrade(connection: Connection) -> None:
     A database without a table yet gets the newest schema at once, from the tables'
     declarations, stamped with the head revision as Alembic stamps it: 0.06 s here instead
     of 0.4 s for importing Alembic and running every migration, at every first start (the
-    test suite checks both roads build the same schema).
+    test suite checks both roads build the same schema; the columns a migration added come
+    last on that road only, which nothing reads by position). So a migration must not insert
+    rows: a new database gets only what `tables.py` declares.
     """
     if connection.dialect.name == "postgresql":  # replicas starting together migrate once
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
@@ -335,7 +337,8 @@ async def _migrated(url: str, where: str, path: Path | None, connections: int) -
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = _engine(url, connections)
     try:
-        async with translated(where, path), engine.begin() as conn:
+        writer = engine.execution_options(**{WRITE: True})  # SQLite: BEGIN IMMEDIATE, so a
+        async with translated(where, path), writer.begin() as conn:  # second opener waits
             await conn.run_sync(upgrade)
     except BaseException:
         await engine.dispose()

@@ -108,6 +108,8 @@ class Documents:
         The listed documents come as columns of one length (no metadata hashes at all:
         `digests` empty), bound with no tuple built per document.
         """
+        if not len(ids) == len(versions) == len(paths) or (digests and len(digests) != len(ids)):
+            raise ValueError("the listed documents' columns differ in length")
         found: set[str] = set()
         async with self.db.connect() as conn:
             style = conn.dialect.paramstyle
@@ -290,7 +292,11 @@ class Documents:
             )
 
     async def record_removed(self, source: str, remote_ids: Sequence[str]) -> None:
-        """Mark documents gone from the listing removed, journaling `document.removed`."""
+        """Mark documents gone from the listing removed, journaling `document.removed`.
+
+        The only way a row leaves the documents not removed (no row is ever deleted): the
+        end of a pass relies on it to skip reading their ids when it found all of them
+        listed (`Lister._remove_unlisted`)."""
         if not remote_ids:
             return
         now = self.db.clock()

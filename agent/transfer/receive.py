@@ -67,9 +67,20 @@ class Receiver:
         return Exchange(self._connections, url, headers)
 
     async def open(self, exchange: Exchange) -> tuple[int, CIMultiDictProxy[str]]:
-        """Send the exchange's request and read its head in a worker thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, exchange.open)
+        """Send the exchange's request and read its head in a worker thread.
+
+        Cancelled, it stops the thread's exchange and waits for it, so that the connection
+        it took is the exchange's to close (else it would be dropped open, mid-request).
+        """
+        future = asyncio.get_running_loop().run_in_executor(self._threads, exchange.open)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            exchange.abort()
+            await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # its error is the abort's: mark it seen
+            raise
 
     async def pump(
         self,
@@ -235,6 +246,8 @@ class Exchange:
         """Send the request and read the head: (status, headers). Runs in a worker thread."""
         conn, reused = self._connections.take(self._origin)
         self._conn = conn
+        if self._aborted:  # stopped before the request went out
+            raise ConnectionAbortedError("the transfer was stopped")
         try:
             self._response = self._send(conn, fresh=not reused)
         except STALE:
@@ -251,6 +264,8 @@ class Exchange:
             conn.connect()
             if conn.sock is not None:
                 conn.sock.settimeout(READ_TIMEOUT)
+            if self._aborted:  # stopped while connecting, before `abort` saw a socket
+                raise ConnectionAbortedError("the transfer was stopped")
         conn.request("GET", self._target, headers=self._headers)
         return conn.getresponse()
 

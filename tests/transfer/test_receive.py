@@ -4,10 +4,12 @@ kept-alive connections, credentials, and the recorded digest's algorithm."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.server
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from agent.models import PassStats
 from agent.state.documents import Documents
 from agent.state.store import Store
 from agent.transfer.durable import Durability
-from agent.transfer.receive import Connections, Exchange
+from agent.transfer.pacing import BandwidthLimiter
+from agent.transfer.receive import Connections, Exchange, Receiver
 
 MIB = 1024 * 1024
 
@@ -194,6 +197,38 @@ def server(request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_a_storage_request_cancelled_as_it_starts_leaves_no_socket_open(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its worker thread is only taking a connection, a storage request is
+    not sent, and nothing is left for the garbage collector to find open."""
+    entered, release = threading.Event(), threading.Event()
+    take = Connections.take
+
+    def slow_take(self: Connections, origin: Any) -> Any:
+        entered.set()
+        release.wait(5)
+        return take(self, origin)
+
+    monkeypatch.setattr(Connections, "take", slow_take)
+    receiver = Receiver(1, BandwidthLimiter(None))
+    loop = asyncio.get_running_loop()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        exchange = receiver.exchange(server, {})
+        task = asyncio.create_task(receiver.open(exchange))
+        assert await loop.run_in_executor(None, entered.wait, 5)
+        task.cancel()
+        loop.call_later(0.1, release.set)
+        await asyncio.gather(task, return_exceptions=True)
+        exchange.close()  # as the storage hop's `finally` does
+        await loop.run_in_executor(None, receiver.close)  # the thread is done
+        del exchange, task
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert _KeepAlive.connections == []  # the request never went out
 
 
 def test_connections_are_reused_and_one_the_server_closed_is_replaced(

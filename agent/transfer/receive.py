@@ -34,7 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -51,6 +51,7 @@ IDLE_PER_ORIGIN = 32
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 Origin = tuple[str, str, int | None]
+T = TypeVar("T")
 WriteAndHash = Callable[[BinaryIO, list[Any], Any], None]
 Pace = Callable[[int], None]
 
@@ -72,15 +73,7 @@ class Receiver:
         Cancelled, it stops the thread's exchange and waits for it, so that the connection
         it took is the exchange's to close (else it would be dropped open, mid-request).
         """
-        future = asyncio.get_running_loop().run_in_executor(self._threads, exchange.open)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            exchange.abort()
-            await asyncio.wait([future])
-            if not future.cancelled():
-                future.exception()  # its error is the abort's: mark it seen
-            raise
+        return await self._in_thread(exchange, exchange.open)
 
     async def pump(
         self,
@@ -109,18 +102,23 @@ class Receiver:
             block=block,
             min_seconds=min_seconds,
         )
+        try:
+            return await self._in_thread(exchange, work)
+        finally:
+            partial.offset = start + exchange.written - written
+
+    async def _in_thread(self, exchange: Exchange, work: Callable[[], T]) -> T:
+        """`work` on `exchange` in a worker thread. Cancelled, it stops the exchange and
+        waits for the thread, so that what the thread left is the caller's to settle."""
         future = asyncio.get_running_loop().run_in_executor(self._threads, work)
         try:
-            done: bool = await asyncio.shield(future)
+            return await asyncio.shield(future)
         except asyncio.CancelledError:
             exchange.abort()
             await asyncio.wait([future])
             if not future.cancelled():
                 future.exception()  # its error is the abort's: mark it seen
             raise
-        finally:
-            partial.offset = start + exchange.written - written
-        return done
 
     def _pacer(self) -> tuple[Pace | None, int]:
         """The bandwidth limit as a worker thread waits for it, and the block size to use

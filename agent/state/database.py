@@ -392,11 +392,13 @@ def _driver_numbers(url: str) -> dict[str, int]:
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     dbapi_connection.isolation_level = None  # the driver stays out: `_sqlite_begin` begins
     cursor = dbapi_connection.cursor()
+    # First: until it is set, the driver's default (5 s) bounds the wait for a lock, and
+    # switching a file that is not in WAL mode yet needs one another process may hold.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: every commit reaches the disk. NORMAL would lose the last commits to a power cut,
     # and with them journal entries readers had seen, whose `seq` a new entry could take.
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -245,7 +245,10 @@ class Lister:
         if plan.downloads:
             await self._hint_adoptions(plan.downloads)
             items = [(d.doc, d.rel_path) for d in plan.downloads]
-            self.counts.queued += await self.store.jobs.enqueue(self.name, items)
+            restoring = [d.doc.remote_id for d in plan.downloads if d.restore]
+            self.counts.queued += await self.store.jobs.enqueue(
+                self.name, items, restoring=restoring
+            )
             await self.queued()
 
     async def _missing(self, expected: Mapping[str, str]) -> tuple[set[str], OnLocalDelete]:

@@ -38,14 +38,16 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    null,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agent.errors import LeaseLostError
-from agent.models import JobSpec, JobState, RemoteDocument
+from agent.models import DocState, JobSpec, JobState, RemoteDocument
 from agent.state.database import Database
 from agent.state.job_records import (
     Claimed,
@@ -60,12 +62,13 @@ from agent.state.job_records import (
     path_key,
     queued_values,
 )
-from agent.state.tables import JobRow
+from agent.state.tables import DocumentRow, JobRow
 
 __all__ = ["Claimed", "JobLease", "JobView", "Jobs", "partial_name", "path_key"]
 
 ENQUEUE_BATCH = 500  # job rows written per transaction
 TABLE = cast(Table, JobRow.__table__)
+DOCUMENTS = cast(Table, DocumentRow.__table__)
 Connection = AsyncConnection | AsyncSession
 
 # The fence: the WHERE clause of every write a holder makes to its job (`_fence` binds it).
@@ -129,18 +132,27 @@ class Jobs:
 
     # ------------------------------------------------------------ passes
 
-    async def enqueue(self, source: str, items: Sequence[tuple[RemoteDocument, str]]) -> int:
+    async def enqueue(
+        self,
+        source: str,
+        items: Sequence[tuple[RemoteDocument, str]],
+        *,
+        restoring: Collection[str] = (),
+    ) -> int:
         """Queue downloads of these document versions; returns how many are claimable now.
 
         A job keeps the attributes it was created with (`x-download-reason` and the like)
         for as long as it targets the same version; a new version starts a new job. A job
-        leased to a replica is left to it.
+        leased to a replica is left to it. A document the state records mirrored at that
+        version and path by now is not queued again: a job an earlier pass left queued was
+        committed after this pass read the row (downloaded once, not twice), unless its id
+        is in `restoring` (its mirrored file is gone and is fetched again).
         """
         queued = 0
         for start in range(0, len(items), ENQUEUE_BATCH):
             async with self.db.begin() as conn:
                 batch = items[start : start + ENQUEUE_BATCH]
-                queued += await _enqueue(conn, source, batch, self.db.clock())
+                queued += await _enqueue(conn, source, batch, self.db.clock(), restoring)
         return queued
 
     async def outstanding(self, source: str, owner: str) -> bool:
@@ -190,8 +202,8 @@ class Jobs:
         statement = _claim_statement(
             where & (TABLE.c.remote_id == doc.remote_id), exclusive=self.exclusive
         )
-        async with self.db.begin() as conn:
-            await _enqueue(conn, source, [(doc, rel_path)], now)
+        async with self.db.begin() as conn:  # fetched now even when mirrored already
+            await _enqueue(conn, source, [(doc, rel_path)], now, {doc.remote_id})
             rows = await conn.execute(statement, {"limit": 1, **_lease_values(owner, now, seconds)})
             found = _claimed_rows(rows, exclusive=self.exclusive)
         return found[0] if found else None
@@ -440,12 +452,21 @@ def _claimed_rows(rows: Any, *, exclusive: bool) -> list[Claimed]:
 
 
 async def _enqueue(
-    conn: AsyncConnection, source: str, items: Sequence[tuple[RemoteDocument, str]], now: float
+    conn: AsyncConnection,
+    source: str,
+    items: Sequence[tuple[RemoteDocument, str]],
+    now: float,
+    restoring: Collection[str],
 ) -> int:
     wanted = {doc.remote_id: (doc, rel_path) for doc, rel_path in items}
-    mine = (TABLE.c.source == source) & TABLE.c.remote_id.in_(list(wanted))
-    columns = (TABLE.c.id, TABLE.c.remote_id, TABLE.c.version, TABLE.c.state)
-    existing = {r.remote_id: r for r in await conn.execute(select(*columns).where(mine))}
+    rows = (await conn.execute(_jobs_and_files(source, list(wanted)))).all()
+    existing = {r.remote_id: r for r in rows if r.id is not None}
+    for row in rows:  # a job committed after the pass read its row: mirrored as wanted
+        rid = row.remote_id
+        if row.id is None and rid not in existing and rid not in restoring:
+            doc, rel_path = wanted[rid]
+            if (row.version, row.path) == (doc.version, rel_path):
+                del wanted[rid]
     stale = [r.id for rid, r in existing.items() if r.version != wanted[rid][0].version]
     if stale:
         await conn.execute(delete(TABLE).where(TABLE.c.id.in_(stale)))
@@ -466,3 +487,20 @@ async def _enqueue(
         statement = update(TABLE).where(TABLE.c.id == bindparam("job_id")).values(values)
         await conn.execute(statement.values(state=JobState.QUEUED, updated_at=now), again)
     return len(fresh) + len(again)
+
+
+def _jobs_and_files(source: str, ids: list[str]) -> Any:
+    """The jobs of these documents and, with no job id, the rows of those whose file is
+    mirrored: one statement, so one snapshot on PostgreSQL too (a job committed meanwhile
+    shows as a job or as a file, never as neither)."""
+    jobs = select(
+        TABLE.c.id, TABLE.c.remote_id, TABLE.c.version, TABLE.c.state, null().label("path")
+    ).where((TABLE.c.source == source) & TABLE.c.remote_id.in_(ids))
+    files = select(
+        null(), DOCUMENTS.c.remote_id, DOCUMENTS.c.version, null(), DOCUMENTS.c.rel_path
+    ).where(
+        (DOCUMENTS.c.source == source)
+        & DOCUMENTS.c.remote_id.in_(ids)
+        & (DOCUMENTS.c.state == DocState.MIRRORED)
+    )
+    return union_all(jobs, files)

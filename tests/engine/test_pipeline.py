@@ -358,12 +358,45 @@ async def test_a_batch_that_cannot_be_committed_gives_its_jobs_back(world: World
 
         agent.store.documents.commit_mirrored = unwritable.real  # type: ignore[method-assign]
         stats = ok(await asyncio.wait_for(agent.run_pass(SOURCE), 10))
-    # The file is placed exactly once (assert_exact) and no job is left. The pass's count is
-    # not asserted to be 1: it sometimes counts the re-placed file twice (a stats bug noted
-    # in issue #15's closing note, not a second file).
-    assert stats.downloaded + stats.adopted >= 1
+    assert stats.downloaded + stats.adopted == 1
     assert await agent_jobs_left(world) == 0
     await world.assert_exact()
+
+
+async def test_a_job_committed_while_the_listing_plans_it_is_not_queued_again(
+    world: World,
+) -> None:
+    """A job left queued by an earlier pass is claimed and committed by the workers while
+    the next pass's listing, which read the document as not mirrored yet, is about to queue
+    it: the listing queues nothing, so the document is downloaded and counted once."""
+    doc_id = world.add("a.pdf", payload(300, seed=21))
+    async with running(world) as agent:
+        unwritable = Unwritable(agent.store.documents, "commit_mirrored")
+        with pytest.raises(StateError):
+            await agent.run_pass(SOURCE)  # leaves the job queued
+        agent.store.documents.commit_mirrored = unwritable.real  # type: ignore[method-assign]
+        enqueue = agent.store.jobs.enqueue
+
+        async def after_the_commit(source: str, items: Any, **options: Any) -> int:
+            await until_mirrored(agent, doc_id)  # the workers took the queued job meanwhile
+            return await enqueue(source, items, **options)
+
+        agent.store.jobs.enqueue = after_the_commit  # type: ignore[method-assign]
+        world.storage.log.clear()
+        stats = ok(await asyncio.wait_for(agent.run_pass(SOURCE), 10))
+        assert await agent.store.jobs.views(SOURCE) == []
+    assert (stats.downloaded, stats.adopted) == (1, 0)
+    assert len(world.storage.log.matching("GET")) == 1
+    await world.assert_exact()
+
+
+async def until_mirrored(agent: Agent, doc_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (row := await agent.store.documents.get(SOURCE, doc_id)) is None or (
+        row.state != DocState.MIRRORED
+    ):
+        assert time.monotonic() < deadline, f"{doc_id} was never committed"
+        await asyncio.sleep(0.01)
 
 
 async def agent_jobs_left(world: World) -> int:

@@ -107,6 +107,25 @@ async def test_enqueue_keeps_a_job_per_version_and_leaves_a_leased_one_alone(sto
     assert (newer.doc.version, newer.doc.attrs) == ("v2", {})
 
 
+async def test_enqueue_skips_a_document_mirrored_as_wanted_unless_it_is_restored(
+    store: Store,
+) -> None:
+    """A document whose row records the wanted version mirrored at the wanted path is not
+    queued again (its job was committed after the pass read the row); a restore of its
+    deleted file, a newer version or another path is."""
+    for rid in ("a", "b", "c", "d"):
+        job = await claimed(store, SRC, doc(rid), f"src/{rid}.pdf", owner=ME)
+        item = Mirrored(job.lease, job.doc, f"src/{rid}.pdf", 1, "0" * 64, 1, None, None)
+        assert await store.documents.commit_mirrored(SRC, [item]) == [item]
+
+    assert await store.jobs.enqueue(SRC, [(doc("a"), "src/a.pdf")]) == 0
+    assert await store.jobs.views() == []
+    assert await store.jobs.enqueue(SRC, [(doc("b"), "src/b.pdf")], restoring=["b"]) == 1
+    assert await store.jobs.enqueue(SRC, [(doc("c", "v2"), "src/c.pdf")]) == 1
+    assert await store.jobs.enqueue(SRC, [(doc("d"), "src/moved.pdf")]) == 1
+    assert sorted(v.remote_id for v in await store.jobs.views()) == ["b", "c", "d"]
+
+
 async def test_job_ids_are_never_reused_after_a_job_is_retired(store: Store) -> None:
     job = await claimed(store, SRC, doc("a"), "src/a.pdf", owner=ME)
     item = Mirrored(job.lease, job.doc, "src/a.pdf", 1, "0" * 64, 1, None, None)

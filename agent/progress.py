@@ -157,6 +157,8 @@ def _print_sources(sources: Sequence[Mapping[str, Any]], console: Console) -> No
         )
     console.print(table)
     for s in sources:
+        if s.get("last_warning"):
+            console.print(f"  {s['name']}: warning: {s['last_warning']}", highlight=False)
         for job in s["jobs"]:
             console.print(
                 f"  {s['name']}: {job['state']} {job['path']} ({job['bytes_done']} bytes"

@@ -235,6 +235,7 @@ def _source_json(s: SourceStatus) -> dict[str, Any]:
         "last_pass_finished": _iso(s.last_pass_finished),
         "last_pass_ok": s.last_pass_ok,
         "last_error": s.last_error,
+        "last_warning": s.last_warning,
         "jobs": [_job_json(j) for j in s.jobs],
         "skipped_documents": [
             {"remote_id": d.remote_id, "name": d.name, "reason": d.reason, "url": d.url}

@@ -152,8 +152,9 @@ class Engine:
         ok = stats.failed == 0
         if leased:  # what its listing had to say is told in the summary and in status
             stats = dataclasses.replace(stats, warnings=tuple(rt.source.notices))
-            error = "; ".join(stats.errors[:3]) if not ok else _warned(stats.warnings)
-            await self.store.status.pass_finished(name, ok, error)
+            error = "; ".join(stats.errors[:3]) if not ok else None
+            warning = "; ".join(stats.warnings) or None
+            await self.store.status.pass_finished(name, ok, error, warning)
         await self.store.journal.pass_completed(name, stats, ok=ok)  # events: the pass's counts
         summary = {k: v for k, v in dataclasses.asdict(stats).items() if k != "errors"}
         rt.log.info("pass.done", listed_here=leased, **summary)
@@ -225,11 +226,6 @@ class Engine:
             if lease.alive:
                 lease.until = asked + self.leases.seconds
         get_logger(source=name).warning("pass.lease_lost")
-
-
-def _warned(warnings: tuple[str, ...]) -> str | None:
-    """A pass that went well records its warnings where status shows the last error."""
-    return "; ".join(f"warning: {w}" for w in warnings) or None
 
 
 def _stats(listed: Listed, before: Tally, after: Tally) -> PassStats:

@@ -37,6 +37,7 @@ class SourceStatus:
     last_pass_finished: float | None
     last_pass_ok: bool | None
     last_error: str | None
+    last_warning: str | None  # what the source had to tell, even when the pass went well
     jobs: tuple[JobView, ...]
     skipped: tuple[SkippedDocument, ...]
 
@@ -64,12 +65,19 @@ class Status:
             row.type = kind
             row.last_pass_started = self.db.clock()
 
-    async def pass_finished(self, source: str, ok: bool, error: str | None) -> None:
+    async def pass_finished(
+        self, source: str, ok: bool, error: str | None, warning: str | None = None
+    ) -> None:
         async with self.db.begin() as conn:
             await conn.execute(
                 update(SourceRow)
                 .where(SourceRow.name == source)
-                .values(last_pass_finished=self.db.clock(), last_pass_ok=ok, last_error=error)
+                .values(
+                    last_pass_finished=self.db.clock(),
+                    last_pass_ok=ok,
+                    last_error=error,
+                    last_warning=warning,
+                )
             )
 
     async def sources(self, names: Collection[str] | None = None) -> list[SourceStatus]:
@@ -99,6 +107,7 @@ class Status:
                 row.last_pass_finished,
                 row.last_pass_ok,
                 row.last_error,
+                row.last_warning,
                 tuple(j for j in jobs if j.source == row.name),
                 tuple(skipped.get(row.name, ())),
             )

@@ -51,6 +51,7 @@ class SourceRow(Base):
     last_pass_finished: Mapped[float | None] = mapped_column(Float)
     last_pass_ok: Mapped[bool | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_warning: Mapped[str | None] = mapped_column(Text)  # what a pass that went well said
 
 
 class DocumentRow(Base):

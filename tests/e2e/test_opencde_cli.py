@@ -152,7 +152,8 @@ async def test_nothing_selected_is_a_warning_naming_the_source_in_sync_and_statu
     world: World,
 ) -> None:
     """Signed in but with nothing selected, `sync` succeeds and warns, naming the source
-    and the command that picks documents; `status` shows it until documents are selected."""
+    and the command that picks documents; `status` shows it as a warning of a pass that went
+    well (not as its error), in text and JSON, until documents are selected."""
     doc = world.api.add_document("Doc", "doc.ifc", b"IFC doc")
     login = await world.cli("login", "cde", "--timeout", "20")
     assert login.code == 0, login.stderr + login.stdout
@@ -162,7 +163,11 @@ async def test_nothing_selected_is_a_warning_naming_the_source_in_sync_and_statu
     assert "sync-agent select cde" in empty.stderr
     status = await world.cli("status", "--json")
     (source,) = json.loads(status.stdout)["sources"]
-    assert "nothing selected" in source["last_error"]
+    assert (source["last_pass_ok"], source["last_error"]) == (True, None)
+    assert source["last_warning"].startswith("nothing selected to mirror")
+    text = (await world.cli("status")).stdout
+    assert "cde: warning: nothing selected to mirror" in text
+    assert "(ok)" in text
 
     world.api.auto_select = [doc]
     assert (await world.cli("select", "cde", "--timeout", "20")).code == 0
@@ -170,4 +175,5 @@ async def test_nothing_selected_is_a_warning_naming_the_source_in_sync_and_statu
     assert full.code == 0, full.stderr
     assert "sync-agent: warning" not in full.stderr
     (source,) = json.loads((await world.cli("status", "--json")).stdout)["sources"]
-    assert source["last_error"] is None
+    assert (source["last_error"], source["last_warning"]) == (None, None)
+    assert "warning" not in (await world.cli("status")).stdout

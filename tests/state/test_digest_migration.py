@@ -1,5 +1,6 @@
-"""Migration 0006: sha256 values recorded before digests named their algorithm stay readable
-as "sha256:<hex>", on SQLite and on PostgreSQL, and a downgrade gives them back."""
+"""Migrations that move data, on SQLite and on PostgreSQL: 0006 (sha256 values recorded
+before digests named their algorithm stay readable as "sha256:<hex>", and a downgrade gives
+them back) and 0008 (a pass that went well no longer records its warnings as its error)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,32 @@ async def test_numbers_are_never_used_twice_across_the_migration(
         after = (await conn.execute(text(number))).scalar_one()
 
     assert after > 3
+
+
+async def test_warnings_recorded_as_the_error_of_a_pass_that_went_well_move_to_their_own(
+    engine: AsyncEngine,
+) -> None:
+    """0008: "warning: ..." in `last_error` of a successful pass becomes its `last_warning`;
+    the error of a failed pass stays an error."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_migrate, "0007")
+        await conn.execute(
+            text(
+                "INSERT INTO sources (name, type, last_pass_ok, last_error) VALUES "
+                "('cde', 'opencde', true, 'warning: nothing selected; warning: x'), "
+                "('sm', 'standard-metrics', false, 'a.pdf: HTTP 503'), "
+                "('ok', 'huddle', true, NULL)"
+            )
+        )
+        await conn.run_sync(_migrate, "0008")
+        rows = (
+            await conn.execute(
+                text("SELECT name, last_error, last_warning FROM sources ORDER BY name")
+            )
+        ).all()
+
+    assert rows == [
+        ("cde", None, "nothing selected; x"),
+        ("ok", None, None),
+        ("sm", "a.pdf: HTTP 503", None),
+    ]

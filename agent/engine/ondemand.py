@@ -12,7 +12,9 @@ A document the source's filters leave out (`agent.engine.filters`) is refused
 (`FilteredOutError`, naming the rule) before anything is queued: the mirror holds what a pass
 would keep there, and a file fetched past its filters would be left stale by every later
 pass, or deleted again under `on_filter_exclude = "remove"`. A size the listing does not
-give is checked when the download starts, as in a pass.
+give is taken from what the state learned of that version (its mirrored file, or a pass
+that skipped it by a size rule that still reads the same), else checked when the download
+starts, as in a pass.
 
 A failed download leaves the job to be resumed by the next pass, and is journaled as
 `document.failed`. A download whose commit fails (the state database or the mirror refused
@@ -28,7 +30,15 @@ from dataclasses import dataclass
 
 from msgspec.structs import replace
 
-from agent.engine.filters import FILTER_PREFIX, Filters, excluded_by, path_in_source
+from agent.engine.filters import (
+    FILTER_PREFIX,
+    Filters,
+    excluded_by,
+    path_in_source,
+    recall_size_exclusions,
+    size_rule,
+    sized,
+)
 from agent.engine.handoff import size_of
 from agent.engine.paths import mirror_path
 from agent.engine.plan import assign_one
@@ -43,7 +53,7 @@ from agent.errors import (
     StateError,
     describe_error,
 )
-from agent.models import DocState, EventType, RemoteDocument
+from agent.models import DocState, EventType, KnownDocument, RemoteDocument
 from agent.state.jobs import Claimed, path_key
 from agent.state.journal import NewEvent
 from agent.state.store import Store
@@ -90,7 +100,7 @@ async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: s
     """Download one document now (the caller holds the source's pass lock)."""
     name, store = rt.config.name, engine.store
     doc = await _listed(rt, remote_id)
-    _refuse_filtered(rt, doc)
+    await _refuse_filtered(store, rt, doc)
     rel_path = await place(store, name, doc)
     deadline = time.monotonic() + 3 * engine.leases.seconds
     while True:
@@ -139,12 +149,31 @@ async def _listed(rt: SourceRuntime, remote_id: str) -> RemoteDocument:
     raise NotListedError(rt.config.name, remote_id, "is not in the source's listing")
 
 
-def _refuse_filtered(rt: SourceRuntime, doc: RemoteDocument) -> None:
-    """Raise `FilteredOutError` when the source's filters leave `doc` out as listed."""
-    path = path_in_source(rt.config.name, doc)
-    rule = excluded_by(Filters.of(rt.config), path, doc.size)
+async def _refuse_filtered(store: Store, rt: SourceRuntime, doc: RemoteDocument) -> None:
+    """Raise `FilteredOutError` when the source's filters leave `doc` out: as listed, or by
+    the size the state knows of this version when the listing gives none."""
+    name, filters = rt.config.name, Filters.of(rt.config)
+    path = path_in_source(name, doc)
+    rule = excluded_by(filters, path, doc.size)
+    if rule is None and doc.size is None and sized(filters):
+        known = (await store.documents.known(name, [doc.remote_id])).get(doc.remote_id)
+        rule = _known_size_rule(filters, doc, known)
     if rule is not None:
-        raise FilteredOutError(rt.config.name, doc.remote_id, path, rule)
+        raise FilteredOutError(name, doc.remote_id, path, rule)
+
+
+def _known_size_rule(
+    filters: Filters, doc: RemoteDocument, known: KnownDocument | None
+) -> str | None:
+    """The size rule that leaves out this unsized version of `doc`, by the size of its
+    mirrored file or the size rule a pass recorded skipping it by (if it still applies)."""
+    if known is None or known.version != doc.version:
+        return None
+    if known.state == DocState.MIRRORED and known.size is not None:
+        return size_rule(filters, known.size)
+    (recalled,) = recall_size_exclusions(filters, [doc], {doc.remote_id: known}, {})
+    reason = recalled.skip_reason
+    return None if reason is None else reason.removeprefix(FILTER_PREFIX)
 
 
 async def place(store: Store, source: str, doc: RemoteDocument) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from agent.agent import Agent
-from agent.engine.ondemand import place
+from agent.engine.ondemand import FilteredOutError, place
 from agent.engine.paths import disambiguate, mirror_path
 from agent.errors import StateError
 from agent.models import DocState, PassStats, RemoteDocument
@@ -117,3 +117,25 @@ async def test_a_fetch_whose_commit_fails_says_so_and_the_next_pass_places_it(
     assert isinstance(outcome, PassStats), outcome
     assert outcome.failed == 0
     await world.assert_exact()
+
+
+async def test_a_size_the_state_knows_refuses_a_fetch_without_asking_storage(
+    world: World,
+) -> None:
+    """Standard Metrics lists no sizes; once a pass learned a document's size (it recorded
+    it skipped by max_size, or mirrored it and the limit then shrank), `get` refuses it by
+    the size rule without a request to the storage host."""
+    huge = world.add("huge.pdf", payload(5000, seed=2))
+    fits = world.add("fits.pdf", payload(300, seed=3))
+    world.source_options.update(max_size="1000")
+    outcome = await world.sync()
+    assert isinstance(outcome, PassStats), outcome
+    assert (outcome.downloaded, outcome.skipped) == (1, 1)
+
+    for doc_id, limit in ((huge, "1000"), (fits, "200")):
+        world.source_options.update(max_size=limit)
+        async with Agent.open(world.config(), sleep=world.sleeps) as agent:
+            world.storage.log.clear()
+            with pytest.raises(FilteredOutError, match=f"max_size {limit} bytes"):
+                await agent.fetch_now(KIT_SOURCE, doc_id, "open-file-other-app")
+        assert world.storage.log.records == [], doc_id

@@ -201,7 +201,7 @@ class SharedBudget:
             "paused_until": 0.0,
         }
         async with self.db.begin() as conn:
-            statement = insert_for("postgresql")(RateBudgetRow).values(row)
+            statement = insert_for("postgresql", RateBudgetRow).values(row)
             await conn.execute(statement.on_conflict_do_nothing())
         self._row_exists = True
 

@@ -84,4 +84,4 @@ class PassLeases:
     @staticmethod
     def _row(dialect: str, source: str) -> Any:
         """INSERT the source's row unless it exists (each backend's own upsert)."""
-        return insert_for(dialect)(TABLE).values(source=source).on_conflict_do_nothing()
+        return insert_for(dialect, TABLE).values(source=source).on_conflict_do_nothing()

@@ -193,6 +193,6 @@ async def upsert(
     conn: AsyncConnection, table: Table, values: dict[str, Any], key: Sequence[str]
 ) -> None:
     """INSERT, or UPDATE the row with the same `key` columns (SQLite and PostgreSQL alike)."""
-    statement = insert_for(conn.dialect.name)(table).values(values)
+    statement = insert_for(conn.dialect.name, table).values(values)
     changed = {k: statement.excluded[k] for k in values if k not in key}
     await conn.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changed))

@@ -109,6 +109,9 @@ async def fetch_now(engine: Engine, rt: SourceRuntime, remote_id: str, reason: s
         )
         if job is not None:
             return await _fetch(engine, rt, job, reason)
+        if await store.leases.repairing(name):
+            why = "cannot be fetched while `sync-agent verify --repair` repairs its source"
+            raise NotListedError(name, remote_id, why + ": try again once it ends")
         done = await _committed(store, name, doc)
         if done is not None or time.monotonic() > deadline:
             if done is None:

@@ -13,12 +13,13 @@ or stale; the exit status is 0 when clean, 1 otherwise, with or without `--repai
 `--repair` runs only where no pass can run meanwhile (`repairing`): on SQLite its caller
 holds the state folder's lock; on PostgreSQL, which replicas share, it is refused while any
 replica is alive (their download workers claim jobs of any source), and it holds the pass
-lease of every source it repairs, so a replica that starts meanwhile neither lists nor plans
-them. Missing and changed files are marked pending and the next pass downloads them (verify
-needs no network and no secret; a changed file is then kept beside the new copy as a local
-copy, never overwritten); an unknown file holding exactly a missing file's recorded bytes
-is adopted (its record points at it and the next pass moves it where it belongs); stale
-staging files are deleted.
+lease of every source it repairs, marked as a repair's, so a replica that starts meanwhile
+neither lists, plans nor downloads them (a download committed under the repair could be
+recorded, then pointed at the older file the repair adopts). Missing and changed files are
+marked pending and the next pass downloads them (verify needs no network and no secret; a
+changed file is then kept beside the new copy as a local copy, never overwritten); an
+unknown file holding exactly a missing file's recorded bytes is adopted (its record points
+at it and the next pass moves it where it belongs); stale staging files are deleted.
 
 The walk reads each folder once (`scandir`, no link followed) and hashes a file only when
 its size matches and its mtime does not.
@@ -231,7 +232,7 @@ async def repairing(store: Store, sources: Collection[str], owner: str) -> Async
     taken: list[str] = []
     try:
         for name in sources:
-            holder = await store.leases.take(name, owner, REPAIR_LEASE)
+            holder = await store.leases.take(name, owner, REPAIR_LEASE, repair=True)
             if holder is not None:
                 raise AlreadyRunningError(
                     f"verify --repair: a pass of {name} is being listed by replica "

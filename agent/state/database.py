@@ -57,7 +57,7 @@ from agent.state.tables import Base
 
 Clock = Callable[[], float]
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0008"  # the newest migration; tests/test_schema.py keeps it equal to Alembic's
+SCHEMA_HEAD = "0009"  # the newest migration; tests/test_schema.py keeps it equal to Alembic's
 MIGRATION_LOCK = 0x73796E63  # PostgreSQL advisory lock held while migrating: one migrator
 DRIVER_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 _ADAPTED = re.compile(r"^<class '[\w.]+'>: ")  # how SQLAlchemy's asyncpg adapter prefixes

@@ -31,6 +31,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     String,
     Table,
@@ -62,13 +63,14 @@ from agent.state.job_records import (
     path_key,
     queued_values,
 )
-from agent.state.tables import DocumentRow, JobRow
+from agent.state.tables import DocumentRow, JobRow, PassLeaseRow
 
 __all__ = ["Claimed", "JobLease", "JobView", "Jobs", "partial_name", "path_key"]
 
 ENQUEUE_BATCH = 500  # job rows written per transaction
 TABLE = cast(Table, JobRow.__table__)
 DOCUMENTS = cast(Table, DocumentRow.__table__)
+PASSES = cast(Table, PassLeaseRow.__table__)
 Connection = AsyncConnection | AsyncSession
 
 # The fence: the WHERE clause of every write a holder makes to its job (`_fence` binds it).
@@ -163,7 +165,8 @@ class Jobs:
         waiting = (TABLE.c.state == JobState.QUEUED) | (
             (TABLE.c.state == JobState.ACTIVE) & mine_or_lapsed
         )
-        query = select(TABLE.c.id).where(_workable(source) & waiting).limit(1)
+        workable = _workable(source) & ~_repairing(now)
+        query = select(TABLE.c.id).where(workable & waiting).limit(1)
         async with self.db.connect() as conn:
             return (await conn.scalar(query)) is not None
 
@@ -345,7 +348,7 @@ class Jobs:
         (job, size, digest), `job.temp_name` naming the verified file."""
         now = self.db.clock()
         unleased = TABLE.c.owner.is_(None) | (func.coalesce(TABLE.c.lease_until, 0) < now)
-        query = select(TABLE).where(TABLE.c.digest.is_not(None) & unleased)
+        query = select(TABLE).where(TABLE.c.digest.is_not(None) & unleased & ~_repairing(now))
         async with self.db.connect() as conn:
             rows = await conn.execute(query)
             return [(job_spec(r, r.temp_name), r.bytes_done, r.digest or "") for r in rows]
@@ -396,11 +399,18 @@ def _workable(source: str) -> ColumnElement[bool]:
     return (TABLE.c.source == source) & TABLE.c.doc_json.is_not(None)
 
 
+def _repairing(now: float | BindParameter[float]) -> ColumnElement[bool]:
+    """Jobs of a source `verify --repair` holds the pass lease of (`PassLeases.take`)."""
+    held = select(PASSES.c.source).where(PASSES.c.repair & (PASSES.c.lease_until >= now))
+    return TABLE.c.source.in_(held.scalar_subquery())
+
+
 def _claimable(now: float, busy: Collection[int]) -> ColumnElement[bool]:
     lapsed = (TABLE.c.state == JobState.ACTIVE) & (func.coalesce(TABLE.c.lease_until, 0) < now)
     if busy:
         lapsed &= TABLE.c.id.not_in(list(busy))
-    return TABLE.c.doc_json.is_not(None) & ((TABLE.c.state == JobState.QUEUED) | lapsed)
+    queued = (TABLE.c.state == JobState.QUEUED) | lapsed
+    return TABLE.c.doc_json.is_not(None) & queued & ~_repairing(now)
 
 
 def _claimable_batch() -> ColumnElement[bool]:
@@ -414,6 +424,7 @@ def _claimable_batch() -> ColumnElement[bool]:
         TABLE.c.doc_json.is_not(None)
         & ((TABLE.c.state == JobState.QUEUED) | lapsed)
         & TABLE.c.source.in_(bindparam("sources", expanding=True))
+        & ~_repairing(bindparam("at"))
     )
 
 

@@ -3,7 +3,8 @@
 One row per source (`pass_leases`). A replica takes the lease when nobody holds it, when it
 holds it already, or when the holder's lease ran out (a replica that stopped renewing); it
 renews it while listing, and lets it go when the pass has planned everything. Downloads are
-not part of it: they are jobs, claimed by any replica (`agent.state.jobs`).
+not part of it: they are jobs, claimed by any replica (`agent.state.jobs`), except while
+`verify --repair` holds the lease (`repair`): then no replica works the source at all.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ class PassLeases:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def take(self, source: str, owner: str, seconds: float) -> PassHolder | None:
-        """Take (or renew) the lease of `source` for `owner`; None when it is taken, else the
-        replica holding it."""
+    async def take(
+        self, source: str, owner: str, seconds: float, *, repair: bool = False
+    ) -> PassHolder | None:
+        """Take (or renew) the lease of `source` for `owner` (for a repair: no replica claims
+        the source's jobs while it holds it); None when it is taken, else the replica
+        holding it."""
         now = self.db.clock()
         free = (
             TABLE.c.owner.is_(None)
@@ -49,7 +53,7 @@ class PassLeases:
             taken = await conn.execute(
                 update(TABLE)
                 .where((TABLE.c.source == source) & free)
-                .values(owner=owner, lease_until=now + seconds, taken_at=now)
+                .values(owner=owner, lease_until=now + seconds, taken_at=now, repair=repair)
             )
             if taken.rowcount:
                 return None
@@ -72,14 +76,21 @@ class PassLeases:
             await conn.execute(
                 update(TABLE)
                 .where((TABLE.c.source == source) & (TABLE.c.owner == owner))
-                .values(owner=None, lease_until=None)
+                .values(owner=None, lease_until=None, repair=False)
             )
+
+    async def repairing(self, source: str) -> bool:
+        """Does `verify --repair` hold the source's pass lease now?"""
+        held = (TABLE.c.source == source) & TABLE.c.repair
+        query = select(TABLE.c.source).where(held & (TABLE.c.lease_until >= self.db.clock()))
+        async with self.db.connect() as conn:
+            return (await conn.scalar(query)) is not None
 
     async def release_all(self) -> None:
         """Let every pass lease go (SQLite at start-up: their holder was a previous process,
         gone for certain under the instance lock)."""
         async with self.db.begin() as conn:
-            await conn.execute(update(TABLE).values(owner=None, lease_until=None))
+            await conn.execute(update(TABLE).values(owner=None, lease_until=None, repair=False))
 
     @staticmethod
     def _row(dialect: str, source: str) -> Any:

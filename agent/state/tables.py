@@ -131,6 +131,8 @@ class PassLeaseRow(Base):
     owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[float | None] = mapped_column(Float)
     taken_at: Mapped[float | None] = mapped_column(Float)
+    # held by `verify --repair`: no replica works the source's jobs meanwhile either
+    repair: Mapped[bool] = mapped_column(default=False, server_default="0")
 
 
 class TokenRow(Base):

@@ -1,16 +1,22 @@
-"""`verify --repair` on a PostgreSQL state shared by replicas, through the real CLI: refused
-while a replica runs, and holding the pass leases of what it repairs while it works."""
+"""`verify --repair` on a PostgreSQL state shared by replicas: refused while a replica runs
+(through the real CLI), holding the pass leases of what it repairs while it works, and no
+replica that starts meanwhile works the sources it repairs."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
+from agent.engine.verify import repairing
+from agent.models import RemoteDocument
 from agent.state.replica import ReplicaId
 from agent.state.store import Store
 from tests.e2e.cli import CliResult, run_cli
+from tests.state.conftest import ManualClock
+from tests.state.kit import LEASE, claimed
 from tests.transfer.transfer_kit import SOURCE, World
 
 pytestmark = pytest.mark.e2e
@@ -65,3 +71,34 @@ async def test_repair_is_refused_while_a_replica_runs_and_excludes_passes_after(
     ]
     async with Store.open(pg_migrated_url, state_dir) as store:
         assert await store.leases.take(SOURCE, "someone", 60) is None  # let go
+
+
+async def test_no_replica_works_a_source_under_repair_meanwhile(
+    pg_migrated_url: str, tmp_path: Path
+) -> None:
+    """A replica that starts while `verify --repair` holds a source's pass lease claims none
+    of its queued jobs (in a batch or on demand), finds none outstanding and adopts none of
+    its verified files at start-up: the repair's view of that source's rows stays true.
+    Other sources are worked meanwhile, and the repaired one once the repair lets go."""
+    clock = ManualClock()
+    repaired, other = RemoteDocument(remote_id="a", version="1", name="a.pdf"), "other"
+    async with Store.open(pg_migrated_url, tmp_path / "state", clock=clock) as store:
+        gone = await claimed(store, SOURCE, repaired, f"{SOURCE}/a.pdf", owner="stopped")
+        await store.jobs.mark_verified([(gone.lease, 1, "sha256:" + "0" * 64, "a.part")])
+        clock.now += 2 * LEASE  # the replica that verified it stopped: its lease ran out
+        await store.jobs.enqueue(other, [(repaired, f"{other}/a.pdf")])
+        async with repairing(store, [SOURCE], "verify-host"):
+            assert await store.jobs.verified() == []
+            batch = await store.jobs.claim("replica-b", [SOURCE, other], 10, LEASE)
+            assert [c.spec.source for c in batch] == [other]
+            on_demand = await store.jobs.claim_document(
+                "replica-b", SOURCE, repaired, f"{SOURCE}/a.pdf", LEASE
+            )
+            assert on_demand is None
+            assert await store.leases.repairing(SOURCE)  # what `get` tells its user
+            assert not await store.jobs.outstanding(SOURCE, "replica-b")
+        assert not await store.leases.repairing(SOURCE)
+        assert [job.source for job, *_ in await store.jobs.verified()] == [SOURCE]
+        assert await store.jobs.outstanding(SOURCE, "replica-b")
+        (after,) = await store.jobs.claim("replica-b", [SOURCE], 10, LEASE)
+        assert after.lease.job_id == gone.lease.job_id

@@ -16,17 +16,19 @@ chunk. Measured against nginx on loopback (4,000 GETs of 4 KiB, 16 at a time, 2 
 `Connections` keeps idle keep-alive connections per origin for the next exchange; a reused
 connection the server closed meanwhile is replaced once, transparently (a GET is
 idempotent). `abort` (from the loop, on cancellation) shuts the socket down so that a
-blocked read returns at once; what was written until then stays in the file, counted in
-`written`.
+blocked read returns at once, and a connect still under way gives up within CONNECT_POLL;
+what was written until then stays in the file, counted in `written`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import http.client
 import os
+import select
 import socket
 import ssl
 import threading
@@ -45,6 +47,7 @@ from agent.transfer.partial import Partial
 BLOCK = 256 * 1024  # one readinto, write and hash; also what a SIGKILL can lose unwritten
 WRITE_BACK_STEP = 16 * 1024 * 1024  # a body's writeback is started every this many bytes
 CONNECT_TIMEOUT = 30.0
+CONNECT_POLL = 0.1  # seconds a connect waits between looks at whether it was stopped
 READ_TIMEOUT = 120.0  # between two reads, as the event loop's sessions
 IDLE_PER_ORIGIN = 32
 # A kept-alive connection the server closed while it sat idle fails this way on reuse.
@@ -175,6 +178,57 @@ def write_back(fd: int, offset: int, length: int) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def connect_unless(
+    stopped: Callable[[], bool],
+    address: tuple[str, int],
+    timeout: float | None = CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """`socket.create_connection` that gives up as soon as `stopped()` says so.
+
+    A blocking connect cannot be interrupted from another thread (neither `shutdown` nor
+    `close` wakes it on Linux), and a storage host that drops packets would hold a cancelled
+    transfer for the whole connect timeout. So each address is connected without blocking and
+    waited for in short polls that look at `stopped` in between.
+    """
+    host, port = address
+    error: OSError | None = None
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            if source_address is not None:
+                sock.bind(source_address)
+            _connect_polling(sock, addr, timeout, stopped)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, ConnectionAbortedError):
+                raise
+            error = exc
+            continue
+        sock.settimeout(timeout)
+        return sock
+    raise error if error is not None else OSError(f"no address found for {host}")
+
+
+def _connect_polling(
+    sock: socket.socket, addr: Any, timeout: float | None, stopped: Callable[[], bool]
+) -> None:
+    sock.setblocking(False)
+    code = sock.connect_ex(addr)
+    if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+        raise OSError(code, os.strerror(code))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = select.poll()
+    poll.register(sock, select.POLLOUT)
+    while code and not poll.poll(CONNECT_POLL * 1000):
+        if stopped():
+            raise ConnectionAbortedError("the transfer was stopped")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError("timed out")
+    if code and (code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)):
+        raise OSError(code, os.strerror(code))
+
+
 class Connections:
     """Idle keep-alive connections per origin, shared by the worker threads."""
 
@@ -259,6 +313,10 @@ class Exchange:
 
     def _send(self, conn: http.client.HTTPConnection, *, fresh: bool) -> http.client.HTTPResponse:
         if fresh:
+            # http.client's hook for making the socket (socket.create_connection by default)
+            conn._create_connection = functools.partial(  # type: ignore[attr-defined]
+                connect_unless, lambda: self._aborted
+            )
             conn.connect()
             if conn.sock is not None:
                 conn.sock.settimeout(READ_TIMEOUT)

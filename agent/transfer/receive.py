@@ -41,8 +41,11 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from agent.config.proxies import Proxies, Proxy
+from agent.transfer import proxied
 from agent.transfer.pacing import BandwidthLimiter
 from agent.transfer.partial import Partial
+from agent.transfer.proxied import Origin
 
 BLOCK = 256 * 1024  # one readinto, write and hash; also what a SIGKILL can lose unwritten
 WRITE_BACK_STEP = 16 * 1024 * 1024  # a body's writeback is started every this many bytes
@@ -53,7 +56,6 @@ IDLE_PER_ORIGIN = 32
 # A kept-alive connection the server closed while it sat idle fails this way on reuse.
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
-Origin = tuple[str, str, int | None]
 T = TypeVar("T")
 WriteAndHash = Callable[[BinaryIO, list[Any], Any], None]
 Pace = Callable[[int], None]
@@ -62,10 +64,12 @@ Pace = Callable[[int], None]
 class Receiver:
     """Worker threads and kept-alive connections for the storage hops; close when done."""
 
-    def __init__(self, threads: int, bandwidth: BandwidthLimiter) -> None:
+    def __init__(
+        self, threads: int, bandwidth: BandwidthLimiter, proxies: Proxies | None = None
+    ) -> None:
         self.bandwidth = bandwidth
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
-        self._connections = Connections()
+        self._connections = Connections(proxies)
 
     def exchange(self, url: str, headers: Mapping[str, str]) -> Exchange:
         return Exchange(self._connections, url, headers)
@@ -232,29 +236,24 @@ def _connect_polling(
 class Connections:
     """Idle keep-alive connections per origin, shared by the worker threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxies: Proxies | None = None) -> None:
+        self.proxies = proxies or Proxies()
         self._idle: defaultdict[Origin, list[http.client.HTTPConnection]] = defaultdict(list)
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
 
-    def take(self, origin: Origin) -> tuple[http.client.HTTPConnection, bool]:
+    def take(self, origin: Origin, proxy: Proxy | None) -> tuple[http.client.HTTPConnection, bool]:
         """An idle connection to `origin` (and True), or a new one (and False)."""
         with self._lock:
             idle = self._idle[origin]
             if idle:
                 return idle.pop(), True
-        return self.fresh(origin), False
+        return self.fresh(origin, proxy), False
 
-    def fresh(self, origin: Origin) -> http.client.HTTPConnection:
-        """A new, not yet connected connection to `origin`."""
-        scheme, host, port = origin
-        if scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=CONNECT_TIMEOUT, context=self._tls_context()
-            )
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
-        return conn
+    def fresh(self, origin: Origin, proxy: Proxy | None) -> http.client.HTTPConnection:
+        """A new, not yet connected connection to `origin` (through `proxy` if not None)."""
+        tls = self._tls_context() if origin[0] == "https" else None
+        return proxied.connection(origin, proxy, timeout=CONNECT_TIMEOUT, tls=tls)
 
     def give_back(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -285,8 +284,10 @@ class Exchange:
         parts = urlsplit(url)
         self.url = url
         self._origin: Origin = (parts.scheme, parts.hostname or "", parts.port)
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._headers = dict(headers)
+        self._proxy = connections.proxies.for_url(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._target = proxied.request_target(self._origin, self._proxy, target)
+        self._headers = {**headers, **proxied.forward_headers(self._origin, self._proxy)}
         self._connections = connections
         self._conn: http.client.HTTPConnection | None = None
         self._response: http.client.HTTPResponse | None = None
@@ -296,7 +297,7 @@ class Exchange:
 
     def open(self) -> tuple[int, CIMultiDictProxy[str]]:
         """Send the request and read the head: (status, headers). Runs in a worker thread."""
-        conn, reused = self._connections.take(self._origin)
+        conn, reused = self._connections.take(self._origin, self._proxy)
         self._conn = conn
         if self._aborted:  # stopped before the request went out
             raise ConnectionAbortedError("the transfer was stopped")
@@ -306,7 +307,7 @@ class Exchange:
             conn.close()
             if not reused:
                 raise
-            self._conn = conn = self._connections.fresh(self._origin)
+            self._conn = conn = self._connections.fresh(self._origin, self._proxy)
             self._response = self._send(conn, fresh=True)
         headers = CIMultiDictProxy(CIMultiDict(self._response.getheaders()))
         return self._response.status, headers

@@ -208,10 +208,10 @@ async def test_a_storage_request_cancelled_as_it_starts_leaves_no_socket_open(
     entered, release = threading.Event(), threading.Event()
     take = Connections.take
 
-    def slow_take(self: Connections, origin: Any) -> Any:
+    def slow_take(self: Connections, *args: Any) -> Any:
         entered.set()
         release.wait(5)
-        return take(self, origin)
+        return take(self, *args)
 
     monkeypatch.setattr(Connections, "take", slow_take)
     receiver = Receiver(1, BandwidthLimiter(None))

@@ -1,8 +1,10 @@
 """The storage hop over TLS (presigned URLs are https): the server's certificate is checked
-against the trusted CAs and its name, and a kept-alive TLS connection serves the next body."""
+against the trusted CAs and its name, a kept-alive TLS connection serves the next body, and
+through a proxy the body comes by a CONNECT tunnel with TLS end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import http.server
 import ipaddress
@@ -18,7 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.config.proxies import Proxies, Proxy
+from agent.config.secret import Secret
 from agent.transfer.receive import Connections, Exchange
+from tests.proxy import ForwardProxy
 
 BODY = b"presigned bytes " * 64
 
@@ -42,9 +47,9 @@ class _Blob(http.server.BaseHTTPRequestHandler):
 
 
 def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (its own issuer) and its key, as PEM files."""
+    """A certificate for 127.0.0.1 and `blob.test` (its own issuer) and its key, as PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
-    address = ipaddress.ip_address(name)
+    names = [x509.IPAddress(ipaddress.ip_address(name)), x509.DNSName("blob.test")]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -55,7 +60,7 @@ def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(address)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -142,3 +147,36 @@ def test_a_tls_server_whose_certificate_is_not_trusted_is_refused(
             Exchange(connections, url, {}).open()
     finally:
         connections.close()
+
+
+async def test_through_a_proxy_a_tls_body_comes_by_a_tunnel_the_proxy_cannot_read(
+    tls_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy is asked to CONNECT to the host's name (with its credentials) and never
+    sees the request itself: the presigned URL's path and signature stay inside TLS, whose
+    certificate is checked against the host's name, not the proxy's."""
+    url, cert_file = tls_server
+    url = url.replace("127.0.0.1", "blob.test")  # reachable through the proxy only
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    proxy = ForwardProxy(credentials=("agent", "pw"))
+    async with proxy.running() as proxy_url:
+        port = int(proxy_url.rsplit(":", 1)[1])
+        connections = Connections(Proxies(https=Proxy("127.0.0.1", port, "agent", Secret("pw"))))
+
+        def fetch() -> bytes:
+            exchange = Exchange(connections, url, {})
+            status, _ = exchange.open()
+            assert status == 200
+            with (tmp_path / "tunnelled.bin").open("wb") as handle:
+                assert exchange.pump(handle, _Digest(), 1 << 20, write_and_hash=_write)
+            exchange.close()
+            return (tmp_path / "tunnelled.bin").read_bytes()
+
+        try:
+            assert await asyncio.get_running_loop().run_in_executor(None, fetch) == BODY
+        finally:
+            connections.close()
+    (seen,) = proxy.seen
+    assert seen.method == "CONNECT"
+    assert seen.target == f"blob.test:{url.split(':')[2].split('/')[0]}"
+    assert "signature" not in str(seen).lower()

@@ -598,7 +598,6 @@ class IndexHealthSandbox(Served):
         assert found.etag is not None
         return file_response(request, found.data, found.download_name, found.etag)
 
-
     def _typed_as_file(self, error: web.Response, document_id: str) -> web.Response:
         """A direct download's error, typed as the document's file when the knob says so."""
         doc = self._documents.get(document_id)

@@ -175,6 +175,7 @@ class Agent:
                     min_free_space=agent_cfg.min_free_space,
                     threads=agent_cfg.max_concurrent_downloads,
                     algorithm=agent_cfg.hash_algorithm,
+                    proxies=config.proxies,
                     sleep=sleep,
                 )
             )
@@ -270,7 +271,9 @@ class Agent:
         limiter = request_limiter(
             cfg.requests_per_minute, self.store, cfg.name, window=self.rate_window
         )
-        client = ApiClient(session, limiter, source=cfg.name, sleep=self.sleep)
+        client = ApiClient(
+            session, limiter, source=cfg.name, proxies=self.config.proxies, sleep=self.sleep
+        )
         ctx = SourceContext(cfg, self.config.agent, client, self.store.for_source(cfg.name))
         runtime = SourceRuntime(cfg, build_source(ctx), limiter)
         self.slots[cfg.name] = _Slot(runtime, stack)

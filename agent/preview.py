@@ -47,7 +47,8 @@ async def _preview(config: Config, store: Store, fs: MirrorFS, cfg: SourceConfig
     log = get_logger(source=cfg.name)
     try:
         async with open_session(limit=8, limit_per_host=8) as session:
-            client = ApiClient(session, RateLimiter(cfg.requests_per_minute), source=cfg.name)
+            limiter = RateLimiter(cfg.requests_per_minute)
+            client = ApiClient(session, limiter, source=cfg.name, proxies=config.proxies)
             state = PreviewState(store.for_source(cfg.name))
             source = build_source(SourceContext(cfg, config.agent, client, state))
             state.credential_cursors = source.credential_cursors

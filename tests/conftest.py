@@ -1,5 +1,6 @@
 """Session-wide fixtures: a real PostgreSQL (see tests/pg.py) for the tests that ask for one,
-and webhook receivers on loopback (see tests/events/receiver.py)."""
+and webhook receivers on loopback (see tests/events/receiver.py); Hypothesis without its
+per-example deadline."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agent.state.database import Database
 from tests.events.receiver import SECRET, Receiver
 from tests.pg import PgCluster, find_bin_dir, start_cluster
+
+# Properties are checked, not timed: a per-example deadline fails them on a loaded 2-core
+# machine (CI) for what is only slowness (performance is measured in bench/).
+settings.register_profile("untimed", deadline=None)
+settings.load_profile("untimed")
 
 MIGRATED = "sync_agent_migrated"  # a template database at the newest schema
 NO_POSTGRES = (

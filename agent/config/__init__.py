@@ -5,7 +5,8 @@ file, a file path or an environment variable, and are wrapped so they never prin
 modules, one job each: `model` declares the tables and keys, `values` parses the values a
 plain type cannot check, `secret` reads secrets, `schema` applies the declarations through
 msgspec, `kinds` holds what each source type adds, `webhooks` reads `[[webhooks]]`,
-`load` reads the file. `docs/configuration.md` lists the keys.
+`proxies` reads the HTTP proxy variables, `load` reads the file. `docs/configuration.md`
+lists the keys.
 """
 
 from agent.config.kinds import SOURCE_TYPES

@@ -18,6 +18,7 @@ import msgspec
 from agent.config.env import apply_overrides, blame_override
 from agent.config.kinds import KINDS, SOURCE_TYPES, SourceKind
 from agent.config.model import AgentConfig, Config, SourceConfig
+from agent.config.proxies import read_proxies
 from agent.config.schema import Context, convert, file_keys, prepare, read_table
 from agent.config.values import parse_name
 from agent.config.webhooks import read_webhooks
@@ -45,7 +46,7 @@ def load_config(
         config = parse_config(data, env, path, secrets=secrets)
     except ConfigError as exc:
         raise blame_override(exc, overrides) from None
-    return dataclasses.replace(config, overrides=overrides)
+    return dataclasses.replace(config, overrides=overrides, proxies=read_proxies(env))
 
 
 def parse_config(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
+from agent.config.proxies import Proxies
 from agent.config.schema import Parse
 from agent.config.secret import Secret
 from agent.config.values import (
@@ -179,6 +180,7 @@ class Config:
     raw_sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     overrides: tuple[EnvOverride, ...] = ()
     webhooks: tuple[WebhookConfig, ...] = ()
+    proxies: Proxies = field(default_factory=Proxies)  # from the environment (`proxies.py`)
 
     def on_change(self, source: SourceConfig) -> tuple[str, ...]:
         """The command to run after a pass of `source` changed the mirror (() for none)."""

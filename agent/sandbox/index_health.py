@@ -13,6 +13,11 @@ Faithful to the public documentation (seeds 001 and 003, API-NOTES section 2):
   response is HTTP 200 and only the body tells the error, as some deployments do.
 - Fields the documentation marks optional are left out (``optional_fields="omitted"``),
   present when they have a value (``"present"``) or present and null (``"null"``).
+- The Content-Type of an error on ``GET /download/{id}`` is not documented: with
+  ``download_error_type="document"`` an error about a known document comes typed as its
+  file (``Content-Type`` and ``Content-Disposition``), as an Express handler that set the
+  file's headers before it failed sends it (``res.json`` keeps a Content-Type already
+  set); with ``"json"`` it is ``application/json``.
 
 Each keyword above is a documented ambiguity; its default is the least the documentation
 promises and ``RICH`` holds the friendliest reading (docs/conformance.md). The sandbox
@@ -35,6 +40,7 @@ from aiohttp import web
 from agent.sandbox.index_health_demo import populate_demo
 from agent.sandbox.index_health_http import (
     EXTENSION_BY_TYPE,
+    content_disposition,
     content_type_for,
     extension_of,
     file_response,
@@ -60,6 +66,7 @@ DOCUMENT_TYPES: Final = ("PDF", "DOCX", "TXT", "IMG", "OTHER")
 TOKEN_KEYS: Final = ("auth_token", "access_token")
 STATUS_KEYS: Final = ("status", "statusCode")
 OPTIONAL_FIELDS: Final = ("omitted", "present", "null")
+DOWNLOAD_ERROR_TYPES: Final = ("document", "json")
 # Optional listing fields that say nothing about whether the document has a file.
 _OPTIONAL: Final = (
     "document_description",
@@ -80,6 +87,7 @@ class IndexHealthKnobs(TypedDict, total=False):
     token_uses: int | None
     errors_as_http_status: bool
     optional_fields: str
+    download_error_type: str
 
 
 # Every knob at its friendliest documented reading (the defaults are the least promised).
@@ -90,6 +98,7 @@ RICH: Final[IndexHealthKnobs] = {
     "token_uses": None,
     "errors_as_http_status": True,
     "optional_fields": "present",
+    "download_error_type": "json",
 }
 
 _OKAY: Final = "OKAY"
@@ -177,6 +186,7 @@ class IndexHealthSandbox(Served):
         token_uses: int | None = 5,
         errors_as_http_status: bool = False,
         optional_fields: str = "omitted",
+        download_error_type: str = "document",
         root_group: bool = False,
         presign_ttl: float = 3600.0,
         clock: Callable[[], float] = time.time,
@@ -187,6 +197,8 @@ class IndexHealthSandbox(Served):
             raise ValueError(f"status_key must be one of {STATUS_KEYS}, not {status_key!r}")
         if optional_fields not in OPTIONAL_FIELDS:
             raise ValueError(f"optional_fields must be one of {OPTIONAL_FIELDS}")
+        if download_error_type not in DOWNLOAD_ERROR_TYPES:
+            raise ValueError(f"download_error_type must be one of {DOWNLOAD_ERROR_TYPES}")
         self._storage = storage
         self._client_id = client_id
         self._client_secret = client_secret
@@ -194,6 +206,7 @@ class IndexHealthSandbox(Served):
         self._status_key = status_key
         self._errors_as_http_status = errors_as_http_status
         self._optional_fields = optional_fields
+        self._download_error_type = download_error_type
         self._client_revoked = False
         self._root_group = root_group
         self._presign_ttl = presign_ttl
@@ -577,12 +590,21 @@ class IndexHealthSandbox(Served):
         return self._ok({"download_url": url})
 
     async def _handle_download_bytes(self, request: web.Request) -> web.StreamResponse:
-        found = self._downloadable(request.match_info["document_id"], "Failed to download document")
+        document_id = request.match_info["document_id"]
+        found = self._downloadable(document_id, "Failed to download document")
         if isinstance(found, web.Response):
-            return found
+            return self._typed_as_file(found, document_id)
         assert found.data is not None
         assert found.etag is not None
         return file_response(request, found.data, found.download_name, found.etag)
+
+    def _typed_as_file(self, error: web.Response, document_id: str) -> web.Response:
+        """A direct download's error, typed as the document's file when the knob says so."""
+        doc = self._documents.get(document_id)
+        if self._download_error_type == "document" and doc is not None:
+            error.content_type = content_type_for(doc.download_name).split(";")[0]
+            error.headers["Content-Disposition"] = content_disposition(doc.download_name)
+        return error
 
 
 # --------------------------------------------------------------------------- module helpers

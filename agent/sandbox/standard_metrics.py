@@ -9,7 +9,12 @@ Faithful to the public Standard Metrics API documentation (seed 004, API-NOTES s
   `previous` links, `page_size` clamped to 100, filters `company_id`, `parse_state`,
   `source` and `from`/`to` (ISO 8601, inclusive, on `uploaded_at`).
 - `GET /v1/documents/{id}/download/`: 302 to a storage URL signed for one hour.
-- Every `/v1` call needs `Authorization: Bearer <token>`.
+- Every `/v1` call needs `Authorization: Bearer <token>`. The status of a missing, unknown
+  or expired token is not documented: DRF answers 401 with `WWW-Authenticate: Bearer` when
+  the first authentication class is django-oauth-toolkit's, and 403 without a challenge
+  when it is one that has none (SessionAuthentication, the web app's); `refused_status`.
+- "User must have access to the document": `forbid_document` makes a download answer
+  DRF's 403 PermissionDenied for a token that is otherwise good.
 - Throttling, as the documentation's three limits say: `requests_per_minute` over a sliding
   window that counts every request, token calls included (120, or 500 on another page),
   and `per_token_limit` requests per bearer token in a few seconds (30 in 10). A 429 has
@@ -17,7 +22,8 @@ Faithful to the public Standard Metrics API documentation (seed 004, API-NOTES s
 - Empty fields are null in DRF style, or absent (`null_fields`).
 
 Each reading above is a keyword whose default is the least the documentation promises (all
-three limits at once, no Retry-After, absent fields); `RICH` holds the friendliest.
+three limits at once, no Retry-After, absent fields, 403 for a dead token); `RICH` holds
+the friendliest.
 
 Listing-only documents (the 100,000-document benchmark) hold no bytes in storage: the first
 download of one stores a tiny body generated from its id (see `content`) and redirects to it.
@@ -68,6 +74,7 @@ _NO_CREDENTIALS = {"detail": "Authentication credentials were not provided."}
 _INVALID_TOKEN = {"detail": "Invalid token."}
 _INVALID_PAGE = {"detail": "Invalid page."}
 _NOT_FOUND = {"detail": "Not found."}
+_NO_PERMISSION = {"detail": "You do not have permission to perform this action."}
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
 
 
@@ -140,6 +147,7 @@ class StandardMetricsKnobs(TypedDict, total=False):
     per_token_limit: tuple[int, float] | None
     retry_after: bool
     null_fields: bool
+    refused_status: int
 
 
 DOCUMENTED_PER_TOKEN_LIMIT: Final = (30, 10.0)  # "30 requests in 10 seconds per bearer token"
@@ -150,6 +158,7 @@ RICH: Final[StandardMetricsKnobs] = {
     "per_token_limit": None,
     "retry_after": True,
     "null_fields": True,
+    "refused_status": 401,
 }
 
 
@@ -167,6 +176,7 @@ class StandardMetricsSandbox(Served):
         per_token_limit: tuple[int, float] | None = DOCUMENTED_PER_TOKEN_LIMIT,
         retry_after: bool = False,
         null_fields: bool = False,
+        refused_status: int = 403,
         rate_window: float = 60.0,
         redirect_to: Callable[[str, str], str] | None = None,
         clock: Callable[[], float] = time.time,
@@ -179,6 +189,10 @@ class StandardMetricsSandbox(Served):
         self.per_token_limit = per_token_limit
         self.retry_after = retry_after
         self.null_fields = null_fields
+        if refused_status not in (401, 403):
+            raise ValueError(f"refused_status must be 401 or 403, not {refused_status}")
+        self.refused_status = refused_status
+        self.forbidden: set[str] = set()  # documents the client may not download
         self.rate_window = rate_window
         self.redirect_to = redirect_to
         self.clock = clock
@@ -234,7 +248,7 @@ class StandardMetricsSandbox(Served):
         return token
 
     def expire_all_tokens(self) -> None:
-        """Invalidate every token issued so far; the next /v1 call with one gets 401."""
+        """Invalidate every token issued so far; the next /v1 call with one is refused."""
         self._tokens.clear()
 
     def token_is_valid(self, token: str) -> bool:
@@ -285,6 +299,10 @@ class StandardMetricsSandbox(Served):
         """Change a document's name only; `uploaded_at` and the bytes stay as they were."""
         self._docs[doc_id].name = new_name
         self._version += 1
+
+    def forbid_document(self, doc_id: str) -> None:
+        """The client loses access to one document: its download answers 403."""
+        self.forbidden.add(doc_id)
 
     def remove_document(self, doc_id: str) -> None:
         del self._docs[doc_id]
@@ -432,6 +450,8 @@ class StandardMetricsSandbox(Served):
         doc = self._docs.get(request.match_info["doc_id"])
         if doc is None:
             return json_body(_NOT_FOUND, 404)
+        if doc.id in self.forbidden:
+            return json_body(_NO_PERMISSION, 403)
         if self.redirect_to is not None:
             location = self.redirect_to(doc.id, doc.name)
         else:
@@ -451,10 +471,16 @@ class StandardMetricsSandbox(Served):
     def _authenticate(self, request: web.Request) -> web.Response | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return json_body(_NO_CREDENTIALS, 401, _BEARER_CHALLENGE)
+            return self._refuse(_NO_CREDENTIALS)
         if not self.token_is_valid(token.strip()):
-            return json_body(_INVALID_TOKEN, 401, _BEARER_CHALLENGE)
+            return self._refuse(_INVALID_TOKEN)
         return None
+
+    def _refuse(self, detail: Mapping[str, str]) -> web.Response:
+        """DRF's NotAuthenticated: 401 with a Bearer challenge, or 403 without one."""
+        if self.refused_status == 401:
+            return json_body(detail, 401, _BEARER_CHALLENGE)
+        return json_body(detail, 403)
 
     # ---- internals -----------------------------------------------------------------------
 

@@ -172,7 +172,7 @@ class TokenAuth(ABC):
                 return  # not ours, or renewed already: the next request takes the new one
             if issued.rejected_at is not None or issued.on_probation():
                 self._reject(issued)
-                raise AuthenticationError(self.source, REJECTED)
+                raise self.rejected()
             await self._renew(after_refusal=True)
 
     async def keep(self, grant: Grant) -> None:
@@ -184,7 +184,7 @@ class TokenAuth(ABC):
         """Wait while another request proves a token on probation; True: this one proves it."""
         while True:
             if issued.rejected_at is not None:
-                raise AuthenticationError(self.source, REJECTED)
+                raise self.rejected()
             if issued is not self._issued or not issued.on_probation():
                 return False
             if not issued.probing:
@@ -201,6 +201,14 @@ class TokenAuth(ABC):
         if probe:
             issued.probing = False
         issued.wake()
+
+    def rejected(self) -> AuthenticationError:
+        """The error for credentials the API rejects; a subclass may add what to check."""
+        hint = self.rejected_hint()
+        return AuthenticationError(self.source, REJECTED + (f"; {hint}" if hint else ""))
+
+    def rejected_hint(self) -> str:
+        return ""
 
     def lifetime_of(self, grant: Grant) -> float:
         return grant.expires_in if grant.expires_in is not None else self.lifetime
@@ -227,7 +235,7 @@ class TokenAuth(ABC):
     async def _current(self) -> _Issued:
         issued = self._issued
         if issued is not None and self._held(issued):
-            raise AuthenticationError(self.source, REJECTED)
+            raise self.rejected()
         if not self._fresh(issued):
             async with self._lock:
                 await self._load_saved()

@@ -19,5 +19,5 @@ async def source_context(config: Config, source: SourceConfig) -> AsyncIterator[
         open_session() as session,
     ):
         limiter = request_limiter(source.requests_per_minute, store, source.name)
-        client = ApiClient(session, limiter, source=source.name)
+        client = ApiClient(session, limiter, source=source.name, proxies=config.proxies)
         yield SourceContext(source, config.agent, client, store.for_source(source.name))

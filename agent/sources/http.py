@@ -21,8 +21,10 @@ from typing import Any, Protocol
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from agent.config.proxies import Proxies
 from agent.errors import TransientError, safe_url
 from agent.log import get_logger
+from agent.transfer import proxied
 from agent.transfer.contract import (
     TRANSIENT_STATUSES,
     Credential,
@@ -133,6 +135,7 @@ class ApiClient:
         limiter: Pacer,
         *,
         source: str,
+        proxies: Proxies | None = None,
         max_attempts: int = 5,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
@@ -140,6 +143,7 @@ class ApiClient:
         self.session = session
         self.limiter = limiter
         self.source = source
+        self.proxies = proxies or Proxies()
         self.policy = RetryPolicy(max_attempts=max_attempts, cap=300.0)
         self.sleep = sleep
         self.clock = clock
@@ -253,8 +257,11 @@ class ApiClient:
         self, method: str, url: str, headers: CIMultiDict[str], options: Mapping[str, Any]
     ) -> ApiResponse:
         await self.limiter.acquire()
+        proxy = proxied.aiohttp_options(self.proxies, url)
         try:
-            async with self.session.request(method, url, headers=headers, **options) as response:
+            async with self.session.request(
+                method, url, headers=headers, **options, **proxy
+            ) as response:
                 body = await response.read()
                 return ApiResponse(response.status, str(response.url), response.headers, body)
         except (aiohttp.ClientError, TimeoutError) as exc:

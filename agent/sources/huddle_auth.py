@@ -69,6 +69,14 @@ class HuddleAuth(TokenAuth):
         self.ctx = ctx
         self.token_url = settings.token_url
 
+    def rejected_hint(self) -> str:
+        """Huddle's two generations name the scheme differently and a server may take one."""
+        other = "OAuth2" if self.scheme == "Bearer" else "Bearer"
+        return (
+            f'a Huddle server that takes only the {other} scheme refuses "{self.scheme}": '
+            f'try auth_scheme = "{other}"'
+        )
+
     async def obtain(self) -> Grant:
         spent = await self._current_refresh_token()
         grant = await post_grant(

@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 from agent.errors import RetryLaterError, SkipDocument, TransientError
 from agent.sources.http import ApiClient, ApiResponse, Authenticator
 from agent.sources.huddle_items import href
+from agent.sources.vendor import header
 from agent.transfer.contract import ResponseHead, raise_for_status
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -40,15 +41,6 @@ def check_content(head: ResponseHead) -> None:
     if status == 202:
         raise TransientError("conversion not ready yet", url=head.url, status=status)
     raise_for_status(head)
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by name, whatever the case of the mapping's keys."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    wanted = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), None)
 
 
 def unsupported(supported_accept: str | None) -> str:

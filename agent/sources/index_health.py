@@ -19,9 +19,12 @@ Choices made here (the documentation leaves them open):
   none. The Content-Disposition name is only known at download time and the source
   interface has no hook to rename afterwards; the server builds that header from the
   same two fields, so both agree.
-- Direct downloads (`GET /download/{id}`): `check_download` reads a JSON answer's start
-  and maps an error envelope like any other call (a body 401/403 renews the token); a
-  JSON document that is no envelope is the content.
+- Direct downloads (`GET /download/{id}`): `check_download` reads the start of any answer
+  that may be an error envelope and maps one like any other call (a body 401/403 renews
+  the token); a document that is no envelope is the content. The Content-Type of an error
+  is not documented and a handler that set the file's headers before it failed sends the
+  envelope typed as the file, so only a 206 or a declared length past `JSON_PEEK` (an
+  envelope is small) is taken as bytes unread.
 - Presigned downloads: a 401/403 from the storage host (another origin) is an expired or
   refused signature -> fetch a fresh target, which asks the API for a fresh URL.
 """
@@ -52,12 +55,13 @@ from agent.models import RemoteDocument
 from agent.sources.auth import Grant, TokenAuth, read_grant
 from agent.sources.base import BaseSource, SourceContext
 from agent.sources.http import ApiResponse
-from agent.sources.vendor import parse_date, text
+from agent.sources.vendor import header, parse_date, text
 from agent.transfer.contract import (
     TRANSIENT_STATUSES,
     Answer,
     DownloadTarget,
     Outcome,
+    ResponseHead,
     judge,
     raise_for_status,
 )
@@ -125,6 +129,14 @@ def error_envelope(status: int, body: bytes) -> Envelope | None:
     if _body_status(parsed) is None:
         return None
     return read_envelope(status, body)
+
+
+def may_be_envelope(head: ResponseHead) -> bool:
+    """Whether a direct download's answer may be an error envelope, whatever its type."""
+    if head.status == 206:
+        return False
+    length = header(head.headers, "Content-Length")
+    return length is None or not length.strip().isdigit() or int(length) <= JSON_PEEK
 
 
 def is_unauthorized(status: int) -> bool:
@@ -376,7 +388,7 @@ class IndexHealthSource(BaseSource):
                 return Outcome.of(ExpiredUrlError(refused, url=head.url, status=head.status))
             return judge(raise_for_status, head)
         envelope = None
-        if "json" in head.headers.get("Content-Type", "").lower():
+        if may_be_envelope(head):
             envelope = error_envelope(head.status, await answer.peek(JSON_PEEK))
         if envelope is None or envelope.status == 200:
             return judge(raise_for_status, head)  # the document's bytes, JSON or not

@@ -18,7 +18,8 @@ from agent.sources.vendor import failed_call, parse_date
 from agent.transfer.contract import DownloadTarget
 
 PAGE_SIZE = "100"  # the documented maximum
-REFUSED = frozenset({401, 403})
+REFUSED = frozenset({401, 403})  # how the API refuses a token (DRF: either)
+DOWNLOAD_RENEW = frozenset({401})  # a download's 403 may be that document's permission
 
 
 class _Item(msgspec.Struct, gc=False):
@@ -42,7 +43,13 @@ PAGE = msgspec.json.Decoder(_Page)
 
 
 class ClientCredentialsAuth(TokenAuth):
-    """OAuth2 client-credentials grant with HTTP Basic client authentication."""
+    """OAuth2 client-credentials grant with HTTP Basic client authentication.
+
+    The status of a dead token is not documented: Django REST framework answers 401 or
+    403 depending on its first authentication class, so the API calls renew on either.
+    """
+
+    renew_statuses = REFUSED
 
     def __init__(self, ctx: SourceContext, token_url: str) -> None:
         super().__init__(ctx.state, source=ctx.config.name)
@@ -69,7 +76,13 @@ def _refused(status: int, _code: str | None) -> str:
 
 
 class StandardMetricsSource(BaseSource):
-    """Lists `/documents/` page by page and downloads through `/documents/{id}/download/`."""
+    """Lists `/documents/` page by page and downloads through `/documents/{id}/download/`.
+
+    A download answered 403 fails that document without renewing: "User must have access
+    to the document", and renewing for a document the client may not read would end in
+    the new token's probation calling the credentials rejected. A dead token is renewed
+    by the API calls (the listing), which run first in every pass.
+    """
 
     def __init__(self, ctx: SourceContext) -> None:
         super().__init__(ctx)
@@ -87,6 +100,10 @@ class StandardMetricsSource(BaseSource):
             for doc in documents:
                 yield doc
             params = None  # `next` is absolute and carries the query
+
+    @property
+    def renew_statuses(self) -> frozenset[int]:
+        return DOWNLOAD_RENEW
 
     def _page(self, response: ApiResponse) -> tuple[list[RemoteDocument], str | None]:
         if response.status != 200:

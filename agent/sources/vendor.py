@@ -39,6 +39,15 @@ def text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever the case of the mapping's keys."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
 def parse_date(value: object) -> datetime | None:
     """An ISO-8601 or RFC 1123 date as an aware UTC datetime, or None if it is neither.
 

@@ -29,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from agent.config.proxies import Proxies
 from agent.errors import (
     DiskSpaceError,
     DocumentError,
@@ -38,7 +39,7 @@ from agent.errors import (
 )
 from agent.log import get_logger
 from agent.models import Fetched, JobSpec, RemoteDocument
-from agent.transfer import bodies
+from agent.transfer import bodies, proxied
 from agent.transfer.contract import (
     Answer,
     DownloadContract,
@@ -131,10 +132,12 @@ class Downloader:
         max_attempts: int = 6,
         threads: int = 8,
         algorithm: Algorithm = DEFAULT,
+        proxies: Proxies | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.session = session
+        self.proxies = proxies or Proxies()
         self.staging = staging
         self.bandwidth = bandwidth or BandwidthLimiter(None)
         self.min_free_space = min_free_space
@@ -143,7 +146,7 @@ class Downloader:
         self.sleep = sleep
         self.clock = clock
         self.durability = Durability()
-        self._receiver = Receiver(threads, self.bandwidth)
+        self._receiver = Receiver(threads, self.bandwidth, self.proxies)
         self._free = Volume(0, 0)
         self._free_checked = -FREE_SPACE_TTL
         self._staging_ready = False
@@ -258,7 +261,10 @@ class Downloader:
         """The request to the target itself, on the event loop's session: the source's
         check may read the start of the answer, and a body that follows is streamed."""
         try:
-            async with self.session.get(url, headers=sent, allow_redirects=False) as response:
+            proxy = proxied.aiohttp_options(self.proxies, url)
+            async with self.session.get(
+                url, headers=sent, allow_redirects=False, **proxy
+            ) as response:
                 if response.status in REDIRECTS and "Location" in response.headers:
                     if target.credential is not None:
                         target.credential.settle(True)

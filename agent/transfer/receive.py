@@ -16,17 +16,19 @@ chunk. Measured against nginx on loopback (4,000 GETs of 4 KiB, 16 at a time, 2 
 `Connections` keeps idle keep-alive connections per origin for the next exchange; a reused
 connection the server closed meanwhile is replaced once, transparently (a GET is
 idempotent). `abort` (from the loop, on cancellation) shuts the socket down so that a
-blocked read returns at once; what was written until then stays in the file, counted in
-`written`.
+blocked read returns at once, and a connect still under way gives up within CONNECT_POLL;
+what was written until then stays in the file, counted in `written`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import http.client
 import os
+import select
 import socket
 import ssl
 import threading
@@ -39,18 +41,21 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from agent.config.proxies import Proxies, Proxy
+from agent.transfer import proxied
 from agent.transfer.pacing import BandwidthLimiter
 from agent.transfer.partial import Partial
+from agent.transfer.proxied import Origin
 
 BLOCK = 256 * 1024  # one readinto, write and hash; also what a SIGKILL can lose unwritten
 WRITE_BACK_STEP = 16 * 1024 * 1024  # a body's writeback is started every this many bytes
 CONNECT_TIMEOUT = 30.0
+CONNECT_POLL = 0.1  # seconds a connect waits between looks at whether it was stopped
 READ_TIMEOUT = 120.0  # between two reads, as the event loop's sessions
 IDLE_PER_ORIGIN = 32
 # A kept-alive connection the server closed while it sat idle fails this way on reuse.
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
-Origin = tuple[str, str, int | None]
 T = TypeVar("T")
 WriteAndHash = Callable[[BinaryIO, list[Any], Any], None]
 Pace = Callable[[int], None]
@@ -59,10 +64,12 @@ Pace = Callable[[int], None]
 class Receiver:
     """Worker threads and kept-alive connections for the storage hops; close when done."""
 
-    def __init__(self, threads: int, bandwidth: BandwidthLimiter) -> None:
+    def __init__(
+        self, threads: int, bandwidth: BandwidthLimiter, proxies: Proxies | None = None
+    ) -> None:
         self.bandwidth = bandwidth
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
-        self._connections = Connections()
+        self._connections = Connections(proxies)
 
     def exchange(self, url: str, headers: Mapping[str, str]) -> Exchange:
         return Exchange(self._connections, url, headers)
@@ -175,32 +182,78 @@ def write_back(fd: int, offset: int, length: int) -> None:
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def connect_unless(
+    stopped: Callable[[], bool],
+    address: tuple[str, int],
+    timeout: float | None = CONNECT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """`socket.create_connection` that gives up as soon as `stopped()` says so.
+
+    A blocking connect cannot be interrupted from another thread (neither `shutdown` nor
+    `close` wakes it on Linux), and a storage host that drops packets would hold a cancelled
+    transfer for the whole connect timeout. So each address is connected without blocking and
+    waited for in short polls that look at `stopped` in between.
+    """
+    host, port = address
+    error: OSError | None = None
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            if source_address is not None:
+                sock.bind(source_address)
+            _connect_polling(sock, addr, timeout, stopped)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, ConnectionAbortedError):
+                raise
+            error = exc
+            continue
+        sock.settimeout(timeout)
+        return sock
+    raise error if error is not None else OSError(f"no address found for {host}")
+
+
+def _connect_polling(
+    sock: socket.socket, addr: Any, timeout: float | None, stopped: Callable[[], bool]
+) -> None:
+    sock.setblocking(False)
+    code = sock.connect_ex(addr)
+    if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+        raise OSError(code, os.strerror(code))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = select.poll()
+    poll.register(sock, select.POLLOUT)
+    while code and not poll.poll(CONNECT_POLL * 1000):
+        if stopped():
+            raise ConnectionAbortedError("the transfer was stopped")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError("timed out")
+    if code and (code := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)):
+        raise OSError(code, os.strerror(code))
+
+
 class Connections:
     """Idle keep-alive connections per origin, shared by the worker threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxies: Proxies | None = None) -> None:
+        self.proxies = proxies or Proxies()
         self._idle: defaultdict[Origin, list[http.client.HTTPConnection]] = defaultdict(list)
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
 
-    def take(self, origin: Origin) -> tuple[http.client.HTTPConnection, bool]:
+    def take(self, origin: Origin, proxy: Proxy | None) -> tuple[http.client.HTTPConnection, bool]:
         """An idle connection to `origin` (and True), or a new one (and False)."""
         with self._lock:
             idle = self._idle[origin]
             if idle:
                 return idle.pop(), True
-        return self.fresh(origin), False
+        return self.fresh(origin, proxy), False
 
-    def fresh(self, origin: Origin) -> http.client.HTTPConnection:
-        """A new, not yet connected connection to `origin`."""
-        scheme, host, port = origin
-        if scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=CONNECT_TIMEOUT, context=self._tls_context()
-            )
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
-        return conn
+    def fresh(self, origin: Origin, proxy: Proxy | None) -> http.client.HTTPConnection:
+        """A new, not yet connected connection to `origin` (through `proxy` if not None)."""
+        tls = self._tls_context() if origin[0] == "https" else None
+        return proxied.connection(origin, proxy, timeout=CONNECT_TIMEOUT, tls=tls)
 
     def give_back(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -231,8 +284,10 @@ class Exchange:
         parts = urlsplit(url)
         self.url = url
         self._origin: Origin = (parts.scheme, parts.hostname or "", parts.port)
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._headers = dict(headers)
+        self._proxy = connections.proxies.for_url(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._target = proxied.request_target(self._origin, self._proxy, target)
+        self._headers = {**headers, **proxied.forward_headers(self._origin, self._proxy)}
         self._connections = connections
         self._conn: http.client.HTTPConnection | None = None
         self._response: http.client.HTTPResponse | None = None
@@ -242,7 +297,7 @@ class Exchange:
 
     def open(self) -> tuple[int, CIMultiDictProxy[str]]:
         """Send the request and read the head: (status, headers). Runs in a worker thread."""
-        conn, reused = self._connections.take(self._origin)
+        conn, reused = self._connections.take(self._origin, self._proxy)
         self._conn = conn
         if self._aborted:  # stopped before the request went out
             raise ConnectionAbortedError("the transfer was stopped")
@@ -252,13 +307,17 @@ class Exchange:
             conn.close()
             if not reused:
                 raise
-            self._conn = conn = self._connections.fresh(self._origin)
+            self._conn = conn = self._connections.fresh(self._origin, self._proxy)
             self._response = self._send(conn, fresh=True)
         headers = CIMultiDictProxy(CIMultiDict(self._response.getheaders()))
         return self._response.status, headers
 
     def _send(self, conn: http.client.HTTPConnection, *, fresh: bool) -> http.client.HTTPResponse:
         if fresh:
+            # http.client's hook for making the socket (socket.create_connection by default)
+            conn._create_connection = functools.partial(  # type: ignore[attr-defined]
+                connect_unless, lambda: self._aborted
+            )
             conn.connect()
             if conn.sock is not None:
                 conn.sock.settimeout(READ_TIMEOUT)

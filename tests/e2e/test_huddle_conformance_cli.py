@@ -170,3 +170,17 @@ async def test_a_resumed_rendition_and_original_keep_the_reasons_they_began_with
         assert sorted(mirror_files(world.mirror).values()) == sorted([big, b"%PDF-sandbox " + big])
         seen = {(accept in ORIGINAL, reason) for accept, reason in content_requests(world, doc)}
         assert seen == {(True, "offline-file"), (False, "offline-file-preview")}, seen
+
+
+async def test_a_server_taking_only_the_older_oauth2_scheme_is_named_in_the_error(
+    tmp_path: Path,
+) -> None:
+    """Bearer refused by an OAuth2-only server: exit 77 naming `auth_scheme`; set, it syncs."""
+    async for world in open_world(tmp_path, MINIMAL, auth_scheme="OAuth2"):
+        world.api.add_document(world.api.root_folder_id(world.ws), "a.txt", b"a")
+        refused = await sync(world)
+        assert refused.code == 77, refused.stderr
+        assert 'auth_scheme = "OAuth2"' in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert (await sync(world, auth_scheme="OAuth2")).code == 0
+        assert list(mirror_files(world.mirror).values()) == [b"a"]

@@ -60,6 +60,20 @@ async def test_tokens_dying_under_eight_downloads_never_stop_the_pass(
         assert ledger.refused_twice_without_renewal() == []
 
 
+async def test_a_direct_download_failing_in_its_body_is_retried_and_never_mirrored(
+    tmp_path: Path,
+) -> None:
+    """A "Failed to download document" envelope typed as the file is not taken for its bytes."""
+    async with open_world(tmp_path, MINIMAL) as world:
+        contents, _ = fill(world, n=3)
+        failing = world.api.document_ids(world.collection)[0]
+        world.api.fail_document(failing, 500, times=1)
+        result = await sync(world, download_method="direct")
+        assert result.code == 0, result.stderr
+        assert sorted(mirror_files(world.mirror).values()) == sorted(contents.values())
+        assert world.api.download_calls[failing] == 2
+
+
 async def test_revoked_client_credentials_still_exit_77(tmp_path: Path) -> None:
     """A client revoked between passes is a fatal credentials error, named without a trace."""
     async with open_world(tmp_path, MINIMAL) as world:

@@ -114,3 +114,17 @@ async def test_optional_fields_are_omitted_present_when_set_or_null(
         assert item["document_file_path"] == "docs/q3.pdf"  # it tells a file from a URL
         if reading == "null":
             assert item["document_url"] is None
+
+
+@pytest.mark.parametrize(("minimal", "expected"), [(True, "application/pdf"), (False, "json")])
+async def test_a_direct_download_error_is_typed_as_the_file_by_default(
+    minimal: bool, expected: str
+) -> None:
+    """Undocumented error Content-Type, least reading: the file's own, as a handler set it."""
+    async with api(minimal=minimal) as a:
+        _, doc = add_report(a.sandbox)
+        a.sandbox.fail_document(doc, 500)
+        status, body, headers = await a.get(f"/download/{doc}", await a.token())
+        assert b'"statusCode":500' in body
+        assert expected in headers["Content-Type"]
+        assert status == (200 if minimal else 500)

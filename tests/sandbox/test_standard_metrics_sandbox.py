@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from agent.sandbox.standard_metrics import RICH, StandardMetricsSandbox
+from agent.sandbox.standard_metrics import RICH, StandardMetricsKnobs, StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 
 
@@ -616,3 +616,36 @@ async def test_by_default_empty_fields_are_absent_not_null(
     (item,) = await list_all(session, minimal, await get_token(session, minimal))
     assert None not in item.values()
     assert {"link", "information_request_id", "parsed_at"}.isdisjoint(item)
+
+
+@pytest.mark.parametrize(("knobs", "status"), [({}, 403), (RICH, 401)], ids=["default", "rich"])
+async def test_a_dead_token_is_refused_with_403_by_default_and_401_with_a_challenge(
+    storage: StorageHost,
+    clock: FakeClock,
+    session: aiohttp.ClientSession,
+    knobs: StandardMetricsKnobs,
+    status: int,
+) -> None:
+    """Undocumented refusal status, least reading: DRF's 403 without WWW-Authenticate."""
+    sb = StandardMetricsSandbox(storage, clock=clock, **knobs)
+    async with sb.running():
+        token = await get_token(session, sb)
+        sb.expire_all_tokens()
+        async with session.get(f"{sb.api_url}/documents/", headers=bearer(token)) as response:
+            assert response.status == status
+            assert ("WWW-Authenticate" in response.headers) is (status == 401)
+
+
+async def test_a_forbidden_document_answers_403_permission_denied_to_a_good_token(
+    sandbox: StandardMetricsSandbox, session: aiohttp.ClientSession
+) -> None:
+    """forbid_document: the listing still works, that document's download is refused."""
+    doc_id = sandbox.add_document("secret.pdf", b"x")
+    sandbox.forbid_document(doc_id)
+    headers = bearer(await get_token(session, sandbox))
+    url = f"{sandbox.api_url}/documents/{doc_id}/download/"
+    async with session.get(url, headers=headers, allow_redirects=False) as response:
+        assert response.status == 403
+        assert "permission" in (await response.json())["detail"]
+    async with session.get(f"{sandbox.api_url}/documents/", headers=headers) as response:
+        assert response.status == 200

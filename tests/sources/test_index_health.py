@@ -464,11 +464,14 @@ async def test_presigned_body_status_maps_to_the_right_outcome(case: str, as_htt
         assert len(env.sandbox.log.matching("POST", "/download")) == expected_calls
 
 
+@pytest.mark.parametrize("error_type", ["json", "document"])
 @pytest.mark.parametrize("as_http", [True, False], ids=["http-status", "http-200-body"])
 @pytest.mark.parametrize("case", ENVELOPE_CASES)
-async def test_direct_body_status_maps_to_the_right_outcome(case: str, as_http: bool) -> None:
-    """GET /download/{id} error envelopes reach check_download and map alike."""
-    async with running(errors_as_http_status=as_http) as env:
+async def test_direct_body_status_maps_to_the_right_outcome(
+    case: str, as_http: bool, error_type: str
+) -> None:
+    """GET /download/{id} error envelopes map alike, typed as JSON or as the document's file."""
+    async with running(errors_as_http_status=as_http, download_error_type=error_type) as env:
         doc = await _provoke(env, case, "direct", as_http)
         source = env.source(download_method="direct")
         answer, _ = await env.fetch(await source.download_target(doc_ref(doc), {}))
@@ -560,6 +563,18 @@ async def test_downloader_renews_a_refused_token_on_direct_downloads(
         env.sandbox.expire_all_tokens()
         assert await _downloaded(env, source, pdf, tmp_path) == PDF
         assert env.sandbox.tokens_issued == 2
+
+
+async def test_downloader_retries_a_failed_direct_download_typed_as_the_file(
+    tmp_path: Path,
+) -> None:
+    """A 500 envelope sent as HTTP 200 with the PDF's Content-Type is retried, never kept."""
+    async with running(errors_as_http_status=False, download_error_type="document") as env:
+        pdf, _, _ = add_reports(env.sandbox)
+        env.sandbox.fail_document(pdf, 500, times=1)
+        source = env.source(download_method="direct")
+        assert await _downloaded(env, source, pdf, tmp_path) == PDF
+        assert env.sandbox.download_calls[pdf] == 2
 
 
 async def test_downloader_asks_again_when_the_presigned_url_expires(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import http.server
 import os
+import socket
 import threading
 import time
 import warnings
@@ -22,7 +23,7 @@ from agent.state.documents import Documents
 from agent.state.store import Store
 from agent.transfer.durable import Durability
 from agent.transfer.pacing import BandwidthLimiter
-from agent.transfer.receive import Connections, Exchange, Receiver
+from agent.transfer.receive import Connections, Exchange, Receiver, connect_unless
 
 MIB = 1024 * 1024
 
@@ -207,10 +208,10 @@ async def test_a_storage_request_cancelled_as_it_starts_leaves_no_socket_open(
     entered, release = threading.Event(), threading.Event()
     take = Connections.take
 
-    def slow_take(self: Connections, origin: Any) -> Any:
+    def slow_take(self: Connections, *args: Any) -> Any:
         entered.set()
         release.wait(5)
-        return take(self, origin)
+        return take(self, *args)
 
     monkeypatch.setattr(Connections, "take", slow_take)
     receiver = Receiver(1, BandwidthLimiter(None))
@@ -229,6 +230,64 @@ async def test_a_storage_request_cancelled_as_it_starts_leaves_no_socket_open(
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert _KeepAlive.connections == []  # the request never went out
+
+
+@pytest.fixture
+def unanswered() -> Iterator[tuple[str, int]]:
+    """A loopback address whose connects hang: the listener never accepts and its backlog is
+    full, so the kernel drops further SYNs (as a host behind a dropping firewall does)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    queued = [socket.socket() for _ in range(4)]
+    for sock in queued:
+        sock.setblocking(False)
+        sock.connect_ex(address)
+    try:
+        yield address
+    finally:
+        for sock in [*queued, listener]:
+            sock.close()
+
+
+async def test_a_storage_request_cancelled_while_connecting_ends_without_waiting_the_connect_out(
+    unanswered: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connect to a host that never answers is given up as soon as its transfer is
+    cancelled, not after the 30 s connect timeout (which would hold a stopping pass)."""
+    connecting = threading.Event()
+    real = socket.getaddrinfo
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        connecting.set()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", watched)  # where every connect begins
+    receiver = Receiver(1, BandwidthLimiter(None))
+    loop = asyncio.get_running_loop()
+    host, port = unanswered
+    exchange = receiver.exchange(f"http://{host}:{port}/file.bin", {})
+    task = asyncio.create_task(receiver.open(exchange))
+    assert await loop.run_in_executor(None, connecting.wait, 5)
+    task.cancel()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+    assert task.cancelled()
+    exchange.close()
+    await loop.run_in_executor(None, receiver.close)
+
+
+def test_a_connect_to_a_host_that_never_answers_times_out(unanswered: tuple[str, int]) -> None:
+    with pytest.raises(TimeoutError):
+        connect_unless(lambda: False, unanswered, 0.3)
+
+
+def test_a_connect_to_a_closed_port_is_refused() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = probe.getsockname()  # bound, not listening: refused
+        with pytest.raises(ConnectionRefusedError):
+            connect_unless(lambda: False, address, 5)
 
 
 def test_connections_are_reused_and_one_the_server_closed_is_replaced(

@@ -40,6 +40,7 @@ from sqlalchemy import (
     make_url,
     text,
 )
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -352,6 +353,7 @@ def _engine(url: str, connections: int) -> AsyncEngine:
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(engine.sync_engine, "begin", _sqlite_begin)
+            event.listen(engine.sync_engine, "handle_error", _sqlite_cancelled)
             return engine
         # A pool as large as the downloads that checkpoint at once (a new PostgreSQL
         # connection costs a fork): overflow covers bursts, pre-ping a restarted server.
@@ -401,6 +403,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_cancelled(context: ExceptionContext) -> None:
+    """Close the cursor of a statement whose task was cancelled (a stop, a lost lease).
+
+    SQLAlchemy takes the connection for lost and closes it, leaving the cursor to the
+    garbage collector; SQLite cannot close a connection whose statement is unfinished, so it
+    stayed open holding the write lock of its transaction, and every other writer failed
+    after `busy_timeout` with "database is locked" until a collection ran. Closed cursor
+    first, the close releases the lock at once.
+    """
+    statement = context.execution_context  # (its `cursor` is unset in SQLAlchemy 2.1)
+    if isinstance(context.original_exception, asyncio.CancelledError) and statement:
+        statement.cursor.close()
 
 
 def _sqlite_begin(conn: Connection) -> None:

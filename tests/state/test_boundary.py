@@ -1,9 +1,14 @@
-"""Driver errors reach the user as the agent's StateError: the driver's reason and the
-database's name, never the SQL, SQLAlchemy's documentation link or a password."""
+"""The state database's driver boundary: driver errors reach the user as the agent's
+StateError (the driver's reason and the database's name, never the SQL, SQLAlchemy's
+documentation link or a password), SQLite's settings, and a cancelled write's lock."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import socket
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,3 +103,51 @@ async def test_sqlite_commits_reach_the_disk_so_journal_numbers_never_repeat(
     async with Database.open(url, tmp_path) as db, db.engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def write_lock_free(path: Path) -> bool:
+    """Can another connection take the write lock at once (no busy wait)?"""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+async def test_a_write_cancelled_while_its_statement_runs_lets_the_lock_go(
+    tmp_path: Path,
+) -> None:
+    """A task cancelled while a statement of its write transaction runs (a stop, a lost
+    lease) leaves SQLite's write lock free once it ended. It used to stay held until the
+    garbage collector freed the statement's cursor, and every other writer of the process
+    failed after busy_timeout with "database is locked"."""
+    path = tmp_path / "state.db"
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> int:  # runs in the driver's thread, inside the statement
+        started.set()
+        release.wait(10)
+        return 1
+
+    async def write() -> None:
+        async with db.begin() as conn:  # BEGIN IMMEDIATE: the write lock
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.create_function("hold", 0, hold)  # type: ignore[union-attr]
+            await conn.exec_driver_sql("SELECT hold()")
+
+    gc.disable()  # a collection would free the cursor and hide the held lock
+    try:
+        async with Database.open(f"sqlite+aiosqlite:///{path}", tmp_path) as db:
+            writing = asyncio.create_task(write())
+            assert await asyncio.to_thread(started.wait, 10)
+            writing.cancel()
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await writing
+            assert write_lock_free(path)
+    finally:
+        gc.enable()

@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Map
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.engine.commit import SIDECAR_SUFFIX, finish, prune
+from agent.engine.commit import SIDECAR_SUFFIX, prune
 from agent.engine.filtered_out import remove_filtered_out
 from agent.engine.filters import (
     Filters,
@@ -37,9 +37,9 @@ from agent.engine.filters import (
     files_to_remove,
     recall_size_exclusions,
 )
+from agent.engine.moves import Mover
 from agent.engine.plan import (
     Download,
-    Move,
     OnDisk,
     OnLocalDelete,
     Plan,
@@ -48,7 +48,6 @@ from agent.engine.plan import (
     contested,
     deletion_policy,
     look_for_missing,
-    order_moves,
     plan_window,
     removal,
     split_adoptions,
@@ -159,8 +158,10 @@ class Lister:
         self.settled = 0  # listed documents mirrored as listed (each has a row, not removed)
         self.counts = Listed()
         self.folder_warned = False
+        self.mover = Mover(store, fs, self.name, sidecars=rt.config.write_metadata, log=rt.log)
 
     async def run(self) -> Listed:
+        await self.mover.recover()  # what a process killed while moving files left
         async with contextlib.aclosing(self._windows()) as windows:  # a failure stops the reader
             async for window in windows:
                 self._check_lease()
@@ -292,28 +293,9 @@ class Lister:
             if item.restore:
                 log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
         if plan.moves:
-            await finish(asyncio.ensure_future(self._move(plan.moves)))
+            await self.mover.carry_out(plan.moves)
         for sidecar in plan.sidecars:
             await self._write_sidecar(sidecar)
-
-    async def _move(self, moves: Sequence[Move]) -> None:
-        """Rename files and record their new paths, as one unit that runs to its end even
-        when the pass is cancelled meanwhile (`finish`); a recording that fails moves the
-        files back. Files moved under rows that still name their old paths would look
-        deleted by hand: restored as duplicates, or forgotten under `forget`."""
-        steps = order_moves(moves)
-        sidecars = self.rt.config.write_metadata
-        await off_loop(_apply_moves, self.fs, steps, sidecars)
-        try:
-            await self.store.documents.record_moves(
-                self.name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in moves]
-            )
-        except BaseException:
-            back = [(new, old) for old, new in reversed(steps)]
-            await off_loop(_apply_moves, self.fs, back, sidecars)
-            raise
-        for move in moves:
-            self.rt.log.info("document.moved", old=move.old_path, new=move.new_path)
 
     async def _write_sidecar(self, sidecar: Sidecar) -> None:
         """The listing's metadata changed while the document did not: rewrite the sidecar."""
@@ -391,39 +373,3 @@ def _write_sidecar(fs: MirrorFS, rel_path: str, data: bytes, staging: Folder) ->
     parent, _, name = rel_path.rpartition("/")
     with fs.make_folder(parent) as folder:
         folder.write_atomic(name + SIDECAR_SUFFIX, data, staging)
-
-
-def _apply_moves(fs: MirrorFS, steps: Sequence[tuple[str, str]], sidecars: bool) -> None:
-    """Carry out (old, new) renames in order; a missing old file is left for a restore."""
-    for old, new in steps:
-        _move_file(fs, old, new)
-        if sidecars:
-            _move_file(fs, old + SIDECAR_SUFFIX, new + SIDECAR_SUFFIX)
-        old_parent = old.rpartition("/")[0]
-        if "/" in old_parent:  # a sub-folder the move may have emptied, never the source's
-            grand, _, leaf = old_parent.rpartition("/")
-            holder = fs.folder(grand)
-            if holder is not None:
-                with holder:
-                    holder.remove_if_empty(leaf)
-
-
-def _move_file(fs: MirrorFS, old: str, new: str) -> None:
-    """Rename one regular file; whatever already sits at `new` is kept aside, not replaced."""
-    source = fs.parent(old)
-    if source is None:
-        return
-    with source:
-        old_name = old.rpartition("/")[2]
-        found = source.lstat(old_name)
-        if found is None or not stat.S_ISREG(found.st_mode):
-            source.clear_link(old_name)
-            return
-        new_parent, _, new_name = new.rpartition("/")
-        with fs.make_folder(new_parent) as dest:
-            taken = dest.lstat(new_name)
-            if taken is not None and not stat.S_ISLNK(taken.st_mode):
-                dest.set_aside(new_name)
-            dest.move_in(source, old_name, new_name)
-            dest.fsync()
-        source.fsync()

@@ -49,6 +49,7 @@ from agent.models import DocState, KnownDocument, RemoteDocument, metadata_diges
 from agent.state.jobs import path_key
 
 OnLocalDelete = Literal["restore", "forget"]
+MOVE_TEMP_SUFFIX = ".sync-agent-move"  # a cycle of renames goes through `<old><suffix>`
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -272,7 +273,7 @@ def order_moves(moves: Sequence[Move]) -> list[tuple[str, str]]:
         free = [old for old, new in pending.items() if new not in pending]
         if not free:  # every destination is still taken: break the cycle
             old = next(iter(pending))
-            temp = f"{old}.sync-agent-move"
+            temp = old + MOVE_TEMP_SUFFIX
             steps.append((old, temp))
             pending[temp] = pending.pop(old)
             continue

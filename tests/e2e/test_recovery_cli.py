@@ -15,10 +15,12 @@ import pytest
 from agent.sandbox.standard_metrics import StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import CliResult, run_cli, write_config
+from tests.e2e.crash import KILLED, kill_at
 from tests.e2e.test_huddle_cli import World as HuddleWorld
 from tests.e2e.test_huddle_cli import nested_tree, open_world
 
 pytestmark = pytest.mark.e2e
+MOVES_RECORDED = "agent.state.documents:Documents.record_moves"
 
 
 def sha(data: bytes) -> str:
@@ -47,9 +49,12 @@ class SmWorld:
     state: Path
     config: Path
 
-    async def cli(self, *args: str) -> CliResult:
-        env = {"SM_SECRET": "demo-secret"}
+    async def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
+        env = {"SM_SECRET": "demo-secret", **(env or {})}
         return await run_cli("--config", str(self.config), *args, env=env)
+
+    def downloads(self) -> int:
+        return len(self.storage.log.records)
 
     def contents(self) -> list[str]:
         return sorted(sha(self.api.content(i)) for i in self.api.document_ids())
@@ -198,6 +203,33 @@ async def test_verify_reports_damage_and_repair_heals_it_through_the_next_pass(
     after = await sm.cli("verify")
     assert after.code == 0, after.stdout
     assert "clean" in after.stdout
+
+
+async def test_a_sync_killed_between_renaming_files_and_recording_it_duplicates_nothing(
+    sm: SmWorld, tmp_path: Path
+) -> None:
+    """Files renamed in the mirror before the process died are found where they went, even
+    after the documents were renamed again meanwhile: neither fetched again nor left twice."""
+    assert (await sm.cli("sync")).code == 0
+    first, second = sm.api.document_ids()[:2]
+    sm.api.rename_document(first, "renamed once.pdf")
+    sm.api.rename_document(second, "renamed.pdf")
+    killed = await sm.cli("sync", env=kill_at(tmp_path / "kill", MOVES_RECORDED))
+    assert killed.code == KILLED, killed.stderr
+    assert (sm.mirror / "sm" / "renamed once.pdf").exists()  # moved, never recorded
+    sm.api.rename_document(first, "renamed twice.pdf")
+    downloads = sm.downloads()
+
+    result = await sm.cli("sync")
+
+    assert result.code == 0, result.stderr
+    assert sm.downloads() == downloads
+    names = sorted(rel for rel in mirror_files(sm.mirror) if not rel.endswith(".meta.json"))
+    assert len(names) == len(sm.contents())
+    assert {"sm/renamed twice.pdf", "sm/renamed.pdf"} <= set(names)
+    files = [mirror_files(sm.mirror)[rel] for rel in names]
+    assert sorted(sha(p.read_bytes()) for p in files) == sm.contents()
+    assert (await sm.cli("verify")).code == 0
 
 
 # ---- Huddle: a listing with sizes and dates ----------------------------------------------

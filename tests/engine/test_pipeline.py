@@ -379,14 +379,14 @@ async def test_moves_under_way_are_recorded_even_when_the_pass_is_cancelled(
 ) -> None:
     """A pass cancelled (SIGTERM) while a renamed document's file is being moved still
     records its new path: the file and its row never disagree."""
-    from agent.engine import listing  # noqa: PLC0415 - patched below
+    from agent.engine import moves  # noqa: PLC0415 - patched below
 
     doc_id = world.add("before.pdf", payload(400, seed=30))
     ok(await world.sync())
     world.sandbox.rename_document(doc_id, "after.pdf")
     moving = asyncio.Event()
     release = asyncio.Event()
-    real = listing._apply_moves
+    real = moves.apply_moves
     loop = asyncio.get_running_loop()
 
     def slow_moves(*args: Any) -> None:
@@ -394,7 +394,7 @@ async def test_moves_under_way_are_recorded_even_when_the_pass_is_cancelled(
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
         real(*args)
 
-    monkeypatch.setattr(listing, "_apply_moves", slow_moves)
+    monkeypatch.setattr(moves, "apply_moves", slow_moves)
     async with running(world) as agent:
         sync = asyncio.create_task(agent.run_pass(SOURCE))
         await asyncio.wait_for(moving.wait(), 10)

@@ -8,9 +8,11 @@ paths it contests are read, the window is planned (`plan_window`, pure), skips, 
 sidecars are applied, and downloads are queued for the workers of every replica (`queued`).
 
 Each window also looks at the mirror (one lstat per file, off the loop) for the files of its
-mirrored documents, so files deleted by hand are restored or forgotten (`plan`), and at the
-paths its downloads target where the state knows no file of the agent's: a file there that
-passes the quick check is handed to the workers to adopt in place instead of downloading.
+mirrored documents, so files deleted by hand are restored or forgotten (`plan`), at the files
+of removed documents listed again, taken back without a download when still as the agent
+wrote them, and at the paths its downloads target where the state knows no file of the
+agent's: a file there that passes the quick check is handed to the workers to adopt in
+place instead of downloading.
 
 Memory stays bounded by the window, whatever the size of the source, except for the ids
 seen (the removal check needs them): once the whole listing is in, one streamed query
@@ -22,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import stat
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +40,6 @@ from agent.engine.filters import (
 from agent.engine.moves import Mover
 from agent.engine.plan import (
     Download,
-    OnDisk,
     OnLocalDelete,
     Plan,
     Removal,
@@ -50,10 +49,12 @@ from agent.engine.plan import (
     look_for_missing,
     plan_window,
     removal,
+    returning,
     split_adoptions,
     unclaimed_targets,
     wanted_paths,
 )
+from agent.engine.survey import on_disk, returned_intact
 from agent.errors import LeaseLostError
 from agent.models import DocState, RemoteDocument, metadata_digest
 from agent.state.store import Store
@@ -238,7 +239,10 @@ class Lister:
         wanted = {d.remote_id: wanted[d.remote_id] for d in todo if d.remote_id in wanted}
         keys = contested(wanted, known)
         holders = await documents.holders(self.name, keys) if keys else {}
-        plan = plan_window(todo, wanted, known, holders, missing=missing, on_local_delete=policy)
+        intact = await returned_intact(self.fs, returning(todo, known))
+        plan = plan_window(
+            todo, wanted, known, holders, missing=missing, intact=intact, on_local_delete=policy
+        )
         await self._apply(plan)
         on_exclude = self.rt.config.on_filter_exclude
         going = files_to_remove(filtered.excluded, known, on_exclude)
@@ -271,7 +275,7 @@ class Lister:
         if not targets:
             return
         found = await off_loop(lstat_all, self.fs, targets)
-        adopt, _ = split_adoptions(downloads, _on_disk(found))
+        adopt, _ = split_adoptions(downloads, on_disk(found))
         if adopt:
             self.adoptable(self.name, adopt)
 
@@ -289,6 +293,12 @@ class Lister:
         )
         for doc in plan.forgotten:
             log.info("document.deleted_locally", remote_id=doc.remote_id)
+        if plan.returned:
+            counts.unchanged += len(plan.returned)
+            await self.store.documents.record_returned(
+                self.name, [d.remote_id for d in plan.returned]
+            )
+            log.info("document.listed_again", count=len(plan.returned))
         for item in plan.downloads:
             if item.restore:
                 log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
@@ -360,13 +370,6 @@ def first_listings(window: Sequence[RemoteDocument], seen: Seen) -> list[RemoteD
 
 def _digest(doc: RemoteDocument) -> str | None:
     return None if doc.metadata is None else metadata_digest(doc.metadata)[1]
-
-
-def _on_disk(found: Mapping[str, os.stat_result]) -> dict[str, OnDisk]:
-    return {
-        rel: OnDisk(st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
-        for rel, st in found.items()
-    }
 
 
 def _write_sidecar(fs: MirrorFS, rel_path: str, data: bytes, staging: Folder) -> None:

@@ -1,5 +1,6 @@
 """The journal events a write to the documents table records: added or updated (with a
-kept local copy), failed, removed, file removed, moved. Pure builders over rows and items."""
+kept local copy), failed, removed, file removed, listed again, moved. Pure builders over
+rows and items."""
 
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ def file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> New
         row.size,
         row.digest,
         data={"file_deleted": True, **data},
+    )
+
+
+def returned_event(source: str, row: Any) -> NewEvent:
+    """A removed document listed again whose file is still in place: in the mirror again."""
+    return NewEvent(
+        EventType.ADDED,
+        source,
+        row.remote_id,
+        row.version,
+        row.rel_path,
+        row.size,
+        row.digest,
+        data={"listed_again": True},
     )
 
 

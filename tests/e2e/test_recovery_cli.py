@@ -232,6 +232,43 @@ async def test_a_sync_killed_between_renaming_files_and_recording_it_duplicates_
     assert (await sm.cli("verify")).code == 0
 
 
+EMPTY_PAGE = {"count": 0, "next": None, "previous": None, "results": []}
+
+
+async def test_documents_back_after_a_listing_that_came_back_empty_are_not_fetched_again(
+    sm: SmWorld,
+) -> None:
+    """A flaky server's empty listing marks the documents removed but deletes no file; when
+    they are listed again, the files still as the agent wrote them are taken back as they
+    are, and a file edited meanwhile is fetched again, the edit kept beside it."""
+    assert (await sm.cli("sync")).code == 0
+    before = identities(sm.mirror)
+    sm.api.faults.add("/v1/documents", 200, body=EMPTY_PAGE, method="GET")
+    empty = await sm.cli("sync")
+    assert empty.code == 0, empty.stderr
+    assert "0 listed" in empty.stdout
+    assert identities(sm.mirror) == before  # removed from the listing, files kept
+    edited = sorted(p for rel, p in mirror_files(sm.mirror).items() if "~" not in rel)[0]
+    wanted = edited.read_bytes()
+    edited.write_bytes(b"my notes")
+    downloads = sm.downloads()
+
+    back = await sm.cli("sync")
+
+    assert back.code == 0, back.stderr
+    assert "1 downloaded" in back.stdout
+    assert sm.downloads() == downloads + 1
+    assert edited.read_bytes() == wanted
+    (kept,) = edited.parent.glob(f"{edited.stem} (local copy *){edited.suffix}")
+    assert kept.read_bytes() == b"my notes"
+    unchanged = {rel: i for rel, i in identities(sm.mirror).items() if "local copy" not in rel}
+    del unchanged[str(edited.relative_to(sm.mirror))], before[str(edited.relative_to(sm.mirror))]
+    assert unchanged == before
+    status = json.loads((await sm.cli("status", "--json")).stdout)["sources"][0]
+    assert status["mirrored"] == len(sm.contents())
+    assert (await sm.cli("verify")).code == 0
+
+
 # ---- Huddle: a listing with sizes and dates ----------------------------------------------
 
 

@@ -71,29 +71,18 @@ def removed_event(source: str, row: Any) -> NewEvent:
 
 
 def file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> NewEvent:
-    return NewEvent(
-        EventType.REMOVED,
-        source,
-        row.remote_id,
-        row.version,
-        row.rel_path,
-        row.size,
-        row.digest,
-        data={"file_deleted": True, **data},
-    )
+    return _of_row(EventType.REMOVED, source, row, {"file_deleted": True, **data})
 
 
 def returned_event(source: str, row: Any) -> NewEvent:
     """A removed document listed again whose file is still in place: in the mirror again."""
+    return _of_row(EventType.ADDED, source, row, {"listed_again": True})
+
+
+def _of_row(kind: EventType, source: str, row: Any, data: Mapping[str, object]) -> NewEvent:
+    """An event about the file a row records."""
     return NewEvent(
-        EventType.ADDED,
-        source,
-        row.remote_id,
-        row.version,
-        row.rel_path,
-        row.size,
-        row.digest,
-        data={"listed_again": True},
+        kind, source, row.remote_id, row.version, row.rel_path, row.size, row.digest, data=data
     )
 
 

@@ -158,8 +158,12 @@ async def test_changes_below_a_folder_whose_time_did_not_move_are_mirrored(
     world.api.update_document(plan, b"plan 0, second version\n")
     ids.append(world.api.add_document(world.api.document(plan).folder_id, "new.dwg", b"new\n"))
     assert world.api.folder_last_modified(root) == root_time
+    world.api.log.clear()
     files = await mirror_exactly(world, ids)
     assert files["hd/Projects/Design/Drawings/new.dwg"] == b"new\n"
+    listing = [r.path for r in world.api.log.records if not r.path.endswith("/content")]
+    # As an unchanged pass: the 7 known documents asked again (304, or 200 for plan-0), the new one
+    assert Counter(map(kind_of, listing)) == {**UNCHANGED_PASS["minimal"], "document": 8}
 
 
 def content_requests(world: World, doc: str) -> list[tuple[str | None, str | None]]:

@@ -29,6 +29,8 @@ class Seen:
 class ForwardProxy:
     credentials: tuple[str, str] | None = None
     seen: list[Seen] = field(default_factory=list)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
@@ -39,9 +41,16 @@ class ForwardProxy:
             yield f"http://127.0.0.1:{port}"
         finally:
             server.close()
+            for writer in self._open:  # what clients kept open (kept-alive tunnels)
+                writer.close()
+            await asyncio.wait_for(asyncio.gather(*self._handlers, return_exceptions=True), 10)
             await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._open.add(writer)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             method, target, headers = _parse(head)
@@ -57,8 +66,9 @@ class ForwardProxy:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            with contextlib.suppress(ConnectionError):
-                writer.close()
+            self._open.discard(writer)
+            self._handlers.discard(task)
+            await _close(writer)
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         if self.credentials is None:
@@ -74,7 +84,10 @@ class ForwardProxy:
         if upstream is None:
             return
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await _pipe_both(reader, writer, *upstream)
+        try:
+            await _pipe_both(reader, writer, *upstream)
+        finally:
+            await _close(upstream[1])
 
     async def _forward(
         self,
@@ -96,12 +109,14 @@ class ForwardProxy:
         lines = [f"{method} {path} HTTP/1.1"]
         lines += [f"{k}: {v}" for k, v in headers.items() if k not in HOP_HEADERS]
         lines.append("connection: close")
-        up_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        length = int(headers.get("content-length", "0"))
-        if length:
-            up_writer.write(await reader.readexactly(length))
-        await _pipe(up_reader, writer)
-        up_writer.close()
+        try:
+            up_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            length = int(headers.get("content-length", "0"))
+            if length:
+                up_writer.write(await reader.readexactly(length))
+            await _pipe(up_reader, writer)
+        finally:
+            await _close(up_writer)
 
 
 def _parse(head: bytes) -> tuple[str, str, dict[str, str]]:
@@ -144,4 +159,9 @@ async def _pipe_both(
             dst.write_eof()
 
     await asyncio.gather(one_way(reader, up_writer), one_way(up_reader, writer))
-    up_writer.close()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()

@@ -8,9 +8,11 @@ paths it contests are read, the window is planned (`plan_window`, pure), skips, 
 sidecars are applied, and downloads are queued for the workers of every replica (`queued`).
 
 Each window also looks at the mirror (one lstat per file, off the loop) for the files of its
-mirrored documents, so files deleted by hand are restored or forgotten (`plan`), and at the
-paths its downloads target where the state knows no file of the agent's: a file there that
-passes the quick check is handed to the workers to adopt in place instead of downloading.
+mirrored documents, so files deleted by hand are restored or forgotten (`plan`), at the files
+of removed documents listed again, taken back without a download when still as the agent
+wrote them, and at the paths its downloads target where the state knows no file of the
+agent's: a file there that passes the quick check is handed to the workers to adopt in
+place instead of downloading.
 
 Memory stays bounded by the window, whatever the size of the source, except for the ids
 seen (the removal check needs them): once the whole listing is in, one streamed query
@@ -22,14 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import stat
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.engine.commit import SIDECAR_SUFFIX, finish, prune
+from agent.engine.commit import SIDECAR_SUFFIX, prune
 from agent.engine.filtered_out import remove_filtered_out
 from agent.engine.filters import (
     Filters,
@@ -37,10 +37,9 @@ from agent.engine.filters import (
     files_to_remove,
     recall_size_exclusions,
 )
+from agent.engine.moves import Mover
 from agent.engine.plan import (
     Download,
-    Move,
-    OnDisk,
     OnLocalDelete,
     Plan,
     Removal,
@@ -48,13 +47,14 @@ from agent.engine.plan import (
     contested,
     deletion_policy,
     look_for_missing,
-    order_moves,
     plan_window,
     removal,
+    returning,
     split_adoptions,
     unclaimed_targets,
     wanted_paths,
 )
+from agent.engine.survey import on_disk, returned_intact
 from agent.errors import LeaseLostError
 from agent.models import DocState, RemoteDocument, metadata_digest
 from agent.state.store import Store
@@ -159,8 +159,10 @@ class Lister:
         self.settled = 0  # listed documents mirrored as listed (each has a row, not removed)
         self.counts = Listed()
         self.folder_warned = False
+        self.mover = Mover(store, fs, self.name, sidecars=rt.config.write_metadata, log=rt.log)
 
     async def run(self) -> Listed:
+        await self.mover.recover()  # what a process killed while moving files left
         async with contextlib.aclosing(self._windows()) as windows:  # a failure stops the reader
             async for window in windows:
                 self._check_lease()
@@ -237,7 +239,10 @@ class Lister:
         wanted = {d.remote_id: wanted[d.remote_id] for d in todo if d.remote_id in wanted}
         keys = contested(wanted, known)
         holders = await documents.holders(self.name, keys) if keys else {}
-        plan = plan_window(todo, wanted, known, holders, missing=missing, on_local_delete=policy)
+        intact = await returned_intact(self.fs, returning(todo, known))
+        plan = plan_window(
+            todo, wanted, known, holders, missing=missing, intact=intact, on_local_delete=policy
+        )
         await self._apply(plan)
         on_exclude = self.rt.config.on_filter_exclude
         going = files_to_remove(filtered.excluded, known, on_exclude)
@@ -270,7 +275,7 @@ class Lister:
         if not targets:
             return
         found = await off_loop(lstat_all, self.fs, targets)
-        adopt, _ = split_adoptions(downloads, _on_disk(found))
+        adopt, _ = split_adoptions(downloads, on_disk(found))
         if adopt:
             self.adoptable(self.name, adopt)
 
@@ -288,32 +293,19 @@ class Lister:
         )
         for doc in plan.forgotten:
             log.info("document.deleted_locally", remote_id=doc.remote_id)
+        if plan.returned:
+            counts.unchanged += len(plan.returned)
+            await self.store.documents.record_returned(
+                self.name, [d.remote_id for d in plan.returned]
+            )
+            log.info("document.listed_again", count=len(plan.returned))
         for item in plan.downloads:
             if item.restore:
                 log.info("document.restoring", remote_id=item.doc.remote_id, path=item.rel_path)
         if plan.moves:
-            await finish(asyncio.ensure_future(self._move(plan.moves)))
+            await self.mover.carry_out(plan.moves)
         for sidecar in plan.sidecars:
             await self._write_sidecar(sidecar)
-
-    async def _move(self, moves: Sequence[Move]) -> None:
-        """Rename files and record their new paths, as one unit that runs to its end even
-        when the pass is cancelled meanwhile (`finish`); a recording that fails moves the
-        files back. Files moved under rows that still name their old paths would look
-        deleted by hand: restored as duplicates, or forgotten under `forget`."""
-        steps = order_moves(moves)
-        sidecars = self.rt.config.write_metadata
-        await off_loop(_apply_moves, self.fs, steps, sidecars)
-        try:
-            await self.store.documents.record_moves(
-                self.name, [(m.doc.remote_id, m.doc.name, m.new_path) for m in moves]
-            )
-        except BaseException:
-            back = [(new, old) for old, new in reversed(steps)]
-            await off_loop(_apply_moves, self.fs, back, sidecars)
-            raise
-        for move in moves:
-            self.rt.log.info("document.moved", old=move.old_path, new=move.new_path)
 
     async def _write_sidecar(self, sidecar: Sidecar) -> None:
         """The listing's metadata changed while the document did not: rewrite the sidecar."""
@@ -380,50 +372,7 @@ def _digest(doc: RemoteDocument) -> str | None:
     return None if doc.metadata is None else metadata_digest(doc.metadata)[1]
 
 
-def _on_disk(found: Mapping[str, os.stat_result]) -> dict[str, OnDisk]:
-    return {
-        rel: OnDisk(st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
-        for rel, st in found.items()
-    }
-
-
 def _write_sidecar(fs: MirrorFS, rel_path: str, data: bytes, staging: Folder) -> None:
     parent, _, name = rel_path.rpartition("/")
     with fs.make_folder(parent) as folder:
         folder.write_atomic(name + SIDECAR_SUFFIX, data, staging)
-
-
-def _apply_moves(fs: MirrorFS, steps: Sequence[tuple[str, str]], sidecars: bool) -> None:
-    """Carry out (old, new) renames in order; a missing old file is left for a restore."""
-    for old, new in steps:
-        _move_file(fs, old, new)
-        if sidecars:
-            _move_file(fs, old + SIDECAR_SUFFIX, new + SIDECAR_SUFFIX)
-        old_parent = old.rpartition("/")[0]
-        if "/" in old_parent:  # a sub-folder the move may have emptied, never the source's
-            grand, _, leaf = old_parent.rpartition("/")
-            holder = fs.folder(grand)
-            if holder is not None:
-                with holder:
-                    holder.remove_if_empty(leaf)
-
-
-def _move_file(fs: MirrorFS, old: str, new: str) -> None:
-    """Rename one regular file; whatever already sits at `new` is kept aside, not replaced."""
-    source = fs.parent(old)
-    if source is None:
-        return
-    with source:
-        old_name = old.rpartition("/")[2]
-        found = source.lstat(old_name)
-        if found is None or not stat.S_ISREG(found.st_mode):
-            source.clear_link(old_name)
-            return
-        new_parent, _, new_name = new.rpartition("/")
-        with fs.make_folder(new_parent) as dest:
-            taken = dest.lstat(new_name)
-            if taken is not None and not stat.S_ISLNK(taken.st_mode):
-                dest.set_aside(new_name)
-            dest.move_in(source, old_name, new_name)
-            dest.fsync()
-        source.fsync()

@@ -27,6 +27,11 @@ seen, so it is mirrored again like a new document. When the source's whole folde
 the mirror was lost (an unmounted volume, a deleted folder), not curated: everything is
 restored whatever the setting.
 
+Documents listed again. A document the listing dropped is recorded removed and its file
+kept (unless its source asked for pruning): a flaky server's empty page or a folder briefly
+out of reach must not cost a second download. Listed again at the same version and path,
+with its file still at the recorded size and mtime, it is mirrored again as it is.
+
 Files the state does not know about (its database was lost, or a file was copied in). A
 document whose path holds such a file is normally fetched into staging and the commit step
 compares bytes: identical files are adopted, different ones kept beside as local copies.
@@ -49,6 +54,7 @@ from agent.models import DocState, KnownDocument, RemoteDocument, metadata_diges
 from agent.state.jobs import path_key
 
 OnLocalDelete = Literal["restore", "forget"]
+MOVE_TEMP_SUFFIX = ".sync-agent-move"  # a cycle of renames goes through `<old><suffix>`
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -91,6 +97,7 @@ class Plan:
     skips: list[RemoteDocument] = field(default_factory=list)
     sidecars: list[Sidecar] = field(default_factory=list)
     forgotten: list[RemoteDocument] = field(default_factory=list)  # deleted by hand, let go
+    returned: list[RemoteDocument] = field(default_factory=list)  # listed again, file intact
     waiting: int = 0
     unchanged: int = 0
 
@@ -125,6 +132,7 @@ def plan_window(
     holders: Mapping[str, Collection[str]],
     *,
     missing: Collection[str] = frozenset(),
+    intact: Collection[str] = frozenset(),
     on_local_delete: OnLocalDelete = "restore",
 ) -> Plan:
     """Compare a window of the listing with the state: what to download, move or skip.
@@ -132,7 +140,8 @@ def plan_window(
     `wanted` holds the paths the documents want (`wanted_paths`); `known` the state's
     rows of the window's documents; `holders` the ids holding each contested path key
     (`contested`), claims of earlier windows included; `missing` the ids of mirrored
-    documents whose file is gone from the mirror.
+    documents whose file is gone from the mirror; `intact` the ids of removed documents
+    whose file is still as the agent wrote it (`intact_files`).
     """
     plan = Plan()
     claimed: dict[str, str] = {}  # path key -> the id that claimed it in this window
@@ -145,9 +154,38 @@ def plan_window(
         claimed[path_key(path)] = doc.remote_id
         if doc.remote_id in missing and _unchanged(doc, k):
             _deleted_by_hand(plan, doc, k, path, on_local_delete)
+        elif doc.remote_id in intact and _returning(doc, k, path):
+            plan.returned.append(doc)
         else:
             _decide(plan, doc, k, path)
     return plan
+
+
+def returning(
+    window: Sequence[RemoteDocument], known: Mapping[str, KnownDocument]
+) -> dict[str, KnownDocument]:
+    """The removed documents listed again at the version whose file their rows record, by
+    path: their files, when still as the agent wrote them, are taken back without a download
+    (a listing that briefly dropped documents must not cost the mirror a second download)."""
+    back = {}
+    for doc in window:
+        k = known.get(doc.remote_id)
+        if k is not None and k.rel_path and _returning(doc, k, k.rel_path):
+            back[k.rel_path] = k
+    return back
+
+
+def intact_files(
+    candidates: Mapping[str, KnownDocument], on_disk: Mapping[str, OnDisk]
+) -> set[str]:
+    """The ids of `candidates` (by path) whose file has the size and mtime recorded."""
+    return {
+        k.remote_id
+        for path, k in candidates.items()
+        if (found := on_disk.get(path)) is not None
+        and found.regular
+        and (found.size, found.mtime_ns) == (k.size, k.mtime_ns)
+    }
 
 
 def deletion_policy(configured: OnLocalDelete, source_folder_present: bool) -> OnLocalDelete:
@@ -219,6 +257,16 @@ def _skip(plan: Plan, doc: RemoteDocument, known: KnownDocument | None) -> None:
         plan.unchanged += 1
 
 
+def _returning(doc: RemoteDocument, known: KnownDocument | None, path: str) -> bool:
+    return (
+        known is not None
+        and known.state == DocState.REMOVED
+        and known.version == doc.version
+        and known.rel_path == path
+        and known.size is not None
+    )
+
+
 def _unchanged(doc: RemoteDocument, known: KnownDocument | None) -> bool:
     return known is not None and known.state == DocState.MIRRORED and known.version == doc.version
 
@@ -272,7 +320,7 @@ def order_moves(moves: Sequence[Move]) -> list[tuple[str, str]]:
         free = [old for old, new in pending.items() if new not in pending]
         if not free:  # every destination is still taken: break the cycle
             old = next(iter(pending))
-            temp = f"{old}.sync-agent-move"
+            temp = old + MOVE_TEMP_SUFFIX
             steps.append((old, temp))
             pending[temp] = pending.pop(old)
             continue

@@ -32,9 +32,11 @@ from agent.engine.plan import (
     Removal,
     contested,
     deletion_policy,
+    intact_files,
     look_for_missing,
     plan_window,
     removal,
+    returning,
     split_adoptions,
     unclaimed_targets,
     wanted_paths,
@@ -74,8 +76,15 @@ async def survey(
     missing, policy = await _missing(fs, config, look_for_missing(wanted, wanted, known), log)
     keys = contested(wanted, known)
     holders = await documents.holders(name, keys) if keys else {}
+    intact = await returned_intact(fs, returning(filtered.listing, known))
     plan = plan_window(
-        filtered.listing, wanted, known, holders, missing=missing, on_local_delete=policy
+        filtered.listing,
+        wanted,
+        known,
+        holders,
+        missing=missing,
+        intact=intact,
+        on_local_delete=policy,
     )
     adopt, fetch = await quick_adoptions(fs, plan.downloads)
     seen = {d.remote_id for d in listing}
@@ -117,6 +126,15 @@ async def quick_adoptions(
         return [], list(downloads)
     found = await off_loop(lstat_all, fs, targets)
     return split_adoptions(downloads, on_disk(found))
+
+
+async def returned_intact(fs: MirrorFS, back: Mapping[str, KnownDocument]) -> set[str]:
+    """The ids of removed documents listed again (`returning`, by path) whose files are
+    still as the agent wrote them: one lstat each."""
+    if not back:
+        return set()
+    found = await off_loop(lstat_all, fs, list(back))
+    return intact_files(back, on_disk(found))
 
 
 def unique(listing: list[RemoteDocument]) -> list[RemoteDocument]:

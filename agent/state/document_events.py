@@ -1,5 +1,6 @@
 """The journal events a write to the documents table records: added or updated (with a
-kept local copy), failed, removed, file removed, moved. Pure builders over rows and items."""
+kept local copy), failed, removed, file removed, listed again, moved. Pure builders over
+rows and items."""
 
 from __future__ import annotations
 
@@ -70,15 +71,18 @@ def removed_event(source: str, row: Any) -> NewEvent:
 
 
 def file_removed_event(source: str, row: Any, data: Mapping[str, object]) -> NewEvent:
+    return _of_row(EventType.REMOVED, source, row, {"file_deleted": True, **data})
+
+
+def returned_event(source: str, row: Any) -> NewEvent:
+    """A removed document listed again whose file is still in place: in the mirror again."""
+    return _of_row(EventType.ADDED, source, row, {"listed_again": True})
+
+
+def _of_row(kind: EventType, source: str, row: Any, data: Mapping[str, object]) -> NewEvent:
+    """An event about the file a row records."""
     return NewEvent(
-        EventType.REMOVED,
-        source,
-        row.remote_id,
-        row.version,
-        row.rel_path,
-        row.size,
-        row.digest,
-        data={"file_deleted": True, **data},
+        kind, source, row.remote_id, row.version, row.rel_path, row.size, row.digest, data=data
     )
 
 

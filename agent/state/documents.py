@@ -11,7 +11,7 @@ documents at a time: a pass never holds a whole source's rows.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -24,7 +24,7 @@ from agent.state import document_events as changes
 from agent.state import document_queries as queries
 from agent.state import jobs
 from agent.state.database import Database
-from agent.state.journal import EMPTY, Journal
+from agent.state.journal import EMPTY, Journal, NewEvent
 from agent.state.tables import DocumentRow, JobRow
 
 CHUNK = 500  # remote ids per IN (...) list
@@ -297,23 +297,38 @@ class Documents:
         The only way a row leaves the documents not removed (no row is ever deleted): the
         end of a pass relies on it to skip reading their ids when it found all of them
         listed (`Lister._remove_unlisted`)."""
+        await self._restate(source, remote_ids, DocState.REMOVED, changes.removed_event)
+
+    async def record_returned(self, source: str, remote_ids: Sequence[str]) -> None:
+        """Mark removed documents listed again, their files still in place, mirrored once
+        more, journaling `document.added` (the file is back in the mirror's truth)."""
+        await self._restate(
+            source, remote_ids, DocState.MIRRORED, changes.returned_event, only=DocState.REMOVED
+        )
+
+    async def _restate(
+        self,
+        source: str,
+        remote_ids: Sequence[str],
+        state: DocState,
+        event: Callable[[str, Any], NewEvent],
+        *,
+        only: DocState | None = None,
+    ) -> None:
+        """Put these documents' rows (those in state `only`, when given) in `state`, drop
+        their jobs, and journal `event` for each row that changed."""
         if not remote_ids:
             return
         now = self.db.clock()
         events = []
         async with self.db.begin() as conn:
             for chunk in _chunks(remote_ids):
-                gone = select(TABLE).where(
-                    TABLE.c.source == source,
-                    TABLE.c.remote_id.in_(chunk),
-                    TABLE.c.state != DocState.REMOVED,
-                )
-                events += [changes.removed_event(source, row) for row in await conn.execute(gone)]
-                await conn.execute(
-                    update(TABLE)
-                    .where(TABLE.c.source == source, TABLE.c.remote_id.in_(chunk))
-                    .values(state=DocState.REMOVED, updated_at=now)
-                )
+                mine = (TABLE.c.source == source) & TABLE.c.remote_id.in_(chunk)
+                if only is not None:
+                    mine &= TABLE.c.state == only
+                changing = select(TABLE).where(mine, TABLE.c.state != state)
+                events += [event(source, row) for row in await conn.execute(changing)]
+                await conn.execute(update(TABLE).where(mine).values(state=state, updated_at=now))
                 await jobs.drop_for_documents(conn, source, chunk)
             committed = await self.journal.append(conn, events)
         self.journal.publish(committed)

@@ -15,10 +15,12 @@ import pytest
 from agent.sandbox.standard_metrics import StandardMetricsSandbox
 from agent.sandbox.storage import StorageHost
 from tests.e2e.cli import CliResult, run_cli, write_config
+from tests.e2e.crash import KILLED, kill_at
 from tests.e2e.test_huddle_cli import World as HuddleWorld
 from tests.e2e.test_huddle_cli import nested_tree, open_world
 
 pytestmark = pytest.mark.e2e
+MOVES_RECORDED = "agent.state.documents:Documents.record_moves"
 
 
 def sha(data: bytes) -> str:
@@ -47,9 +49,12 @@ class SmWorld:
     state: Path
     config: Path
 
-    async def cli(self, *args: str) -> CliResult:
-        env = {"SM_SECRET": "demo-secret"}
+    async def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
+        env = {"SM_SECRET": "demo-secret", **(env or {})}
         return await run_cli("--config", str(self.config), *args, env=env)
+
+    def downloads(self) -> int:
+        return len(self.storage.log.records)
 
     def contents(self) -> list[str]:
         return sorted(sha(self.api.content(i)) for i in self.api.document_ids())
@@ -198,6 +203,70 @@ async def test_verify_reports_damage_and_repair_heals_it_through_the_next_pass(
     after = await sm.cli("verify")
     assert after.code == 0, after.stdout
     assert "clean" in after.stdout
+
+
+async def test_a_sync_killed_between_renaming_files_and_recording_it_duplicates_nothing(
+    sm: SmWorld, tmp_path: Path
+) -> None:
+    """Files renamed in the mirror before the process died are found where they went, even
+    after the documents were renamed again meanwhile: neither fetched again nor left twice."""
+    assert (await sm.cli("sync")).code == 0
+    first, second = sm.api.document_ids()[:2]
+    sm.api.rename_document(first, "renamed once.pdf")
+    sm.api.rename_document(second, "renamed.pdf")
+    killed = await sm.cli("sync", env=kill_at(tmp_path / "kill", MOVES_RECORDED))
+    assert killed.code == KILLED, killed.stderr
+    assert (sm.mirror / "sm" / "renamed once.pdf").exists()  # moved, never recorded
+    sm.api.rename_document(first, "renamed twice.pdf")
+    downloads = sm.downloads()
+
+    result = await sm.cli("sync")
+
+    assert result.code == 0, result.stderr
+    assert sm.downloads() == downloads
+    names = sorted(rel for rel in mirror_files(sm.mirror) if not rel.endswith(".meta.json"))
+    assert len(names) == len(sm.contents())
+    assert {"sm/renamed twice.pdf", "sm/renamed.pdf"} <= set(names)
+    files = [mirror_files(sm.mirror)[rel] for rel in names]
+    assert sorted(sha(p.read_bytes()) for p in files) == sm.contents()
+    assert (await sm.cli("verify")).code == 0
+
+
+EMPTY_PAGE = {"count": 0, "next": None, "previous": None, "results": []}
+
+
+async def test_documents_back_after_a_listing_that_came_back_empty_are_not_fetched_again(
+    sm: SmWorld,
+) -> None:
+    """A flaky server's empty listing marks the documents removed but deletes no file; when
+    they are listed again, the files still as the agent wrote them are taken back as they
+    are, and a file edited meanwhile is fetched again, the edit kept beside it."""
+    assert (await sm.cli("sync")).code == 0
+    before = identities(sm.mirror)
+    sm.api.faults.add("/v1/documents", 200, body=EMPTY_PAGE, method="GET")
+    empty = await sm.cli("sync")
+    assert empty.code == 0, empty.stderr
+    assert "0 listed" in empty.stdout
+    assert identities(sm.mirror) == before  # removed from the listing, files kept
+    edited = sorted(p for rel, p in mirror_files(sm.mirror).items() if "~" not in rel)[0]
+    wanted = edited.read_bytes()
+    edited.write_bytes(b"my notes")
+    downloads = sm.downloads()
+
+    back = await sm.cli("sync")
+
+    assert back.code == 0, back.stderr
+    assert "1 downloaded" in back.stdout
+    assert sm.downloads() == downloads + 1
+    assert edited.read_bytes() == wanted
+    (kept,) = edited.parent.glob(f"{edited.stem} (local copy *){edited.suffix}")
+    assert kept.read_bytes() == b"my notes"
+    unchanged = {rel: i for rel, i in identities(sm.mirror).items() if "local copy" not in rel}
+    del unchanged[str(edited.relative_to(sm.mirror))], before[str(edited.relative_to(sm.mirror))]
+    assert unchanged == before
+    status = json.loads((await sm.cli("status", "--json")).stdout)["sources"][0]
+    assert status["mirrored"] == len(sm.contents())
+    assert (await sm.cli("verify")).code == 0
 
 
 # ---- Huddle: a listing with sizes and dates ----------------------------------------------

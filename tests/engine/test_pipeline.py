@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from structlog.testing import capture_logs
 
 from agent.agent import Agent
 from agent.engine.listing import Lister
+from agent.engine.moves import IN_FLIGHT
 from agent.errors import (
     AuthenticationError,
     DocumentError,
@@ -379,14 +381,14 @@ async def test_moves_under_way_are_recorded_even_when_the_pass_is_cancelled(
 ) -> None:
     """A pass cancelled (SIGTERM) while a renamed document's file is being moved still
     records its new path: the file and its row never disagree."""
-    from agent.engine import listing  # noqa: PLC0415 - patched below
+    from agent.engine import moves  # noqa: PLC0415 - patched below
 
     doc_id = world.add("before.pdf", payload(400, seed=30))
     ok(await world.sync())
     world.sandbox.rename_document(doc_id, "after.pdf")
     moving = asyncio.Event()
     release = asyncio.Event()
-    real = listing._apply_moves
+    real = moves.apply_moves
     loop = asyncio.get_running_loop()
 
     def slow_moves(*args: Any) -> None:
@@ -394,7 +396,7 @@ async def test_moves_under_way_are_recorded_even_when_the_pass_is_cancelled(
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
         real(*args)
 
-    monkeypatch.setattr(listing, "_apply_moves", slow_moves)
+    monkeypatch.setattr(moves, "apply_moves", slow_moves)
     async with running(world) as agent:
         sync = asyncio.create_task(agent.run_pass(SOURCE))
         await asyncio.wait_for(moving.wait(), 10)
@@ -630,3 +632,27 @@ async def test_a_lease_taken_over_after_the_listing_was_read_removes_nothing(
         row = await agent.store.documents.get(SOURCE, gone)
     assert row is not None
     assert row.state == DocState.MIRRORED
+
+
+async def test_a_file_a_killed_pass_left_at_a_cycles_temporary_name_is_recorded_and_moved_on(
+    world: World,
+) -> None:
+    """A process killed halfway through a cycle of renames left a file at the temporary
+    name: the next pass finds it there by its recorded digest and moves it where its
+    document wants it, without a download and without a copy."""
+    doc_id = world.add("a.pdf", payload(300, seed=40))
+    ok(await world.sync())
+    folder = world.mirror / SOURCE
+    (folder / "a.pdf").rename(folder / "a.pdf.sync-agent-move")  # the cycle's first step
+    intent = [[doc_id, "b.pdf", f"{SOURCE}/a.pdf", f"{SOURCE}/b.pdf"]]
+    async with running(world) as agent:
+        await agent.store.for_source(SOURCE).save_cursor(IN_FLIGHT, json.dumps(intent))
+        stats = ok(await agent.run_pass(SOURCE))
+        row = await agent.store.documents.get(SOURCE, doc_id)
+        left = await agent.store.for_source(SOURCE).load_cursor(IN_FLIGHT)
+
+    assert (stats.downloaded, stats.moved) == (0, 1)
+    assert row is not None
+    assert (row.state, row.rel_path) == (DocState.MIRRORED, f"{SOURCE}/a.pdf")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.pdf"]
+    assert left is None

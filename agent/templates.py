@@ -73,6 +73,7 @@ workspaces = ${workspaces}  # their root folders are mirrored
 # download_reason = "offline-file"        # one of Huddle's reasons, or "other/<text>"
 # auth_scheme = "Bearer"                  # "OAuth2" for older deployments
 # formats = ["application/pdf"]           # also keep a PDF rendition beside each document
+# trust_folder_times = false              # true only if a folder's time covers its subtree
 poll_interval = "10m"
 # write_metadata = false
 ${filters}

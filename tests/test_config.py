@@ -154,6 +154,7 @@ IH = {
         ([{**HUDDLE, "workspaces": [""]}], {}, "sources.h.workspaces[0]", "''"),
         ([{**HUDDLE, "folders": ["nope"]}], {}, "sources.h.folders[0]", "'nope'"),
         ([{**HUDDLE, "auth_scheme": "Basic"}], {}, "sources.h.auth_scheme", "'Basic'"),
+        ([{**HUDDLE, "trust_folder_times": "yes"}], {}, "sources.h.trust_folder_times", "'yes'"),
         ([{**IH, "user": {**IH["user"], "last_name": 5}}], {}, "sources.ih.user.last_name", "5"),
     ],
 )
@@ -209,13 +210,14 @@ def test_without_secrets_unreadable_or_missing_secrets_stay_unset(tmp_path: Path
 
 
 def test_defaults_by_source_type() -> None:
-    """Huddle's base URL and token URL, Index Health's user, the state under STATE_DIRECTORY."""
+    """Huddle's base URL, token URL and untrusted folder times, Index Health's user, the state."""
     cfg = parse_config(
         {"agent": {"mirror_dir": "~/m"}, "sources": [HUDDLE, IH]}, {"STATE_DIRECTORY": "/var/s"}
     )
     huddle, ih = cfg.sources
     assert (huddle.base_url, huddle.requests_per_minute) == ("https://api.huddle.net", None)
     assert huddle.settings.token_url == "https://login.huddle.net/token"  # type: ignore[union-attr]
+    assert huddle.settings.trust_folder_times is False  # type: ignore[union-attr]
     assert ih.settings.user.uid == "ada"  # type: ignore[union-attr]
     assert cfg.agent.state_url == "sqlite+aiosqlite:////var/s/state.db"
     assert cfg.agent.mirror_dir == Path("~/m").expanduser()

@@ -97,6 +97,9 @@ class HuddleSettings(Settings, frozen=True, kw_only=True):
     download_reason: Annotated[str, Parse(parse_download_reason)] = "offline-file"
     auth_scheme: Literal["Bearer", "OAuth2"] = "Bearer"
     formats: Annotated[tuple[str, ...], Parse(parse_mime_types)] = ()
+    # Only for servers whose folder `Last-Modified` moves for any change below the folder:
+    # then a folder answering 304 is replayed from cache with its whole subtree.
+    trust_folder_times: bool = False
 
 
 class IndexHealthUser(Table, frozen=True, kw_only=True):

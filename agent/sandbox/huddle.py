@@ -10,9 +10,10 @@ Faithful to the Huddle API documentation (seed 002, API-NOTES section 3):
 - `GET /entry` -> 303 to `/users/{id}`, which lists the workspaces; each workspace links
   its root folder `/files/workspaces/{id}/folders/root`.
 - `GET /files/folders/{id}`: inline child folders and documents (in the `summaries`
-  shape: by default only their `self` links); `Last-Modified` is the
-  newest change anywhere in the folder's subtree, so `If-Modified-Since` -> 304 skips an
-  unchanged subtree with one request. 404 missing, 410 deleted, 423 locked.
+  shape: by default only their `self` links); `Last-Modified` (and `If-Modified-Since`
+  -> 304) covers what `folder_times` says: by default only the folder's own list of
+  children, with `RICH` any change anywhere in its subtree. 404 missing, 410 deleted,
+  423 locked.
 - `GET /files/pagedfolders/{id}?size=N&key=K`: keyset pages of folders then documents, in
   id order, with opaque keys. `size` defaults to 50; above 250 it is clamped to 250; a
   size below 1 or not a number is 400, as is a key this server did not make.
@@ -70,6 +71,7 @@ RICH: Final[HuddleKnobs] = {
     "paged_view": True,
     "refresh_revokes_access": False,
     "conversion_links_in_body": True,
+    "folder_times": "subtree",
 }
 
 
@@ -178,7 +180,7 @@ class HuddleSandbox(Served):
         )
 
     def update_document(self, doc_id: str, data: bytes) -> None:
-        """New content: version + 1, `updated` and every ancestor's subtree time move on."""
+        """New content: version + 1; `updated` and the folder times move as `folder_times` says."""
         self.tree.update_document(doc_id, data)
 
     def rename_document(self, doc_id: str, title: str, *, filename: str | None = None) -> None:
@@ -204,6 +206,10 @@ class HuddleSandbox(Served):
 
     def document(self, doc_id: str) -> Document:
         return self.tree.documents[doc_id]
+
+    def folder_last_modified(self, folder_id: str) -> float:
+        """The `Last-Modified` the folder answers with now, under the `folder_times` reading."""
+        return self._folder_time(self.tree.folders[folder_id])
 
     def fail_conversion(self, doc_id: str, mime: str, fail: bool = True) -> None:
         """Make conversions of `doc_id` to `mime` end in 500 on the progress resource."""
@@ -309,7 +315,9 @@ class HuddleSandbox(Served):
         if not isinstance(folder, Folder):
             return folder
         renderer = self._renderer(request)
-        return self._conditional(request, folder.subtree_modified, lambda: renderer.folder(folder))
+        return self._conditional(
+            request, self._folder_time(folder), lambda: renderer.folder(folder)
+        )
 
     async def _paged_folder(self, request: web.Request) -> web.Response:
         folder = self._live_folder(request.match_info["folder_id"])
@@ -330,7 +338,7 @@ class HuddleSandbox(Served):
         current = str(request.url)
         return self._conditional(
             request,
-            folder.subtree_modified,
+            self._folder_time(folder),
             lambda: renderer.paged(folder, page, size, current),
         )
 
@@ -346,6 +354,9 @@ class HuddleSandbox(Served):
         if not isinstance(doc, Document):
             return doc
         return huddle_json(self._renderer(request).versions(doc))
+
+    def _folder_time(self, folder: Folder) -> float:
+        return self.tree.last_modified(folder, self.options.folder_times)
 
     def _live_folder(self, folder_id: str) -> Folder | web.Response:
         folder = self.tree.folders.get(folder_id)

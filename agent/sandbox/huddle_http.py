@@ -32,6 +32,7 @@ _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 SUMMARY_SHAPES = ("self", "links", "full")
+FOLDER_TIMES = ("own", "children", "subtree")  # least first; see `HuddleOptions.folder_times`
 
 
 @dataclass
@@ -57,10 +58,18 @@ class HuddleOptions:
     # only in a `Link` header as the sequence diagram shows
     content_redirect: bool = False  # content answers 302 to a signed storage URL
     conversion_polls: int = 2  # progress polls that answer InProgress before the outcome
+    # What moves a folder's (and its paged view's) `Last-Modified`, which the documentation
+    # names without saying what it covers: "own" = the folder's own representation in the
+    # least summary shape, i.e. its list of direct children (one added, removed, moved in or
+    # out), as HTTP ties the header to the representation; "children" = also any change to a
+    # direct child (a document's new version or title); "subtree" = any change anywhere below.
+    folder_times: str = "own"
 
     def __post_init__(self) -> None:
         if self.summaries not in SUMMARY_SHAPES:
             raise ValueError(f"summaries must be one of {SUMMARY_SHAPES}")
+        if self.folder_times not in FOLDER_TIMES:
+            raise ValueError(f"folder_times must be one of {FOLDER_TIMES}")
         if self.expired_status not in (401, 403):
             raise ValueError("expired_status must be 401 or 403")
         if self.no_content_status not in (204, 404):
@@ -82,6 +91,7 @@ class HuddleKnobs(TypedDict, total=False):
     conversion_links_in_body: bool
     content_redirect: bool
     conversion_polls: int
+    folder_times: str
 
 
 def http_date(ts: float) -> str:

@@ -1,8 +1,12 @@
-"""In-memory Huddle data: workspaces, a folder tree, versioned documents, subtree change times.
+"""In-memory Huddle data: workspaces, a folder tree, versioned documents, folder change times.
 
-Every folder keeps `subtree_modified`, the newest change anywhere beneath it, so the server
-can answer `If-Modified-Since` for a whole subtree with one comparison. Child lists are kept
-sorted by `(rank, numeric id)` (folders first), which is the keyset order of paged folders.
+Every folder keeps three change times, one per reading of what moves its `Last-Modified`
+(`HuddleOptions.folder_times`): `own_modified` (the folder itself and the list of its
+direct children: one added, removed, moved in or out), `children_modified` (that, or any
+change to a direct child, such as a document's new version) and `subtree_modified` (the
+newest change anywhere beneath it). The server answers with the one its knob names
+(`last_modified`). Child lists are kept sorted by `(rank, numeric id)` (folders first),
+which is the keyset order of paged folders.
 
 HTTP dates have whole-second resolution. So that no change hides inside a second a client
 has already seen, `stamp()` moves a change to the next whole second after the newest time
@@ -22,6 +26,7 @@ FOLDER_RANK = 0
 DOCUMENT_RANK = 1
 ItemKey = tuple[int, int]
 
+
 DEMO_EPOCH = 1704099600.0  # 2024-01-01T09:00:00Z: demo data never depends on the clock
 
 
@@ -34,10 +39,15 @@ class Folder:
     description: str
     created: float
     updated: float
-    subtree_modified: float
     children: list[ItemKey] = field(default_factory=list)
     deleted: bool = False
     locked: bool = False
+    own_modified: float = field(init=False)
+    children_modified: float = field(init=False)
+    subtree_modified: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.own_modified = self.children_modified = self.subtree_modified = self.updated
 
     @property
     def key(self) -> ItemKey:
@@ -137,7 +147,7 @@ class HuddleTree:
     def add_workspace(self, title: str, *, at: float | None = None) -> str:
         when = self.stamp() if at is None else at
         ws_id = self._new_id()
-        root = Folder(self._new_id(), ws_id, None, "Documents", "", when, when, when)
+        root = Folder(self._new_id(), ws_id, None, "Documents", "", when, when)
         self.folders[root.id] = root
         self.workspaces[ws_id] = Workspace(ws_id, title, root.id)
         return ws_id
@@ -148,11 +158,11 @@ class HuddleTree:
         parent = self.folders[parent_id]
         when = self.stamp() if at is None else at
         folder = Folder(
-            self._new_id(), parent.workspace_id, parent.id, title, description, when, when, when
+            self._new_id(), parent.workspace_id, parent.id, title, description, when, when
         )
         self.folders[folder.id] = folder
         bisect.insort(parent.children, folder.key)
-        self._touch(parent.id, when)
+        self._touch(parent.id, when, listed=True)
         return folder.id
 
     def add_document(
@@ -193,7 +203,7 @@ class HuddleTree:
         self.documents[doc_id] = doc
         bisect.insort(folder.children, doc.key)
         if touch:
-            self._touch(folder_id, when)
+            self._touch(folder_id, when, listed=True)
         return doc_id
 
     def update_document(self, doc_id: str, data: bytes) -> None:
@@ -216,10 +226,10 @@ class HuddleTree:
         target = self.folders[folder_id]
         when = self.stamp()
         self._unlink(doc.folder_id, doc.key)
-        self._touch(doc.folder_id, when)
+        self._touch(doc.folder_id, when, listed=True)
         doc.folder_id, doc.updated = target.id, when
         bisect.insort(target.children, doc.key)
-        self._touch(target.id, when)
+        self._touch(target.id, when, listed=True)
 
     def delete_folder(self, folder_id: str) -> None:
         folder = self.folders[folder_id]
@@ -227,17 +237,17 @@ class HuddleTree:
             raise ValueError("a workspace root folder cannot be deleted")
         folder.deleted = True
         self._unlink(folder.parent_id, folder.key)
-        self._touch(folder.parent_id, self.stamp())
+        self._touch(folder.parent_id, self.stamp(), listed=True)
 
     def delete_document(self, doc_id: str) -> None:
         doc = self.documents[doc_id]
         doc.deleted = True
         self._unlink(doc.folder_id, doc.key)
-        self._touch(doc.folder_id, self.stamp())
+        self._touch(doc.folder_id, self.stamp(), listed=True)
 
     def touch_ancestors(self, folder_id: str, when: float) -> None:
-        """Public form of the subtree-time walk, for bulk loaders that skip it per item."""
-        self._touch(folder_id, when)
+        """Public form of the change-time walk for children added in bulk, skipped per item."""
+        self._touch(folder_id, when, listed=True)
 
     def _unlink(self, folder_id: str, key: ItemKey) -> None:
         children = self.folders[folder_id].children
@@ -245,11 +255,24 @@ class HuddleTree:
         if index < len(children) and children[index] == key:
             del children[index]
 
-    def _touch(self, folder_id: str | None, when: float) -> None:
-        while folder_id is not None:
-            folder = self.folders[folder_id]
-            folder.subtree_modified = max(folder.subtree_modified, when)
-            folder_id = folder.parent_id
+    def _touch(self, folder_id: str, when: float, *, listed: bool = False) -> None:
+        """Record a change at `when` to a child of `folder_id` (`listed`: to its child list)."""
+        folder = self.folders[folder_id]
+        if listed:
+            folder.own_modified = max(folder.own_modified, when)
+        folder.children_modified = max(folder.children_modified, when)
+        current: Folder | None = folder
+        while current is not None:
+            current.subtree_modified = max(current.subtree_modified, when)
+            current = self.folders[current.parent_id] if current.parent_id else None
+
+    def last_modified(self, folder: Folder, reading: str) -> float:
+        """The folder's `Last-Modified` under one of the `FOLDER_TIMES` readings."""
+        if reading == "own":
+            return folder.own_modified
+        if reading == "children":
+            return folder.children_modified
+        return folder.subtree_modified
 
     # -- reading --------------------------------------------------------------------------
 

@@ -1,14 +1,22 @@
-"""Huddle: folder trees walked through paged views, unchanged subtrees replayed from cache.
+"""Huddle: folder trees walked through paged views, every folder listed on every pass.
 
 Listing. Each configured root (a workspace's root folder, or a folder URL) is walked depth
 first: GET the folder, then its paged `collection` view (`size=250`, following `next`
 links as given). Each folder's listing is kept in a state cursor (`FolderCache`) with the
-folder's `Last-Modified`; on the next pass the folder is asked with `If-Modified-Since`,
-and a 304 replays the cached documents of the WHOLE subtree without another request
-(Huddle's folder time covers changes anywhere below it). A cache is saved only after its
-whole subtree was listed, so an interrupted pass never hides a change. 410 Gone (or 404
-below a root) means the folder was deleted: its documents are not listed and its caches
-are dropped. 423 Locked replays the cache when there is one.
+folder's `Last-Modified`; what the cache learnt about each document answers again while
+the folder's summary of it shows the same `updated` (and version), and otherwise the
+Document resource is asked with `If-Modified-Since` (`huddle_lookup`). A cache is saved
+only after its whole subtree was listed, so an interrupted pass never hides a change.
+410 Gone (or 404 below a root) means the folder was deleted: its documents are not listed
+and its caches are dropped. 423 Locked replays the folder's cached documents and lists its
+child folders as usual.
+
+The documentation does not say what a folder's `Last-Modified` covers, so by default the
+agent concludes nothing from it: a new document or version below (or inside) a folder
+whose time did not move is still found. With `trust_folder_times`, only for servers that
+move a folder's time for any change below it, a folder is asked with `If-Modified-Since`
+and a 304 (or 423) replays the cached documents of its WHOLE subtree without another
+request.
 
 Mirror paths. `folder` is the root's label, then the titles of the folders below it. The
 label is the workspace title for a workspace (the root folder itself is always called
@@ -125,11 +133,13 @@ class HuddleSource(BaseSource):
     async def _walk(
         self, url: str, parent: tuple[str, ...], run: _Pass, root: Root | None = None
     ) -> AsyncIterator[RemoteDocument]:
-        """List one folder and its subtree, from the API or, when unchanged, from cache."""
+        """List one folder and its subtree; a locked (or trusted unchanged) one from cache."""
         run.visited.add(url)
         cached = await self._load(url)
-        response = await self._get(url, since=cached.last_modified if cached else None)
-        if cached is not None and response.status in (304, 423):
+        trusted = self.settings.trust_folder_times
+        since = cached.last_modified if cached is not None and trusted else None
+        response = await self._get(url, since=since)
+        if cached is not None and _replayed(response.status, asked_since=bool(since)):
             if response.status == 423:
                 self.log.warning("huddle.folder_locked", url=safe_url(url))
             async for doc in self._replay(cached, parent, run, root):
@@ -159,13 +169,17 @@ class HuddleSource(BaseSource):
     async def _replay(
         self, cache: FolderCache, parent: tuple[str, ...], run: _Pass, root: Root | None
     ) -> AsyncIterator[RemoteDocument]:
-        """Yield an unchanged subtree from cache; a child missing from it is listed live."""
+        """Yield a folder's cached documents, then its child folders.
+
+        With `trust_folder_times` the children are replayed from their caches too (the
+        folder's time covers them); otherwise, or when a child has no cache, listed live.
+        """
         path = self._path(parent, cache.title, root, run)
         for entry in cache.documents:
             for doc in self._documents(entry, path):
                 yield doc
         for child in cache.folders:
-            child_cache = await self._load(child)
+            child_cache = await self._load(child) if self.settings.trust_folder_times else None
             if child_cache is None:
                 async for doc in self._walk(child, path, run):
                     yield doc
@@ -301,6 +315,11 @@ class HuddleSource(BaseSource):
 
     async def check_download(self, answer: Answer) -> Outcome:
         return judge(check_content, answer.head)
+
+
+def _replayed(status: int, *, asked_since: bool) -> bool:
+    """Whether a folder's answer sends us to its cache: locked, or unchanged since asked."""
+    return status == 423 or (asked_since and status == 304)
 
 
 def _unseen(summaries: tuple[Summary, ...], listed: Mapping[str, DocEntry]) -> list[Summary]:

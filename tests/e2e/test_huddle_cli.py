@@ -125,11 +125,14 @@ async def test_nested_tree_past_250_per_folder_is_mirrored_with_offline_reason(
     assert world.storage.authorization_seen == []
 
 
-async def test_unchanged_tree_costs_one_folder_request_on_second_pass(world: World) -> None:
+async def test_unchanged_tree_costs_one_folder_request_when_folder_times_are_trusted(
+    world: World,
+) -> None:
+    """`trust_folder_times` against the subtree-time (RICH) server: the root's 304 is all."""
     nested_tree(world, bulk_size=5)
-    assert (await sync(world)).code == 0
+    assert (await sync(world, trust_folder_times=True)).code == 0
     world.api.log.clear()
-    second = await sync(world)
+    second = await sync(world, trust_folder_times=True)
     assert second.code == 0, second.stderr
     folder_calls = [r for r in world.api.log.records if r.path.startswith("/files/")]
     assert len(folder_calls) == 1, [(r.method, r.path) for r in folder_calls]

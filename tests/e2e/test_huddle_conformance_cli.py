@@ -12,8 +12,10 @@ import asyncio
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,19 +63,30 @@ async def mirror_exactly(world: World, ids: list[str]) -> dict[str, bytes]:
     return files
 
 
-async def unchanged_pass_requests(world: World, empty: str) -> int:
-    """How many listing requests the API sees in a pass after nothing changed.
+def kind_of(path: str) -> str:
+    """What a listing request asked for: a folder, a page of one, a workspace, a document."""
+    if path.startswith("/files/pagedfolders/"):
+        return "page"
+    if path.startswith(("/files/folders/", "/files/workspaces/")):
+        return "folder"
+    if path.startswith("/files/documents/"):
+        return "document"
+    return path.split("/")[1]
+
+
+async def unchanged_pass_requests(world: World, empty: str, **extra: Any) -> Counter[str]:
+    """The listing requests the API sees, by kind, in a pass after nothing changed.
 
     Besides them the engine asks once more for the content of the document that had
     none (it retries documents skipped at download time), and for nothing else.
     """
     world.api.log.clear()
-    result = await sync(world)
+    result = await sync(world, **extra)
     assert result.code == 0, result.stderr
     assert "0 downloaded" in result.stdout
     content = [r.path for r in world.api.log.records if r.path.endswith("/content")]
     assert content == [f"/files/documents/{empty}/content"]
-    return len(world.api.log.records) - len(content)
+    return Counter(kind_of(r.path) for r in world.api.log.records if r.path not in content)
 
 
 async def test_self_only_summaries_mirror_nested_folders_past_250_and_skip_restricted(
@@ -88,14 +101,24 @@ async def test_self_only_summaries_mirror_nested_folders_past_250_and_skip_restr
     assert any("Drawings" in Path(p).parts for p in files)
     skipped = {s["remote_id"]: s["reason"] for s in (await status(world))["skipped_documents"]}
     assert skipped == {odd["restricted"]: "no download permission", odd["empty"]: "no content"}
-    assert await unchanged_pass_requests(world, odd["empty"]) == 1
+    requests = await unchanged_pass_requests(world, odd["empty"])  # Bulk has two pages
+    assert requests == {"folder": 4, "page": 5, "workspaces": 1, "document": 266}
+
+
+# An unchanged pass of the tree below (4 folders, Bulk of 3) with the default settings: every
+# folder and page, the workspace's title, and a conditional lookup (304) of each document
+# whose summary shows no `content` link (minimal: all 9; rich: none).
+UNCHANGED_PASS = {
+    "minimal": {"folder": 4, "page": 4, "workspaces": 1, "document": 9},
+    "rich": {"folder": 4, "page": 4, "workspaces": 1},
+}
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-async def test_both_readings_mirror_the_same_tree_and_an_unchanged_pass_costs_one_request(
+async def test_both_readings_mirror_the_same_tree_and_an_unchanged_pass_lists_every_folder(
     tmp_path: Path, mode: str
 ) -> None:
-    """Minimal and rich servers give the same mirror; the next pass asks only the root."""
+    """Minimal and rich servers give the same mirror; the next pass lists every folder again."""
     async for world in open_world(tmp_path, MODES[mode]):
         ids = nested_tree(world, bulk_size=3)
         odd = restricted_and_empty(world)
@@ -107,7 +130,40 @@ async def test_both_readings_mirror_the_same_tree_and_an_unchanged_pass_costs_on
         }
         skipped = (await status(world))["skipped_documents"]
         assert {s["remote_id"] for s in skipped} == set(odd.values())
-        assert await unchanged_pass_requests(world, odd["empty"]) == 1
+        assert await unchanged_pass_requests(world, odd["empty"]) == UNCHANGED_PASS[mode]
+
+
+async def test_trusted_folder_times_make_an_unchanged_pass_one_request_on_a_subtree_server(
+    tmp_path: Path,
+) -> None:
+    """`trust_folder_times = true` against a server whose folder time covers its subtree."""
+    async for world in open_world(tmp_path, RICH):
+        ids = nested_tree(world, bulk_size=3)
+        odd = restricted_and_empty(world)
+        await mirror_exactly(world, ids)
+        requests = await unchanged_pass_requests(world, odd["empty"], trust_folder_times=True)
+        assert requests == {"folder": 1}  # the root answers 304: its subtree is replayed
+
+
+async def test_changes_below_a_folder_whose_time_did_not_move_are_mirrored(
+    minimal: World,
+) -> None:
+    """A new deep document and a new version of a deep one are mirrored on the next pass."""
+    world = minimal
+    ids = nested_tree(world, bulk_size=3)
+    await mirror_exactly(world, ids)
+    root = world.api.root_folder_id(world.ws)
+    root_time = world.api.folder_last_modified(root)
+    plan = ids[1]  # Projects/Design/Drawings/plan-0.dwg
+    world.api.update_document(plan, b"plan 0, second version\n")
+    ids.append(world.api.add_document(world.api.document(plan).folder_id, "new.dwg", b"new\n"))
+    assert world.api.folder_last_modified(root) == root_time
+    world.api.log.clear()
+    files = await mirror_exactly(world, ids)
+    assert files["hd/Projects/Design/Drawings/new.dwg"] == b"new\n"
+    listing = [r.path for r in world.api.log.records if not r.path.endswith("/content")]
+    # As an unchanged pass: the 7 known documents asked again (304, or 200 for plan-0), the new one
+    assert Counter(map(kind_of, listing)) == {**UNCHANGED_PASS["minimal"], "document": 8}
 
 
 def content_requests(world: World, doc: str) -> list[tuple[str | None, str | None]]:

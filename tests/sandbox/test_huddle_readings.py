@@ -104,3 +104,45 @@ async def test_finished_conversion_names_its_content_in_a_header_or_the_body(
         else:
             assert "links" not in done.json()
             assert done.headers["Link"] == f'<{content}>; rel="content"'
+
+
+# Which folders answer 200 (moved) to `If-Modified-Since` after each kind of change, under each
+# `folder_times` reading: (the changed document's folder A, A's parent, the root).
+FOLDER_TIME_CASES = {
+    "own": {"new version": (304, 304, 304), "new document": (200, 304, 304)},
+    "children": {"new version": (200, 304, 304), "new document": (200, 304, 304)},
+    "subtree": {"new version": (200, 200, 200), "new document": (200, 200, 200)},
+}
+
+
+@pytest.mark.parametrize("change", ["new version", "new document"])
+@pytest.mark.parametrize("reading", sorted(FOLDER_TIME_CASES))
+async def test_a_folder_time_moves_for_what_its_reading_covers(reading: str, change: str) -> None:
+    """`own` moves for the folder's child list, `children` also for a child, `subtree` for all."""
+    async with huddle(minimal=True, folder_times=reading) as api:
+        root = api.sandbox.root_folder_id(api.sandbox.add_workspace("W"))
+        parent = api.sandbox.add_folder(root, "P")
+        deep = api.sandbox.add_folder(parent, "A")
+        doc = api.sandbox.add_document(deep, "d.txt", b"one")
+        folders = (deep, parent, root)
+        stamps = [(await api.get(f"/files/folders/{f}")).headers["Last-Modified"] for f in folders]
+        api.clock.now += 60
+        if change == "new version":
+            api.sandbox.update_document(doc, b"two")
+        else:
+            api.sandbox.add_document(deep, "e.txt", b"new")
+        statuses = []
+        for folder, stamp in zip(folders, stamps, strict=True):
+            for view in ("folders", "pagedfolders"):
+                reply = await api.get(f"/files/{view}/{folder}", {"If-Modified-Since": stamp})
+                statuses.append(reply.status)
+        assert statuses[::2] == list(FOLDER_TIME_CASES[reading][change])
+        assert statuses[1::2] == statuses[::2]  # the paged view answers as its folder
+
+
+async def test_by_default_a_folder_time_covers_only_its_own_list_of_children() -> None:
+    """The least reading is the default and `RICH` is the subtree reading."""
+    async with huddle(minimal=True) as api:
+        assert api.sandbox.options.folder_times == "own"
+    async with huddle() as api:
+        assert api.sandbox.options.folder_times == "subtree"

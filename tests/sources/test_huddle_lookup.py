@@ -39,7 +39,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def build(session: aiohttp.ClientSession, tmp_path: Path) -> Build:
     """A HuddleSource over `sb` for workspace `ws`, keeping its state in `state`."""
 
-    def make(sb: HuddleSandbox, ws: str, state: MemorySourceState, **agent: Any) -> HuddleSource:
+    def make(
+        sb: HuddleSandbox, ws: str, state: MemorySourceState, *, trust: bool = False, **agent: Any
+    ) -> HuddleSource:
         data = {
             "agent": {"mirror_dir": str(tmp_path / "m"), "state_dir": str(tmp_path), **agent},
             "sources": [
@@ -51,6 +53,7 @@ def build(session: aiohttp.ClientSession, tmp_path: Path) -> Build:
                     "client_id": "demo-client",
                     "refresh_token": "demo-refresh-0",
                     "workspaces": [ws],
+                    "trust_folder_times": trust,
                 }
             ],
         }
@@ -110,24 +113,47 @@ async def test_self_only_summaries_are_completed_and_only_restricted_ones_skippe
     assert len(lookups(sandbox)) == 263  # one Document resource per document, no more
 
 
-async def test_unchanged_pass_costs_one_request_and_a_change_costs_conditional_lookups(
+async def test_by_default_every_pass_asks_each_document_and_finds_a_new_deep_version(
     sandbox: HuddleSandbox, build: Build
 ) -> None:
+    """Folder times prove nothing: each pass lists every page and asks each document (304)."""
     ws, ids = fill(sandbox)
     source = build(sandbox, ws, MemorySourceState())
     first = await listing(source)
     sandbox.log.clear()
     assert await listing(source) == first
-    assert len(sandbox.log.records) == 1  # the root answers 304: the subtree is replayed
+    asked = sandbox.log.matching("GET", DOCS)
+    assert len(asked) == 263
+    assert all(r.headers.get("if-modified-since") for r in asked)
+    assert len(sandbox.log.matching("GET", "/files/pagedfolders/")) == 5  # Bulk has two pages
+    root_time = sandbox.folder_last_modified(sandbox.root_folder_id(ws))
     sandbox.update_document(ids["plan"], b"plan v2")
-    sandbox.log.clear()
-    after = await listing(source)
-    assert after[ids["plan"]].version.startswith("2@")
-    asked = sandbox.log.matching("GET", DOCS)  # the documents of the folders on the path
-    assert sorted(r.path for r in asked) == sorted(
-        f"{DOCS}{ids[k]}" for k in ("plan", "elevation", "restricted")
-    )
-    assert all(r.headers.get("if-modified-since") for r in asked)  # 304 when unchanged
+    assert sandbox.folder_last_modified(sandbox.root_folder_id(ws)) == root_time
+    assert (await listing(source))[ids["plan"]].version.startswith("2@")
+
+
+async def test_trusted_folder_times_replay_an_unchanged_subtree_and_ask_only_along_a_change(
+    build: Build,
+) -> None:
+    """With `trust_folder_times` against a subtree-time server: 1 request, then the path."""
+    storage = StorageHost()
+    sb = HuddleSandbox(storage, folder_times="subtree")
+    async with storage.running(), sb.running():
+        ws, ids = fill(sb)
+        source = build(sb, ws, MemorySourceState(), trust=True)
+        first = await listing(source)
+        sb.log.clear()
+        assert await listing(source) == first
+        assert len(sb.log.records) == 1  # the root answers 304: the subtree is replayed
+        sb.update_document(ids["plan"], b"plan v2")
+        sb.log.clear()
+        after = await listing(source)
+        assert after[ids["plan"]].version.startswith("2@")
+        asked = sb.log.matching("GET", DOCS)  # the documents of the folders on the path
+        assert sorted(r.path for r in asked) == sorted(
+            f"{DOCS}{ids[k]}" for k in ("plan", "elevation", "restricted")
+        )
+        assert all(r.headers.get("if-modified-since") for r in asked)  # 304 when unchanged
 
 
 @pytest.mark.parametrize("shape", ["links", "full"])

@@ -37,7 +37,7 @@ def connection(
 
     `tls` is needed for https origins only. Through a proxy, an https origin is reached by a
     tunnel (the TLS handshake names the origin's host); a plain http one by a connection to
-    the proxy, to which `absolute_target` must then be sent.
+    the proxy, to which `request_target` and `forward_headers` must then be sent.
     """
     scheme, host, port = origin
     where, at = (host, port) if proxy is None else (proxy.host, proxy.port)
@@ -45,9 +45,7 @@ def connection(
     if scheme == "https":
         conn = http.client.HTTPSConnection(where, at, timeout=timeout, context=tls)
         if proxy is not None:
-            authorization = proxy.authorization()
-            headers = {} if authorization is None else {"Proxy-Authorization": authorization}
-            conn.set_tunnel(host, port, headers=headers)
+            conn.set_tunnel(host, port, headers=_credentials(proxy))
     else:
         conn = http.client.HTTPConnection(where, at, timeout=timeout)
     return conn
@@ -57,8 +55,7 @@ def forward_headers(origin: Origin, proxy: Proxy | None) -> dict[str, str]:
     """Headers a plain http request sent to `proxy` needs (its credentials), else none."""
     if proxy is None or origin[0] == "https":
         return {}
-    authorization = proxy.authorization()
-    return {} if authorization is None else {"Proxy-Authorization": authorization}
+    return _credentials(proxy)
 
 
 def request_target(origin: Origin, proxy: Proxy | None, target: str) -> str:
@@ -68,3 +65,9 @@ def request_target(origin: Origin, proxy: Proxy | None, target: str) -> str:
     scheme, host, port = origin
     where = f"[{host}]" if ":" in host else host
     return f"{scheme}://{where}{'' if port is None else f':{port}'}{target}"
+
+
+def _credentials(proxy: Proxy) -> dict[str, str]:
+    """`Proxy-Authorization` for the proxy, when it wants credentials."""
+    authorization = proxy.authorization()
+    return {} if authorization is None else {"Proxy-Authorization": authorization}
